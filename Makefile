@@ -1,0 +1,61 @@
+# tradebot: `make demo` (embedded default, no services) and `make test` (real PostgreSQL + Redis).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_ENV := DJANGO_SETTINGS_MODULE=tradebot.settings.test
+# The embedded default: no DATABASE_URL / REDIS_URL, so SQLite + eager Celery + in-process notifications.
+DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND DJANGO_SETTINGS_MODULE=tradebot.settings.base
+
+.PHONY: install demo test lint services migrate run worker beat flower bench bench-install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(DEMO_ENV) $(PY) manage.py migrate --noinput -v 0
+	$(DEMO_ENV) $(PY) manage.py demo
+
+services:
+	@bash scripts/services.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
+
+test: install services lint
+	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: install
+	$(PY) manage.py runserver
+
+worker: install
+	$(VENV)/bin/celery -A tradebot worker -Q market,bots,backtest -l info
+
+beat: install
+	$(PY) manage.py setup_periodic_tasks
+	$(VENV)/bin/celery -A tradebot beat -l info -S django_celery_beat.schedulers:DatabaseScheduler
+
+flower: install
+	$(VENV)/bin/celery -A tradebot flower --basic-auth=$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}
+
+bench-install: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+
+bench: bench-install services
+	$(TEST_ENV) $(PY) bench/aggregate.py
+	$(TEST_ENV) $(PY) bench/ingest.py
+	$(TEST_ENV) $(PY) bench/backtest.py
+	$(TEST_ENV) $(PY) bench/sweep.py
+
+clean:
+	rm -rf var/ .pytest_cache

@@ -1,0 +1,54 @@
+"""Strategies by name. Built-ins register on import; user strategies come from settings.TRADEBOT_STRATEGIES."""
+
+from __future__ import annotations
+
+import importlib
+
+_REGISTRY: dict[str, type] = {}
+
+
+class UnknownStrategyError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register(cls: type) -> type:
+    """Class decorator: make a strategy available by its `name`."""
+    name = getattr(cls, "name", None)
+    if not name:
+        raise ValueError(f"{cls.__qualname__} needs a class attribute `name` to be registered")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def get_strategy_class(name: str) -> type:
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownStrategyError(
+            f"unknown strategy {name!r}: expected one of {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def available() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def _load_builtins() -> None:
+    importlib.import_module("apps.bots.strategies.builtins")
+
+
+def load_user_strategies(paths: list[str] | None = None) -> None:
+    """Import "package.module.ClassName" entries and register them (the class may also self-register)."""
+    if paths is None:
+        from django.conf import settings
+
+        paths = list(getattr(settings, "TRADEBOT_STRATEGIES", []))
+    for dotted in paths:
+        module_name, _, attr = dotted.rpartition(".")
+        if not module_name:
+            raise ValueError(f"TRADEBOT_STRATEGIES entry {dotted!r} must be 'package.module.ClassName'")
+        cls = getattr(importlib.import_module(module_name), attr)
+        register(cls)
