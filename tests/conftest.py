@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
