@@ -1,0 +1,61 @@
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from apps.market.models import Candle, Market
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def candles(data_dir):
+    import pandas as pd
+
+    df = pd.read_csv(data_dir / "binance_spot_2023" / "binance_BTC_USDT-1h.csv", nrows=30)
+    Candle.objects.bulk_create(
+        Candle(exchange="binance", symbol="BTC/USDT", timeframe="1h", timestamp=int(r.timestamp) + 3_600_000,
+               open=r.open, high=r.high, low=r.low, close=r.close, volume=r.volume)
+        for r in df.itertuples()
+    )
+    return df
+
+
+def test_given_stored_candles_when_listing_pages_then_cursor_walks_all_rows_in_order(candles):
+    client = APIClient()
+    url = "/api/market/candles/?exchange=binance&symbol=BTC/USDT&timeframe=1h&limit=12"
+    seen = []
+    while url:
+        resp = client.get(url)
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["columns"] == ["timestamp", "open", "high", "low", "close", "volume"]
+        seen.extend(body["rows"])
+        url = body["next"]
+    assert [r[0] for r in seen] == [int(t) + 3_600_000 for t in candles["timestamp"]]
+    assert seen[0][1:] == [candles["open"][0], candles["high"][0], candles["low"][0], candles["close"][0],
+                           candles["volume"][0]]
+
+
+def test_given_bad_query_when_listing_candles_then_400_names_the_field():
+    resp = APIClient().get("/api/market/candles/?exchange=binance&symbol=BTC/USDT&timeframe=7m")
+    assert resp.status_code == 400
+    assert "timeframe" in resp.json()
+
+
+def test_given_user_when_adding_market_then_it_is_watched():
+    user = User.objects.create_user("alice", password="pw-123456789")
+    client = APIClient()
+    client.force_authenticate(user)
+    resp = client.post("/api/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m",
+                                                "watched": True}, format="json")
+    assert resp.status_code == 201, resp.content
+    assert Market.objects.get(symbol="ETH/USDT").watched is True
+    dup = client.post("/api/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m"},
+                      format="json")
+    assert dup.status_code == 400
+
+
+def test_given_schema_endpoint_when_fetched_then_candle_endpoint_is_documented():
+    resp = APIClient().get("/api/schema/")
+    assert resp.status_code == 200
+    assert b"/api/market/candles/" in resp.content
