@@ -1,0 +1,145 @@
+"""Walk-forward analysis (pure): rolling train/test windows, best parameters in-sample, evaluated out-of-sample.
+
+On each window the sweep's parameter sets run on the train slice; the best by the metric is then evaluated on the
+following test slice. Its signals are computed on train+test (the train part is the indicator warm-up, and signals
+never look ahead), and only the test bars are simulated. The stitched out-of-sample result simulates the
+concatenated test bars once with each window's chosen actions, so it compounds like one account switching
+parameters at every window boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from apps.backtest.engine.sweep import CandleArrays, compute_actions, evaluate, jsonable, rank_results, run_chunk
+from apps.market.timeframes import timeframe_ms
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+class WalkForwardError(ValueError):
+    """Windows that cannot be planned (names the size and why)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Half-open index ranges [train_start, train_end) and [test_start, test_end); train_end == test_start."""
+
+    index: int
+    train_start: int
+    train_end: int
+    test_start: int
+    test_end: int
+
+
+def to_candles(value: int | str, timeframe: str, *, what: str = "size") -> int:
+    """A window size as a candle count: an int / digit string is candles, '30d', '12h', '90m', '2w' a duration."""
+    if isinstance(value, (int, np.integer)):
+        n = int(value)
+    else:
+        text = str(value).strip()
+        if text.isdigit():
+            n = int(text)
+        else:
+            m = _DURATION.match(text)
+            if not m:
+                raise WalkForwardError(f"{what} {value!r}: expected a candle count or a duration like 30d, 12h, 90m")
+            dur = int(m.group(1)) * _UNIT_MS[m.group(2)]
+            tf = timeframe_ms(timeframe)
+            if dur % tf:
+                raise WalkForwardError(f"{what} {value!r} is not a whole number of {timeframe} candles")
+            n = dur // tf
+    if n <= 0:
+        raise WalkForwardError(f"{what} must be positive, got {value!r}")
+    return n
+
+
+def plan_windows(n_candles: int, train: int, test: int, step: int | None = None) -> list[Window]:
+    """Rolling windows over n candles; the last test window must fit completely."""
+    step = test if step is None else step
+    for name, v in (("train", train), ("test", test), ("step", step)):
+        if v <= 0:
+            raise WalkForwardError(f"{name} must be a positive number of candles, got {v}")
+    if train + test > n_candles:
+        raise WalkForwardError(f"train {train} + test {test} candles exceed the {n_candles} candles of the data")
+    windows = []
+    start = 0
+    while start + train + test <= n_candles:
+        windows.append(Window(len(windows), start, start + train, start + train, start + train + test))
+        start += step
+    return windows
+
+
+def walk_forward(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[dict[str, Any]], rules: Any,
+                 timeframe: str, *, train: int, test: int, step: int | None = None,
+                 metric: str = "sharpe") -> dict[str, Any]:
+    """{windows: [...], stitched_metrics, stitched_equity, warnings} (all JSON-ready)."""
+    windows = plan_windows(len(arrays), train, test, step)
+    if not param_sets:
+        raise WalkForwardError("no parameter sets to choose from")
+    out_windows = []
+    seg_actions: list[np.ndarray] = []
+    seg_index: list[np.ndarray] = []
+    warnings: list[str] = []
+    for w in windows:
+        train_arr = arrays.slice(w.train_start, w.train_end)
+        ranked = rank_results(run_chunk(train_arr, strategy_cls, list(enumerate(param_sets)), rules, timeframe),
+                              metric)
+        best = ranked[0]
+        row = {
+            "index": w.index,
+            "train_start": int(arrays.timestamp[w.train_start]),
+            "train_end": int(arrays.timestamp[w.train_end - 1]),
+            "test_start": int(arrays.timestamp[w.test_start]),
+            "test_end": int(arrays.timestamp[w.test_end - 1]),
+            "parameters": best["parameters"],
+            "in_sample": best.get("metrics"),
+            "out_of_sample": None,
+            "error": best.get("error", ""),
+        }
+        if best.get("error") or best.get("metrics") is None:
+            warnings.append(f"window {w.index}: no parameter set could be evaluated on train ({best.get('error')})")
+            out_windows.append(row)
+            continue
+        strategy = strategy_cls(dict(best["parameters"]))
+        full = arrays.slice(w.train_start, w.test_end)
+        actions = compute_actions(strategy, full)[w.test_start - w.train_start:]
+        _, oos = evaluate(arrays.slice(w.test_start, w.test_end), actions, rules, timeframe)
+        row["out_of_sample"] = oos
+        out_windows.append(row)
+        # Stitch: this window's test bars up to where the next window's test begins (windows may overlap).
+        stop = w.test_end
+        if w.index + 1 < len(windows):
+            stop = min(stop, windows[w.index + 1].test_start)
+        seg_actions.append(actions[: stop - w.test_start])
+        seg_index.append(np.arange(w.test_start, stop))
+    stitched_metrics: dict[str, Any] = {}
+    stitched_equity: dict[str, list] = {"timestamp": [], "equity": []}
+    if seg_actions:
+        idx = np.concatenate(seg_index)
+        stitched = CandleArrays(*(a[idx] for a in (arrays.timestamp, arrays.open, arrays.high, arrays.low,
+                                                   arrays.close, arrays.volume)))
+        if np.any(np.diff(idx) > 1):
+            warnings.append("test windows do not touch (step > test): the stitched curve skips the bars between them")
+        sim, stitched_metrics = evaluate(stitched, np.concatenate(seg_actions), rules, timeframe)
+        stitched_equity = downsample_curve(stitched.timestamp, np.asarray(sim.equity, dtype=np.float64))
+    return {"windows": jsonable(out_windows), "stitched_metrics": stitched_metrics,
+            "stitched_equity": stitched_equity, "warnings": warnings}
+
+
+def downsample_curve(timestamp: np.ndarray, values: np.ndarray, max_points: int = 2000) -> dict[str, list]:
+    """At most max_points (first and last kept) so a stored curve stays small."""
+    n = len(values)
+    if n == 0:
+        return {"timestamp": [], "equity": []}
+    if n > max_points:
+        idx = np.unique(np.linspace(0, n - 1, max_points).astype(np.int64))
+    else:
+        idx = np.arange(n)
+    return {"timestamp": [int(t) for t in timestamp[idx]], "equity": jsonable(values[idx].tolist())}
