@@ -1,0 +1,249 @@
+"""Trades -> candles and candles -> higher-timeframe candles (pure: no Django).
+
+Buckets follow the exchanges: a candle stamped t (its CLOSE time) holds [t - tf, t), so a trade exactly at t starts
+the next candle. Both directions are one-pass numba kernels over time-ordered input, because pandas' resample spends
+most of its time building an index (see bench/aggregate.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+from apps.market.timeframes import TimeframeError, timeframe_ms
+
+CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+
+# Kernel status codes (>= 0 is the number of candles written).
+_UNSORTED = -1
+_BAD_PRICE = -2
+_BAD_AMOUNT = -3
+
+
+@njit(cache=True, nogil=True)
+def _trades_kernel(ts, price, amount, tf, out_ts, o, h, lo, c, v):  # pragma: no cover - compiled
+    """One pass over trades in time order. Returns candles written, or a negative code with the offending index in
+    out_ts[0]. Volume uses Kahan summation (like pandas' groupby sum), so it matches pandas to the last bit or so."""
+    n = ts.shape[0]
+    k = -1
+    cur = 0
+    comp = 0.0
+    prev_t = ts[0] if n > 0 else 0
+    for i in range(n):
+        t = ts[i]
+        p = price[i]
+        a = amount[i]
+        if t < prev_t:
+            out_ts[0] = i
+            return _UNSORTED
+        prev_t = t
+        if not (p > 0.0 and p < np.inf):
+            out_ts[0] = i
+            return _BAD_PRICE
+        if not (a >= 0.0 and a < np.inf):
+            out_ts[0] = i
+            return _BAD_AMOUNT
+        b = t // tf
+        if k < 0 or b != cur:
+            k += 1
+            cur = b
+            out_ts[k] = b * tf + tf
+            o[k] = p
+            h[k] = p
+            lo[k] = p
+            c[k] = p
+            v[k] = a
+            comp = 0.0
+        else:
+            if p > h[k]:
+                h[k] = p
+            if p < lo[k]:
+                lo[k] = p
+            c[k] = p
+            y = a - comp
+            s = v[k] + y
+            comp = s - v[k] - y
+            v[k] = s
+    return k + 1
+
+
+@njit(cache=True, nogil=True)
+def _resample_kernel(ts, op, hi, lo, cl, vol, src, tgt, out_ts, o, h, lw, c, v, cnt):  # pragma: no cover - compiled
+    """One pass over ascending source candles (close labels) into target buckets; cnt = source candles per bucket."""
+    n = ts.shape[0]
+    k = -1
+    cur = 0
+    comp = 0.0
+    for i in range(n):
+        b = (ts[i] - src) // tgt
+        if k < 0 or b != cur:
+            k += 1
+            cur = b
+            out_ts[k] = b * tgt + tgt
+            o[k] = op[i]
+            h[k] = hi[i]
+            lw[k] = lo[i]
+            c[k] = cl[i]
+            v[k] = vol[i]
+            cnt[k] = 1
+            comp = 0.0
+        else:
+            if hi[i] > h[k]:
+                h[k] = hi[i]
+            if lo[i] < lw[k]:
+                lw[k] = lo[i]
+            c[k] = cl[i]
+            y = vol[i] - comp
+            s = v[k] + y
+            comp = s - v[k] - y
+            v[k] = s
+            cnt[k] += 1
+    return k + 1
+
+
+def empty_candle_frame(*, filled: bool = False) -> pd.DataFrame:
+    cols: dict[str, np.ndarray] = {"timestamp": np.empty(0, dtype=np.int64)}
+    cols.update({c: np.empty(0, dtype=np.float64) for c in CANDLE_COLUMNS[1:]})
+    if filled:
+        cols["filled"] = np.empty(0, dtype=bool)
+    return pd.DataFrame(cols)
+
+
+def trades_to_candles_arrays(
+    ts: np.ndarray, price: np.ndarray, amount: np.ndarray, timeframe: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(timestamp, open, high, low, close, volume) arrays; the array form of `trades_to_candles` without fill."""
+    tf = timeframe_ms(timeframe)
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    price = np.ascontiguousarray(price, dtype=np.float64)
+    amount = np.ascontiguousarray(amount, dtype=np.float64)
+    if not (ts.ndim == price.ndim == amount.ndim == 1) or not (len(ts) == len(price) == len(amount)):
+        raise ValueError(
+            f"trades arrays must be 1-D and of equal length: timestamp {ts.shape}, price {price.shape}, "
+            f"amount {amount.shape}"
+        )
+    n = len(ts)
+    if n == 0:
+        f = np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=np.int64), f, f.copy(), f.copy(), f.copy(), f.copy()
+    span = int(ts.max() // tf - ts.min() // tf) + 1
+    size = min(n, span)
+    out_ts = np.empty(size, dtype=np.int64)
+    o, h, lo, c, v = (np.empty(size, dtype=np.float64) for _ in range(5))
+    written = _trades_kernel(ts, price, amount, tf, out_ts, o, h, lo, c, v)
+    if written == _UNSORTED:
+        # Not in time order: a stable sort keeps the given order among trades sharing a millisecond.
+        order = np.argsort(ts, kind="stable")
+        ts, price, amount = ts[order], price[order], amount[order]
+        written = _trades_kernel(ts, price, amount, tf, out_ts, o, h, lo, c, v)
+        index_map = order
+    else:
+        index_map = None
+    if written < 0:
+        idx = int(out_ts[0])
+        row = int(index_map[idx]) if index_map is not None else idx
+        if written == _BAD_PRICE:
+            raise ValueError(f"trade row {row} (0-based), field 'price': must be a positive finite number, "
+                             f"got {float(price[idx])!r}")
+        raise ValueError(f"trade row {row} (0-based), field 'amount': must be a finite number >= 0, "
+                         f"got {float(amount[idx])!r}")
+    return out_ts[:written], o[:written], h[:written], lo[:written], c[:written], v[:written]
+
+
+def trades_to_candles(
+    ts: np.ndarray, price: np.ndarray, amount: np.ndarray, timeframe: str, *, fill: bool = False
+) -> pd.DataFrame:
+    """Candle frame (close labels) from trades: open = first trade, close = last trade in the given order (trades
+    sharing a millisecond keep their order), high/low = extremes, volume = sum of amounts.
+
+    Intervals without trades produce no candle; with `fill=True` they become flat zero-volume candles at the previous
+    close between the first and last trade (like Kraken's and Binance's own), flagged in a boolean `filled` column.
+    Input not in time order is stably sorted first. Bad price/amount -> ValueError naming the row.
+    """
+    t, o, h, lo, c, v = trades_to_candles_arrays(ts, price, amount, timeframe)
+    if not fill:
+        return pd.DataFrame({"timestamp": t, "open": o, "high": h, "low": lo, "close": c, "volume": v})
+    if len(t) == 0:
+        return empty_candle_frame(filled=True)
+    return _fill_flat(t, o, h, lo, c, v, timeframe_ms(timeframe))
+
+
+def _fill_flat(t, o, h, lo, c, v, tf: int) -> pd.DataFrame:
+    """Expand to every bucket from first to last; empty ones are flat at the previous close with zero volume."""
+    full_ts = np.arange(t[0], t[-1] + tf, tf, dtype=np.int64)
+    pos = (t - t[0]) // tf
+    has = np.zeros(len(full_ts), dtype=bool)
+    has[pos] = True
+    # Index of the last real candle at or before each slot: its close is the flat price of an empty slot.
+    last_real = np.maximum.accumulate(np.where(has, np.arange(len(full_ts)), 0))
+    flat = np.empty(len(full_ts), dtype=np.float64)
+    flat[pos] = c
+    flat = flat[last_real]
+    out = {"timestamp": full_ts}
+    for name, values in (("open", o), ("high", h), ("low", lo), ("close", c)):
+        col = flat.copy()
+        col[pos] = values
+        out[name] = col
+    vol = np.zeros(len(full_ts), dtype=np.float64)
+    vol[pos] = v
+    out["volume"] = vol
+    out["filled"] = ~has
+    return pd.DataFrame(out)
+
+
+def check_resample(source_tf: str, target_tf: str) -> tuple[int, int]:
+    """(source ms, target ms), or TimeframeError when the target is not a whole multiple of the source."""
+    src = timeframe_ms(source_tf)
+    tgt = timeframe_ms(target_tf)
+    if tgt < src or tgt % src:
+        raise TimeframeError(
+            f"cannot resample {source_tf} to {target_tf}: the target must be a whole multiple of the source timeframe"
+        )
+    return src, tgt
+
+
+def resample_candles(
+    df: pd.DataFrame, source_tf: str, target_tf: str, *, complete_only: bool = True
+) -> pd.DataFrame:
+    """Candle frame of `target_tf` from a candle frame of `source_tf` (close labels on both sides).
+
+    A target candle closing at T takes the source candles closing in (T - target, T]: first open, max high, min low,
+    last close, summed volume. 1d buckets close at 00:00 UTC. With `complete_only=True` (default) a bucket missing any
+    of its target/source source candles is DROPPED, so an exchange outage (e.g. Binance 2023-03-24, 80 missing 1m
+    candles) or the still-forming end of the data never yields a wrong candle; `complete_only=False` keeps such
+    partial buckets. Unsorted input is sorted; duplicate or off-grid source timestamps are a ValueError.
+    """
+    src, tgt = check_resample(source_tf, target_tf)
+    missing = [c for c in CANDLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"candle frame lacks column {missing[0]!r} (needs {', '.join(CANDLE_COLUMNS)})")
+    ts = np.ascontiguousarray(df["timestamp"].to_numpy(), dtype=np.int64)
+    cols = [np.ascontiguousarray(df[c].to_numpy(dtype=np.float64)) for c in CANDLE_COLUMNS[1:]]
+    if len(ts) == 0:
+        return empty_candle_frame()
+    if len(ts) > 1 and not (np.diff(ts) > 0).all():
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+        cols = [col[order] for col in cols]
+        dup = np.flatnonzero(np.diff(ts) == 0)
+        if len(dup):
+            raise ValueError(f"{source_tf} candles: duplicate timestamp {int(ts[dup[0]])}")
+    off = np.flatnonzero(ts % src)
+    if len(off):
+        raise TimeframeError(f"{source_tf} candles: timestamp {int(ts[off[0]])} is not on the {source_tf} grid")
+    if tgt == src:
+        return pd.DataFrame({"timestamp": ts, **dict(zip(CANDLE_COLUMNS[1:], cols, strict=True))})
+    size = min(len(ts), int((ts[-1] - src) // tgt - (ts[0] - src) // tgt) + 1)
+    out_ts = np.empty(size, dtype=np.int64)
+    o, h, lo, c, v = (np.empty(size, dtype=np.float64) for _ in range(5))
+    cnt = np.empty(size, dtype=np.int64)
+    k = _resample_kernel(ts, *cols, src, tgt, out_ts, o, h, lo, c, v, cnt)
+    keep = slice(0, k)
+    out = pd.DataFrame(
+        {"timestamp": out_ts[keep], "open": o[keep], "high": h[keep], "low": lo[keep], "close": c[keep],
+         "volume": v[keep]}
+    )
+    if complete_only:
+        out = out.loc[cnt[keep] == tgt // src].reset_index(drop=True)
+    return out
