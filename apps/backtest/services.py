@@ -1,0 +1,417 @@
+"""Backtest writes: create runs/sweeps/walk-forwards, execute them, store results. Tasks call these; so do commands.
+
+Row creation and enqueueing happen together: the Celery work is sent with `transaction.on_commit`, so a worker never
+looks for a row that is not committed yet. Candle loading lives here too (DB via apps.market.selectors, or a CSV
+file through apps.market.csvio) so a task loads its data once and passes arrays to the pure engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.backtest.engine import sweep as sweep_engine
+from apps.backtest.models import BacktestRun, Status, Sweep, SweepResult, WalkForward
+from apps.market.timeframes import format_ms, timeframe_ms
+
+logger = logging.getLogger(__name__)
+
+
+class BacktestInputError(ValueError):
+    """Bad user input for a run/sweep (unknown strategy, bad parameters, bad space): one readable line."""
+
+
+# --- strategies and rules ---------------------------------------------------------------------------------------
+
+def resolve_strategy(name: str) -> type:
+    """Strategy class by registry name; user strategies (settings.TRADEBOT_STRATEGIES) are loaded on a miss."""
+    from apps.bots.strategies.registry import UnknownStrategyError, get_strategy_class, load_user_strategies
+
+    try:
+        return get_strategy_class(name)
+    except UnknownStrategyError:
+        load_user_strategies()
+        try:
+            return get_strategy_class(name)
+        except UnknownStrategyError as exc:
+            raise BacktestInputError(str(exc)) from None
+
+
+def build_strategy(name: str, parameters: Mapping[str, Any] | None):
+    cls = resolve_strategy(name)
+    try:
+        return cls(dict(parameters or {}))
+    except (ValueError, TypeError) as exc:
+        raise BacktestInputError(f"strategy {name!r}: {exc}") from None
+
+
+def build_rules(**kwargs: Any):
+    """FillRules from keyword arguments; None values fall back to the engine's defaults."""
+    from apps.backtest.engine.fills import FillRules
+
+    clean = {k: v for k, v in kwargs.items() if v is not None or k in ("stop_loss", "take_profit")}
+    try:
+        return FillRules(**clean)
+    except (ValueError, TypeError) as exc:
+        raise BacktestInputError(f"fill rules: {exc}") from None
+
+
+def rules_for(obj: Any):
+    return build_rules(**obj.rules_kwargs())
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedData:
+    df: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_csv_frame(path: str, *, timeframe: str, time_label: str, start: int | None = None,
+                   end: int | None = None) -> LoadedData:
+    """Candles of a CSV file (no database involved), validated: rejected rows become warnings, not failures."""
+    from apps.market.csvio import read_candle_csv
+
+    df = read_candle_csv(path, timeframe=timeframe, time_label=time_label)
+    df = _clip(df, start, end)
+    return _validated(df, market=str(path), timeframe=timeframe)
+
+
+def load_db_frame(*, exchange: str, symbol: str, timeframe: str, start: int | None = None,
+                  end: int | None = None) -> LoadedData:
+    """Stored candles plus ledger gaps (apps.market.selectors.gaps_in_range) in the range as warnings."""
+    from apps.market.selectors import candle_frame, gaps_in_range
+
+    df = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe, start=start, end=end)
+    warnings: list[str] = []
+    if len(df):
+        lo = int(df["timestamp"].iloc[0]) if start is None else start
+        hi = int(df["timestamp"].iloc[-1]) if end is None else end
+        for gap in gaps_in_range(exchange, symbol, timeframe, lo, hi):
+            warnings.append(
+                f"ledger gap ({gap.status}): {gap.missing} {timeframe} candles missing "
+                f"from {format_ms(gap.start_timestamp)} to {format_ms(gap.end_timestamp)} UTC"
+            )
+    return LoadedData(df, warnings)
+
+
+def load_data(obj: Any) -> LoadedData:
+    """Candles for a run/sweep/walk-forward row (its data file or its stored market)."""
+    if obj.data_file:
+        return load_csv_frame(obj.data_file, timeframe=obj.timeframe, time_label=obj.time_label or "close",
+                              start=obj.start, end=obj.end)
+    return load_db_frame(exchange=obj.exchange, symbol=obj.symbol, timeframe=obj.timeframe, start=obj.start,
+                         end=obj.end)
+
+
+def _clip(df: pd.DataFrame, start: int | None, end: int | None) -> pd.DataFrame:
+    if start is None and end is None:
+        return df
+    ts = df["timestamp"].to_numpy()
+    mask = np.ones(len(ts), dtype=bool)
+    if start is not None:
+        mask &= ts >= start
+    if end is not None:
+        mask &= ts <= end
+    return df.loc[mask].reset_index(drop=True)
+
+
+def _validated(df: pd.DataFrame, *, market: str, timeframe: str) -> LoadedData:
+    from apps.market.validation import validate_candles
+
+    valid, rejected = validate_candles(df, market=market, timeframe=timeframe)
+    warnings = []
+    if rejected:
+        warnings.append(f"{len(rejected)} candles rejected by validation, first: {rejected[0]}")
+    return LoadedData(valid.reset_index(drop=True), warnings)
+
+
+def frame_gap_warnings(df: pd.DataFrame, timeframe: str, limit: int = 5) -> list[str]:
+    """Holes in the frame itself (consecutive close times more than one timeframe apart)."""
+    if len(df) < 2:
+        return []
+    ts = df["timestamp"].to_numpy(dtype=np.int64)
+    tf = timeframe_ms(timeframe)
+    holes = np.flatnonzero(np.diff(ts) > tf)
+    out = []
+    for i in holes[:limit]:
+        missing = int((ts[i + 1] - ts[i]) // tf - 1)
+        out.append(f"gap in data: {missing} {timeframe} candles missing after {format_ms(int(ts[i]))} UTC")
+    if len(holes) > limit:
+        out.append(f"... and {len(holes) - limit} more gaps in the data")
+    return out
+
+
+def merge_warnings(*lists: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for lst in lists:
+        for w in lst or []:
+            seen.setdefault(str(w), None)
+    return list(seen)
+
+
+# --- single runs --------------------------------------------------------------------------------------------------
+
+def run_in_memory(df: pd.DataFrame, *, strategy: str, parameters: Mapping[str, Any] | None, timeframe: str,
+                  rules_kwargs: Mapping[str, Any], extra_warnings: list[str] | None = None):
+    """A backtest without the database (the --data path): returns the engine's BacktestResult."""
+    from apps.backtest.engine.run import run_backtest
+
+    strat = build_strategy(strategy, parameters)
+    rules = build_rules(**rules_kwargs)
+    if len(df) == 0:
+        raise BacktestInputError("no candles in the selected data/range")
+    result = run_backtest(df, strat, rules, timeframe)
+    if extra_warnings:
+        result.warnings = merge_warnings(list(extra_warnings), list(result.warnings))
+    return result
+
+
+def create_run(*, strategy: str, parameters: Mapping[str, Any] | None = None, enqueue: bool = True,
+               sweep: Sweep | None = None, **data: Any) -> BacktestRun:
+    """Validate the strategy and parameters now (a bad run is never stored), store it pending, enqueue on commit."""
+    strat = build_strategy(strategy, parameters)
+    build_rules(**_rules_only(data))
+    run = BacktestRun.objects.create(strategy=strategy, parameters=sweep_engine.jsonable(dict(strat.parameters)),
+                                     sweep=sweep, **data)
+    if enqueue:
+        from apps.backtest.tasks import run_backtest_task
+
+        transaction.on_commit(lambda: run_backtest_task.delay(run.pk))
+    return run
+
+
+def _rules_only(data: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("fee", "slippage", "initial_balance", "fraction", "stop_loss", "take_profit")
+    return {k: data[k] for k in keys if k in data}
+
+
+def execute_run(run_id: int) -> BacktestRun:
+    """Load, run (vectorized engine), store metrics/trades/equity; a failure is stored on the row and re-raised."""
+    from apps.backtest.engine.run import run_backtest
+
+    run = BacktestRun.objects.get(pk=run_id)
+    if run.status == Status.DONE:
+        return run  # redelivered task: the result is already stored
+    BacktestRun.objects.filter(pk=run_id).update(status=Status.RUNNING, started_at=timezone.now(), progress=0.0,
+                                                 error="")
+    t0 = time.perf_counter()
+    try:
+        data = load_data(run)
+        if len(data.df) == 0:
+            raise BacktestInputError(f"no candles for {run.market_label} in the selected range")
+        BacktestRun.objects.filter(pk=run_id).update(progress=0.3)
+        result = run_backtest(data.df, build_strategy(run.strategy, run.parameters), rules_for(run), run.timeframe)
+        payload = sweep_engine.jsonable(result.to_dict())
+        curve = _equity_curve(result, data.df)
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded on the run, then re-raised for Celery
+        BacktestRun.objects.filter(pk=run_id).update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}",
+                                                     finished_at=timezone.now(),
+                                                     duration=time.perf_counter() - t0)
+        raise
+    BacktestRun.objects.filter(pk=run_id).update(
+        status=Status.DONE, progress=1.0, metrics=payload["metrics"], trades=payload["trades"],
+        open_trade=payload["open_trade"], final_equity=payload["final_equity"], equity_curve=curve,
+        warnings=merge_warnings(data.warnings, payload.get("warnings", [])), finished_at=timezone.now(),
+        duration=time.perf_counter() - t0,
+    )
+    return BacktestRun.objects.get(pk=run_id)
+
+
+def _equity_curve(result: Any, df: pd.DataFrame, max_points: int = 2000) -> dict[str, list]:
+    """Downsampled equity curve: the engine's BacktestResult.equity_curve when it has one, else from its equity."""
+    from apps.backtest.engine.walkforward import downsample_curve
+
+    curve = getattr(result, "equity_curve", None)
+    if callable(curve):
+        try:
+            curve = curve(max_points)
+        except TypeError:
+            curve = curve()
+    if isinstance(curve, pd.DataFrame):
+        return downsample_curve(curve["timestamp"].to_numpy(), curve["equity"].to_numpy(), max_points)
+    if isinstance(curve, Mapping):
+        return sweep_engine.jsonable(dict(curve))
+    equity = getattr(getattr(result, "sim", None), "equity", None)
+    if equity is not None:
+        return downsample_curve(df["timestamp"].to_numpy(), np.asarray(equity, dtype=np.float64), max_points)
+    return {"timestamp": [], "equity": []}
+
+
+# --- sweeps -------------------------------------------------------------------------------------------------------
+
+def plan_param_sets(strategy: str, *, grid: Mapping[str, Any] | None = None, n_random: int | None = None,
+                    space: Mapping[str, Any] | None = None, seed: int | None = None) -> list[dict[str, Any]]:
+    """The sweep's parameter sets, in index order. Unknown parameter names are input errors (the whole sweep)."""
+    cls = resolve_strategy(strategy)
+    known = [p.name for p in cls.param_space()]
+    try:
+        if grid is not None:
+            unknown = [k for k in grid if k not in known]
+            if unknown:
+                raise BacktestInputError(
+                    f"unknown parameter {unknown[0]!r} for strategy {strategy!r}: expected one of {', '.join(known)}"
+                )
+            sets = sweep_engine.expand_grid(grid)
+        elif n_random:
+            sets = sweep_engine.random_samples(cls, n_random, seed=seed, space=space)
+        else:
+            raise BacktestInputError("a sweep needs a grid or a number of random samples")
+    except sweep_engine.SweepSpaceError as exc:
+        raise BacktestInputError(str(exc)) from None
+    checked = sweep_engine.validate_param_sets(cls, sets)
+    if checked and all(c["error"] for c in checked):
+        raise BacktestInputError(f"every parameter set is invalid, e.g. {checked[0]['parameters']}: "
+                                 f"{checked[0]['error']}")
+    return sets
+
+
+def create_sweep(*, strategy: str, grid: Mapping[str, Any] | None = None, n_random: int | None = None,
+                 space: Mapping[str, Any] | None = None, seed: int | None = None, metric: str = "sharpe",
+                 top_k: int = 10, chunk_size: int = 25, enqueue: bool = True, **data: Any) -> Sweep:
+    """Store the sweep (total = number of sets) and dispatch chord(group(chunks), finish) on commit."""
+    if chunk_size <= 0:
+        raise BacktestInputError(f"chunk size must be positive, got {chunk_size}")
+    sets = plan_param_sets(strategy, grid=grid, n_random=n_random, space=space, seed=seed)
+    build_rules(**_rules_only(data))
+    mode = Sweep.Mode.GRID if grid is not None else Sweep.Mode.RANDOM
+    sweep = Sweep.objects.create(
+        strategy=strategy, mode=mode, space=sweep_engine.jsonable(dict(grid if grid is not None else (space or {}))),
+        n_samples=n_random, seed=seed, metric=metric, top_k=top_k, chunk_size=chunk_size, total=len(sets), **data,
+    )
+    chunks = sweep_engine.split_chunks([[i, s] for i, s in enumerate(sweep_engine.jsonable(sets))], chunk_size)
+    if enqueue:
+        transaction.on_commit(lambda: dispatch_sweep(sweep.pk, chunks))
+    return sweep
+
+
+def dispatch_sweep(sweep_id: int, chunks: list[list[Any]]):
+    """chord(group(sweep_chunk_task per chunk), finish_sweep_task) with an error callback that marks it failed."""
+    from celery import chord, group
+
+    from apps.backtest.tasks import fail_sweep_task, finish_sweep_task, sweep_chunk_task
+
+    Sweep.objects.filter(pk=sweep_id).update(status=Status.RUNNING, started_at=timezone.now())
+    header = group(sweep_chunk_task.s(sweep_id, i, chunk) for i, chunk in enumerate(chunks))
+    body = finish_sweep_task.s(sweep_id).on_error(fail_sweep_task.s(sweep_id=sweep_id))
+    return chord(header)(body)
+
+
+def execute_sweep_chunk(sweep_id: int, chunk_index: int, param_sets: list[Any],
+                        data: LoadedData | None = None) -> dict[str, Any]:
+    """Run one chunk (data loaded once), store its SweepResults idempotently, advance progress by F() increments."""
+    sweep = Sweep.objects.get(pk=sweep_id)
+    if data is None:
+        data = load_data(sweep)
+    cls = resolve_strategy(sweep.strategy)
+    arrays = sweep_engine.CandleArrays.from_frame(data.df)
+    t0 = time.perf_counter()
+    results = sweep_engine.run_chunk(arrays, cls, param_sets, rules_for(sweep), sweep.timeframe)
+    compute = time.perf_counter() - t0
+    with transaction.atomic():
+        Sweep.objects.select_for_update().filter(pk=sweep_id).values_list("pk", flat=True).get()
+        indexes = [r["index"] for r in results]
+        existing = set(SweepResult.objects.filter(sweep_id=sweep_id, index__in=indexes)
+                       .values_list("index", flat=True))
+        new = [r for r in results if r["index"] not in existing]
+        SweepResult.objects.bulk_create(
+            [SweepResult(sweep_id=sweep_id, index=r["index"], parameters=r["parameters"], metrics=r["metrics"],
+                         error=r["error"], compute_seconds=r["compute_seconds"]) for r in new],
+            ignore_conflicts=True,
+        )
+        n_failed = sum(1 for r in new if r["error"])
+        Sweep.objects.filter(pk=sweep_id).update(completed=F("completed") + len(new), failed=F("failed") + n_failed)
+    return {"chunk": chunk_index, "count": len(results), "stored": len(new),
+            "failed": sum(1 for r in results if r["error"]), "compute_seconds": compute}
+
+
+def finish_sweep(sweep_id: int, chunk_summaries: list[Any] | None = None) -> Sweep:
+    """Rank all stored results by the sweep's metric and keep the top K; status done."""
+    sweep = Sweep.objects.get(pk=sweep_id)
+    rows = list(SweepResult.objects.filter(sweep_id=sweep_id).values("index", "parameters", "metrics", "error"))
+    ranking = sweep_engine.rank_results(rows, sweep.metric, sweep.top_k)
+    ranking = [{"rank": r["rank"], "index": r["index"], "parameters": r["parameters"], "value": r["value"],
+                "metrics": r["metrics"], "error": r["error"]} for r in ranking]
+    missing = sweep.total - len(rows)
+    error = f"{missing} parameter sets have no result" if missing > 0 else ""
+    Sweep.objects.filter(pk=sweep_id).update(status=Status.DONE, ranking=sweep_engine.jsonable(ranking),
+                                             finished_at=timezone.now(), error=error)
+    return Sweep.objects.get(pk=sweep_id)
+
+
+def fail_sweep(sweep_id: int, message: str) -> None:
+    Sweep.objects.filter(pk=sweep_id).update(status=Status.FAILED, error=message[:2000], finished_at=timezone.now())
+
+
+def run_sweep_in_process(strategy: str, param_sets: list[dict[str, Any]], df: pd.DataFrame, *, timeframe: str,
+                         rules_kwargs: Mapping[str, Any], metric: str = "sharpe",
+                         top_k: int | None = None) -> list[dict[str, Any]]:
+    """The same sweep without Celery or the database (the --data path and the reference in tests)."""
+    cls = resolve_strategy(strategy)
+    arrays = sweep_engine.CandleArrays.from_frame(df)
+    results = sweep_engine.run_chunk(arrays, cls, list(enumerate(param_sets)), build_rules(**rules_kwargs),
+                                     timeframe)
+    return sweep_engine.rank_results(results, metric, top_k)
+
+
+# --- walk-forward -------------------------------------------------------------------------------------------------
+
+def run_walkforward_in_process(strategy: str, grid: Mapping[str, Any], df: pd.DataFrame, *, timeframe: str,
+                               rules_kwargs: Mapping[str, Any], train: int | str, test: int | str,
+                               step: int | str | None = None, metric: str = "sharpe") -> dict[str, Any]:
+    from apps.backtest.engine import walkforward as wf
+
+    sets = plan_param_sets(strategy, grid=grid)
+    cls = resolve_strategy(strategy)
+    try:
+        n_train = wf.to_candles(train, timeframe, what="train")
+        n_test = wf.to_candles(test, timeframe, what="test")
+        n_step = None if step is None else wf.to_candles(step, timeframe, what="step")
+        return wf.walk_forward(sweep_engine.CandleArrays.from_frame(df), cls, sets, build_rules(**rules_kwargs),
+                               timeframe, train=n_train, test=n_test, step=n_step, metric=metric)
+    except wf.WalkForwardError as exc:
+        raise BacktestInputError(str(exc)) from None
+
+
+def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train: int | str, test: int | str,
+                               step: int | str | None = None, metric: str = "sharpe", **data: Any) -> WalkForward:
+    """Store a walk-forward study and compute it now (one process: its windows depend on each other's data)."""
+    from apps.backtest.engine import walkforward as wf
+
+    tf = data["timeframe"]
+    try:
+        n_train = wf.to_candles(train, tf, what="train")
+        n_test = wf.to_candles(test, tf, what="test")
+        n_step = None if step is None else wf.to_candles(step, tf, what="step")
+    except wf.WalkForwardError as exc:
+        raise BacktestInputError(str(exc)) from None
+    plan_param_sets(strategy, grid=grid)
+    study = WalkForward.objects.create(strategy=strategy, space=sweep_engine.jsonable(dict(grid)),
+                                       train_size=n_train, test_size=n_test, step=n_step, metric=metric,
+                                       status=Status.RUNNING, **data)
+    try:
+        loaded = load_data(study)
+        out = run_walkforward_in_process(strategy, grid, loaded.df, timeframe=tf, rules_kwargs=_rules_only(data),
+                                         train=n_train, test=n_test, step=n_step, metric=metric)
+    except Exception as exc:  # noqa: BLE001 - recorded on the row, then re-raised to the caller
+        WalkForward.objects.filter(pk=study.pk).update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}",
+                                                       finished_at=timezone.now())
+        raise
+    out["warnings"] = merge_warnings(loaded.warnings, out.get("warnings", []))
+    WalkForward.objects.filter(pk=study.pk).update(
+        status=Status.DONE, windows=out["windows"], stitched_metrics=out["stitched_metrics"],
+        stitched_equity=out["stitched_equity"], finished_at=timezone.now(),
+        error="; ".join(out["warnings"])[:2000],
+    )
+    study.refresh_from_db()
+    return study

@@ -1,0 +1,50 @@
+"""Backtest tasks on the `backtest` queue (thin: the services load, compute and store). Late acks everywhere.
+
+A sweep is `chord(group(sweep_chunk_task per chunk), finish_sweep_task)`; a chunk failing on a transient database or
+broker error is retried (bounded); its stores are idempotent (unique (sweep, index)), so a retry never double counts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from apps.backtest import services
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+
+@shared_task(acks_late=True, queue="backtest")
+def run_backtest_task(run_id: int) -> dict:
+    run = services.execute_run(run_id)
+    return {"run_id": run.pk, "status": run.status}
+
+
+@shared_task(bind=True, acks_late=True, queue="backtest", autoretry_for=TRANSIENT_ERRORS, max_retries=3,
+             retry_backoff=1, retry_backoff_max=10, retry_jitter=False)
+def sweep_chunk_task(self, sweep_id: int, chunk_index: int, param_sets: list) -> dict:
+    summary = services.execute_sweep_chunk(sweep_id, chunk_index, param_sets)
+    summary["retries"] = self.request.retries
+    return summary
+
+
+@shared_task(acks_late=True, queue="backtest")
+def finish_sweep_task(results: list, sweep_id: int) -> dict:
+    sweep = services.finish_sweep(sweep_id, results)
+    compute = sum(float(r.get("compute_seconds", 0.0)) for r in results or [] if isinstance(r, dict))
+    return {"sweep_id": sweep.pk, "status": sweep.status, "completed": sweep.completed, "failed": sweep.failed,
+            "compute_seconds": compute, "chunks": results}
+
+
+@shared_task(acks_late=True, queue="backtest")
+def fail_sweep_task(request=None, exc=None, traceback=None, sweep_id: int | None = None) -> None:
+    """Chord error callback: a chunk failed for good (retries exhausted), so the sweep is marked failed."""
+    if sweep_id is None:
+        return
+    message = f"a chunk failed: {type(exc).__name__}: {exc}" if exc is not None else "a chunk failed"
+    logger.error("sweep %s: %s", sweep_id, message)
+    services.fail_sweep(sweep_id, message)
