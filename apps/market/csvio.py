@@ -65,11 +65,13 @@ def _require(path: Path, columns: list[str], required: tuple[str, ...]) -> None:
 
 
 def _read(path: Path, dtypes: dict[str, object]) -> pd.DataFrame:
-    """Fast path: one C-engine read of the wanted columns with explicit dtypes. Raises ValueError on a bad value."""
+    """Fast path: one C-engine read with explicit dtypes for the wanted columns. Raises ValueError on a bad value.
+
+    All columns are parsed (no `usecols`): with `usecols` pandas silently drops the surplus fields of a row that has
+    too many (an unquoted "1,5"), and we want that to be an error naming the line."""
     try:
         return pd.read_csv(
             path,
-            usecols=list(dtypes),
             dtype=dtypes,
             compression="infer",
             skip_blank_lines=True,
@@ -87,7 +89,6 @@ def _read_text(path: Path, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray
     try:
         raw = pd.read_csv(
             path,
-            usecols=columns,
             dtype=str,
             keep_default_na=False,
             compression="infer",
@@ -101,7 +102,7 @@ def _read_text(path: Path, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray
     for col in columns:
         blank &= (raw[col].str.strip() == "").to_numpy()
     # A wholly blank line is skipped (like the fast path does), but line numbers stay those of the file.
-    return raw.loc[~blank].reset_index(drop=True), lines[~blank]
+    return raw.loc[~blank, columns].reset_index(drop=True), lines[~blank]
 
 
 def _parse_timestamps(path: Path, text: pd.Series, lines: np.ndarray, field: str = "timestamp") -> np.ndarray:
@@ -226,7 +227,7 @@ def read_trades_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             line = int(lines[i]) if lines is not None else _line_of(path, i)
-            raise _fail(path, line, field, "empty value (a trade needs a price and an amount)")
+            raise _fail(path, line, field, "missing value (empty or NA; a trade needs a price and an amount)")
     if has_side:
         side = df["side"].fillna("").astype(str).str.strip().to_numpy(dtype=object)
     else:
