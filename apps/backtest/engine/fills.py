@@ -1,0 +1,438 @@
+"""The one set of fill rules, shared by backtests (`simulate`, a numba loop) and live bots (`step`, one candle).
+
+Both paths call the same compiled per-candle function `_bar`, so a bot replayed over a period makes exactly the
+backtest's fills (bit for bit). Pure: numpy + numba, no Django.
+
+Rules (long-only spot, one position at a time; prices are quote per base unit):
+
+* Signals are decided on a candle's close and filled at THAT candle's close (no look-ahead: the candle is closed).
+* Buy (action 1) while flat: fill price p = close * (1 + slippage); amount = cash * fraction / (p * (1 + fee));
+  fee = amount * p * fee; cash -= amount * p + fee. So cash * fraction is spent including the fee (cash is clamped at
+  0 when rounding would leave -1e-12).
+* Sell (action -1) while in position: closes the WHOLE position. p = close * (1 - slippage); fee = amount * p * fee;
+  cash += amount * p - fee.
+* A buy while in position, or a sell while flat, does nothing.
+* Stop-loss / take-profit (optional, fractions of the ENTRY FILL PRICE, i.e. including entry slippage):
+  stop = entry_price * (1 - stop_loss), target = entry_price * (1 + take_profit). Checked on every candle AFTER the
+  entry candle (never on the entry candle itself: we entered at its close, its low/high happened before), in this
+  order, first match wins:
+    1. open <= stop    -> stop-loss at the open (the price gapped through the stop; the open is the first price);
+    2. open >= target  -> take-profit at the open (gapped through the target);
+    3. low <= stop     -> stop-loss at the stop price;
+    4. high >= target  -> take-profit at the target price.
+  So when a candle touches both levels without gapping, the stop-loss is assumed to have come first (conservative:
+  OHLC does not say which came first). The exit price gets slippage like any sell: p = level * (1 - slippage), and
+  the fee is charged as on any fill.
+* After a stop-loss / take-profit exit, that candle's signal is ignored: a buy signal on the same candle does NOT
+  re-enter (the strategy decided at the close without knowing it had been stopped out; re-entering on the candle that
+  just hit a stop is what a trader usually does not want; the next buy signal re-enters).
+* A fee is charged on every fill (default 0.1 % of the notional).
+* Equity at each candle = cash + amount * close (mark to market, after that candle's fill). A position still open at
+  the end is valued at the last close with NO exit fee deducted and reported as `open_trade`, not as a closed trade.
+* A trade's pnl = exit proceeds net of the exit fee - (entry notional + entry fee); its return_pct =
+  pnl / (amount * entry_price) * 100 (net of both fees, relative to the entry notional, as backtesting.py does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+# Events of one candle (what `_bar` did).
+EV_NONE = 0
+EV_BUY = 1
+EV_SELL = 2
+EV_STOP_LOSS = 3
+EV_TAKE_PROFIT = 4
+
+EXIT_REASONS: dict[int, str] = {EV_SELL: "signal", EV_STOP_LOSS: "stop_loss", EV_TAKE_PROFIT: "take_profit"}
+_REASON_NAMES = np.array(["", "", "signal", "stop_loss", "take_profit"])
+
+TRADE_DTYPE = np.dtype(
+    [
+        ("entry_bar", np.int64),
+        ("exit_bar", np.int64),
+        ("entry_time", np.int64),
+        ("exit_time", np.int64),
+        ("entry_price", np.float64),
+        ("exit_price", np.float64),
+        ("amount", np.float64),
+        ("entry_fee", np.float64),
+        ("exit_fee", np.float64),
+        ("fees", np.float64),
+        ("pnl", np.float64),
+        ("return_pct", np.float64),
+        ("exit_reason", "U11"),
+        ("cash_after_entry", np.float64),
+        ("cash_after_exit", np.float64),
+    ]
+)
+# The public columns of a closed trade (the `--json` shape).
+TRADE_FIELDS: tuple[str, ...] = (
+    "entry_time", "exit_time", "entry_price", "exit_price", "amount", "fees", "pnl", "return_pct", "exit_reason",
+)
+
+
+@dataclass(frozen=True)
+class FillRules:
+    """How orders fill. Fractions: fee 0.001 = 0.1 % per fill; stop_loss 0.05 = exit 5 % below the entry price."""
+
+    fee: float = 0.001
+    slippage: float = 0.0
+    fraction: float = 1.0
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    initial_balance: float = 10_000.0
+
+    def __post_init__(self) -> None:
+        def check(name: str, ok: bool, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"fill rule {name!r} must be {rule}, got {getattr(self, name)!r}")
+
+        def finite(v: Any) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+        check("fee", finite(self.fee) and 0.0 <= self.fee < 1.0, "a number in [0, 1)")
+        check("slippage", finite(self.slippage) and 0.0 <= self.slippage < 1.0, "a number in [0, 1)")
+        check("fraction", finite(self.fraction) and 0.0 < self.fraction <= 1.0, "a number in (0, 1]")
+        check("stop_loss", self.stop_loss is None or (finite(self.stop_loss) and 0.0 < self.stop_loss < 1.0),
+              "null or a number in (0, 1)")
+        check("take_profit", self.take_profit is None or (finite(self.take_profit) and self.take_profit > 0.0),
+              "null or a number > 0")
+        check("initial_balance", finite(self.initial_balance) and self.initial_balance > 0.0, "a number > 0")
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"fee": self.fee, "slippage": self.slippage, "fraction": self.fraction, "stop_loss": self.stop_loss,
+                "take_profit": self.take_profit, "initial_balance": self.initial_balance}
+
+    def _kernel_args(self) -> tuple[float, float, float, bool, float, bool, float]:
+        return (
+            float(self.fee), float(self.slippage), float(self.fraction),
+            self.stop_loss is not None, float(self.stop_loss or 0.0),
+            self.take_profit is not None, float(self.take_profit or 0.0),
+        )
+
+
+@njit(cache=True)
+def _bar(cash, amount, entry_price, may_exit_early, o, h, l, c, action,  # noqa: E741
+         fee, slippage, fraction, use_sl, sl, use_tp, tp):
+    """THE rules for one candle. Returns (cash, amount, entry_price, event, fill_price, fill_amount, fill_fee).
+
+    `may_exit_early`: the position was entered on an earlier candle (stop-loss/take-profit may trigger)."""
+    if amount > 0.0:
+        if may_exit_early and (use_sl or use_tp):
+            level = -1.0
+            event = EV_NONE
+            stop = entry_price * (1.0 - sl)
+            target = entry_price * (1.0 + tp)
+            if use_sl and o <= stop:
+                level = o
+                event = EV_STOP_LOSS
+            elif use_tp and o >= target:
+                level = o
+                event = EV_TAKE_PROFIT
+            elif use_sl and l <= stop:
+                level = stop
+                event = EV_STOP_LOSS
+            elif use_tp and h >= target:
+                level = target
+                event = EV_TAKE_PROFIT
+            if event != EV_NONE:
+                p = level * (1.0 - slippage)
+                gross = amount * p
+                f = gross * fee
+                return cash + gross - f, 0.0, 0.0, event, p, amount, f
+        if action == -1:
+            p = c * (1.0 - slippage)
+            gross = amount * p
+            f = gross * fee
+            return cash + gross - f, 0.0, 0.0, EV_SELL, p, amount, f
+        return cash, amount, entry_price, EV_NONE, 0.0, 0.0, 0.0
+    if action == 1 and cash > 0.0:
+        p = c * (1.0 + slippage)
+        a = cash * fraction / (p * (1.0 + fee))
+        if a > 0.0:
+            notional = a * p
+            f = notional * fee
+            left = cash - notional - f
+            if left < 0.0:  # -1e-12 from rounding when spending everything
+                left = 0.0
+            return left, a, p, EV_BUY, p, a, f
+    return cash, amount, entry_price, EV_NONE, 0.0, 0.0, 0.0
+
+
+@njit(cache=True)
+def _simulate_kernel(open_, high, low, close, action, initial, fee, slippage, fraction, use_sl, sl, use_tp, tp):
+    """The fill loop over all candles: equity per bar + trade records (bar indices; times are added outside)."""
+    n = close.shape[0]
+    cap = n // 2 + 1
+    t_entry = np.empty(cap, np.int64)
+    t_exit = np.empty(cap, np.int64)
+    t_entry_price = np.empty(cap, np.float64)
+    t_exit_price = np.empty(cap, np.float64)
+    t_amount = np.empty(cap, np.float64)
+    t_entry_fee = np.empty(cap, np.float64)
+    t_exit_fee = np.empty(cap, np.float64)
+    t_reason = np.empty(cap, np.int8)
+    t_cash_entry = np.empty(cap, np.float64)
+    t_cash_exit = np.empty(cap, np.float64)
+    equity = np.empty(n, np.float64)
+
+    cash = initial
+    amount = 0.0
+    entry_price = 0.0
+    entry_bar = -1
+    entry_fee = 0.0
+    fees_paid = 0.0
+    k = 0
+    for i in range(n):
+        cash, amount, entry_price, ev, p, a, f = _bar(
+            cash, amount, entry_price, i > entry_bar, open_[i], high[i], low[i], close[i], action[i],
+            fee, slippage, fraction, use_sl, sl, use_tp, tp,
+        )
+        if ev != EV_NONE:
+            fees_paid += f
+            if ev == EV_BUY:
+                entry_bar = i
+                entry_fee = f
+                t_entry[k] = i
+                t_entry_price[k] = p
+                t_amount[k] = a
+                t_entry_fee[k] = f
+                t_cash_entry[k] = cash
+            else:
+                t_exit[k] = i
+                t_exit_price[k] = p
+                t_exit_fee[k] = f
+                t_reason[k] = ev
+                t_cash_exit[k] = cash
+                k += 1
+                entry_bar = n  # no position: nothing to protect
+        equity[i] = cash + amount * close[i]
+    is_open = amount > 0.0
+    # An open trade occupies slot k (entry fields filled, exit fields not).
+    m = k + 1 if is_open else k
+    return (equity, k, is_open, cash, amount, fees_paid, entry_fee,
+            t_entry[:m].copy(), t_exit[:k].copy(), t_entry_price[:m].copy(), t_exit_price[:k].copy(),
+            t_amount[:m].copy(), t_entry_fee[:m].copy(), t_exit_fee[:k].copy(), t_reason[:k].copy(),
+            t_cash_entry[:m].copy(), t_cash_exit[:k].copy())
+
+
+@njit(cache=True)
+def _state_arrays(n, initial, entry_bar, exit_bar, amount, cash_entry, cash_exit):
+    """Per-bar cash and position (after each candle's fill) rebuilt from the trade records."""
+    cash = np.empty(n, np.float64)
+    pos = np.zeros(n, np.float64)
+    c = initial
+    j = 0
+    for t in range(entry_bar.shape[0]):
+        e = entry_bar[t]
+        cash[j:e] = c
+        x = exit_bar[t] if t < exit_bar.shape[0] else n
+        cash[e:x] = cash_entry[t]
+        pos[e:x] = amount[t]
+        if t < exit_bar.shape[0]:
+            c = cash_exit[t]
+        j = x
+    cash[j:] = c
+    return cash, pos
+
+
+@dataclass
+class SimResult:
+    """What `simulate` returns. `trades` is a structured array (TRADE_DTYPE) of CLOSED trades in time order."""
+
+    trades: np.ndarray
+    open_trade: dict[str, Any] | None
+    equity: np.ndarray
+    final_equity: float
+    fees_paid: float
+    initial_balance: float
+    final_cash: float
+    final_position: float
+    _entry_bar_all: np.ndarray = field(repr=False)
+    _cash_entry_all: np.ndarray = field(repr=False)
+    _amount_all: np.ndarray = field(repr=False)
+
+    @cached_property
+    def _state(self) -> tuple[np.ndarray, np.ndarray]:
+        return _state_arrays(len(self.equity), self.initial_balance, self._entry_bar_all,
+                             np.ascontiguousarray(self.trades["exit_bar"]), self._amount_all, self._cash_entry_all,
+                             np.ascontiguousarray(self.trades["cash_after_exit"]))
+
+    @property
+    def cash(self) -> np.ndarray:
+        """Cash after each candle's fill (computed on first access)."""
+        return self._state[0]
+
+    @property
+    def position(self) -> np.ndarray:
+        """Base amount held after each candle's fill (computed on first access)."""
+        return self._state[1]
+
+    def trades_frame(self):
+        """Closed trades as a DataFrame (all TRADE_DTYPE columns)."""
+        import pandas as pd
+
+        return pd.DataFrame({name: self.trades[name] for name in TRADE_DTYPE.names})
+
+    def trade_dicts(self) -> list[dict[str, Any]]:
+        """Closed trades as JSON-ready dicts with the public fields."""
+        cols = [self.trades[name].tolist() for name in TRADE_FIELDS]
+        return [dict(zip(TRADE_FIELDS, row, strict=True)) for row in zip(*cols, strict=True)]
+
+
+def _as(arr: Any, dtype: Any, name: str, n: int | None) -> np.ndarray:
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if out.ndim != 1:
+        raise ValueError(f"simulate: {name} must be one-dimensional, got shape {out.shape}")
+    if n is not None and out.shape[0] != n:
+        raise ValueError(f"simulate: {name} has {out.shape[0]} rows, expected {n} (same as timestamp)")
+    return out
+
+
+def simulate(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+             action: np.ndarray, rules: FillRules) -> SimResult:
+    """Fill `action` (int8: 1 buy, -1 sell, 0 hold; one per candle) over the candles with `rules` (see module doc)."""
+    ts = _as(timestamp, np.int64, "timestamp", None)
+    n = ts.shape[0]
+    o = _as(open_, np.float64, "open", n)
+    h = _as(high, np.float64, "high", n)
+    lo = _as(low, np.float64, "low", n)
+    c = _as(close, np.float64, "close", n)
+    act = _as(action, np.int8, "action", n)
+    (equity, k, is_open, cash, amount, fees_paid, entry_fee, e_bar, x_bar, e_price, x_price, amt, e_fee, x_fee,
+     reason, cash_e, cash_x) = _simulate_kernel(o, h, lo, c, act, float(rules.initial_balance), *rules._kernel_args())
+
+    trades = np.empty(k, dtype=TRADE_DTYPE)
+    trades["entry_bar"] = e_bar[:k]
+    trades["exit_bar"] = x_bar
+    trades["entry_time"] = ts[e_bar[:k]]
+    trades["exit_time"] = ts[x_bar]
+    trades["entry_price"] = e_price[:k]
+    trades["exit_price"] = x_price
+    trades["amount"] = amt[:k]
+    trades["entry_fee"] = e_fee[:k]
+    trades["exit_fee"] = x_fee
+    trades["fees"] = e_fee[:k] + x_fee
+    cost = amt[:k] * e_price[:k]
+    proceeds = amt[:k] * x_price
+    pnl = (proceeds - x_fee) - (cost + e_fee[:k])
+    trades["pnl"] = pnl
+    with np.errstate(divide="ignore", invalid="ignore"):
+        trades["return_pct"] = pnl / cost * 100.0
+    trades["exit_reason"] = _REASON_NAMES[reason]
+    trades["cash_after_entry"] = cash_e[:k]
+    trades["cash_after_exit"] = cash_x
+
+    open_trade = None
+    final_equity = float(equity[-1]) if n else float(rules.initial_balance)
+    if is_open:
+        eb = int(e_bar[k])
+        ep = float(e_price[k])
+        a = float(amt[k])
+        last = float(c[-1])
+        upnl = a * last - (a * ep + float(e_fee[k]))
+        open_trade = {
+            "entry_time": int(ts[eb]),
+            "entry_bar": eb,
+            "entry_price": ep,
+            "amount": a,
+            "fees": float(e_fee[k]),
+            "last_price": last,
+            "last_time": int(ts[-1]),
+            "unrealized_pnl": upnl,
+            "return_pct": upnl / (a * ep) * 100.0,
+            "bars_held": n - 1 - eb,
+        }
+    return SimResult(
+        trades=trades, open_trade=open_trade, equity=equity, final_equity=final_equity, fees_paid=float(fees_paid),
+        initial_balance=float(rules.initial_balance), final_cash=float(cash), final_position=float(amount),
+        _entry_bar_all=e_bar, _cash_entry_all=cash_e, _amount_all=amt,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One candle at a time (live bots): the same `_bar`.
+
+
+@dataclass(frozen=True)
+class PortfolioState:
+    """A bot's portfolio between candles. `entry_time` = close time of the entry candle (None when flat)."""
+
+    cash: float
+    amount: float = 0.0
+    entry_price: float = 0.0
+    entry_time: int | None = None
+    entry_fee: float = 0.0
+    fees_paid: float = 0.0
+
+    @classmethod
+    def initial(cls, rules: FillRules) -> PortfolioState:
+        return cls(cash=float(rules.initial_balance))
+
+    @property
+    def in_position(self) -> bool:
+        return self.amount > 0.0
+
+    def equity(self, price: float) -> float:
+        """Mark to market at `price` (no exit fee deducted, as in `simulate`)."""
+        return self.cash + self.amount * price
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One closed candle: `timestamp` is its close time (ms UTC)."""
+
+    timestamp: int
+    open: float
+    high: float
+    low: float
+    close: float
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One executed virtual order. `pnl` is the realised pnl of the closed trade (sells only, else None)."""
+
+    side: str  # "buy" | "sell"
+    reason: str  # "signal" | "stop_loss" | "take_profit"
+    timestamp: int
+    price: float
+    amount: float
+    fee: float
+    cash_after: float
+    pnl: float | None = None
+
+
+def step(state: PortfolioState, bar: Bar | Any, action: int, rules: FillRules) -> tuple[PortfolioState, list[Fill]]:
+    """Apply one closed candle and its signal (`action` 1/0/-1 or 'buy'/'hold'/'sell') to `state`.
+
+    Exactly the rules of `simulate` (same compiled function); `bar` needs timestamp/open/high/low/close attributes."""
+    if isinstance(action, str):
+        try:
+            action = {"buy": 1, "hold": 0, "sell": -1}[action]
+        except KeyError:
+            raise ValueError(f"action must be 'buy', 'hold' or 'sell', got {action!r}") from None
+    ts = int(bar.timestamp)
+    may_exit_early = state.entry_time is not None and ts > state.entry_time
+    cash, amount, entry_price, ev, p, a, f = _bar(
+        float(state.cash), float(state.amount), float(state.entry_price), may_exit_early,
+        float(bar.open), float(bar.high), float(bar.low), float(bar.close), np.int8(action),
+        *rules._kernel_args(),
+    )
+    if ev == EV_NONE:
+        return state, []
+    fees_paid = state.fees_paid + f
+    if ev == EV_BUY:
+        new = PortfolioState(cash=cash, amount=amount, entry_price=entry_price, entry_time=ts, entry_fee=f,
+                             fees_paid=fees_paid)
+        return new, [Fill("buy", "signal", ts, p, a, f, cash)]
+    pnl = (a * p - f) - (a * state.entry_price + state.entry_fee)
+    new = replace(state, cash=cash, amount=0.0, entry_price=0.0, entry_time=None, entry_fee=0.0, fees_paid=fees_paid)
+    return new, [Fill("sell", EXIT_REASONS[ev], ts, p, a, f, cash, pnl)]
