@@ -1,0 +1,146 @@
+"""Data-quality ledger: CoveredRange (contiguous runs of stored candles) and DataGap (holes between them).
+
+Refreshing works on the touched window only, widened to the neighbouring stored candles and the covered runs they
+belong to, so a batch arriving after a pause still records the hole before it. Runs are found with one numpy diff over
+the stored close times of that window (one query), never with per-candle ORM queries. Gap statuses survive a refresh:
+an `exchange_outage` hole stays one (also when part of it is backfilled); a hole that is now fully stored is `filled`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import Max, Min
+
+from apps.market.models import Candle, CoveredRange, DataGap, Market
+from apps.market.timeframes import timeframe_ms
+
+
+def stored_timestamps(market: Market, lo: int | None = None, hi: int | None = None) -> np.ndarray:
+    """Ascending close times stored for the market, optionally within [lo, hi]."""
+    sql = "SELECT timestamp FROM market_data WHERE exchange = %s AND symbol = %s AND timeframe = %s"
+    params: list = [market.exchange, market.symbol, market.timeframe]
+    if lo is not None:
+        sql += " AND timestamp >= %s"
+        params.append(int(lo))
+    if hi is not None:
+        sql += " AND timestamp <= %s"
+        params.append(int(hi))
+    with connection.cursor() as cur:
+        cur.execute(sql + " ORDER BY timestamp", params)
+        rows = cur.fetchall()
+    return np.array(rows, dtype=np.int64).reshape(-1)
+
+
+def runs(ts: np.ndarray, tf: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) close times of each contiguous run in sorted timestamps."""
+    if ts.size == 0:
+        return ts, ts
+    breaks = np.flatnonzero(np.diff(ts) != tf)
+    firsts = ts[np.concatenate(([0], breaks + 1))]
+    lasts = ts[np.concatenate((breaks, [ts.size - 1]))]
+    return firsts, lasts
+
+
+def _window(market: Market, start: int | None, end: int | None, tf: int) -> tuple[int | None, int | None]:
+    """Widen [start, end] to whole covered runs including the stored neighbours; (None, None) = rebuild everything."""
+    if start is None or end is None:
+        return None, None
+    candles = Candle.objects.filter(exchange=market.exchange, symbol=market.symbol, timeframe=market.timeframe)
+    prev_ts = candles.filter(timestamp__lt=start).aggregate(m=Max("timestamp"))["m"]
+    next_ts = candles.filter(timestamp__gt=end).aggregate(m=Min("timestamp"))["m"]
+    lo, hi = (prev_ts if prev_ts is not None else start), (next_ts if next_ts is not None else end)
+    ranges = CoveredRange.objects.filter(market=market)
+    for edge, is_lo in ((prev_ts, True), (next_ts, False)):
+        if edge is None:
+            continue
+        run = ranges.filter(first_timestamp__lte=edge, last_timestamp__gte=edge).first()
+        if run is None:  # ledger does not know a stored candle: it is stale, rebuild it whole
+            return None, None
+        if is_lo:
+            lo = run.first_timestamp
+        else:
+            hi = run.last_timestamp
+    return lo, hi
+
+
+@transaction.atomic
+def refresh_ledger(market: Market, *, start: int | None = None, end: int | None = None) -> list[DataGap]:
+    """Rebuild the ledger of the market around [start, end] (close times; None = whole history).
+
+    Returns the DataGap rows of the holes currently in the refreshed window (status open or exchange_outage).
+    The Market row is locked for the transaction so concurrent ingests of one market do not race on the ledger.
+    """
+    Market.objects.select_for_update().filter(pk=market.pk).first()
+    tf = timeframe_ms(market.timeframe)
+    lo, hi = _window(market, start, end, tf)
+    ts = stored_timestamps(market, lo, hi)
+    firsts, lasts = runs(ts, tf)
+
+    covered = CoveredRange.objects.filter(market=market)
+    gaps_qs = DataGap.objects.filter(market=market)
+    if lo is not None:
+        covered = covered.filter(first_timestamp__lte=hi, last_timestamp__gte=lo)
+        gaps_qs = gaps_qs.filter(start_timestamp__gte=lo, start_timestamp__lte=hi)
+    covered.delete()
+    CoveredRange.objects.bulk_create(
+        [
+            CoveredRange(market=market, first_timestamp=f, last_timestamp=la, candles=(la - f) // tf + 1)
+            for f, la in zip(firsts.tolist(), lasts.tolist(), strict=True)
+        ]
+    )
+
+    holes = list(zip((lasts[:-1] + tf).tolist(), (firsts[1:] - tf).tolist(), strict=True))
+    return _reconcile_gaps(market, list(gaps_qs), holes, tf)
+
+
+def _reconcile_gaps(market: Market, existing: list[DataGap], holes: list[tuple[int, int]], tf: int) -> list[DataGap]:
+    by_start = {g.start_timestamp: g for g in existing}
+    ordered = sorted(existing, key=lambda g: g.start_timestamp)
+    starts = np.array([g.start_timestamp for g in ordered], dtype=np.int64)
+    result: list[DataGap] = []
+    to_create: list[DataGap] = []
+    to_update: list[DataGap] = []
+    matched: set[int] = set()
+    overlapped: set[int] = set()
+    for gs, ge in holes:
+        missing = (ge - gs) // tf + 1
+        # existing rows overlapping this hole (rows are disjoint and sorted by start)
+        i = int(np.searchsorted(starts, ge, side="right"))
+        overlapping = []
+        while i > 0 and ordered[i - 1].end_timestamp >= gs:
+            overlapping.append(ordered[i - 1])
+            i -= 1
+        overlapped.update(g.pk for g in overlapping)
+        inherited = (
+            DataGap.Status.EXCHANGE_OUTAGE
+            if any(g.status == DataGap.Status.EXCHANGE_OUTAGE for g in overlapping)
+            else DataGap.Status.OPEN
+        )
+        attempts = max((g.attempts for g in overlapping), default=0)
+        row = by_start.get(gs)
+        if row is not None:
+            matched.add(row.pk)
+            new_status = inherited if row.status == DataGap.Status.FILLED else row.status
+            if (row.end_timestamp, row.missing, row.status) != (ge, missing, new_status):
+                row.end_timestamp, row.missing, row.status = ge, missing, new_status
+                to_update.append(row)
+            result.append(row)
+        else:
+            row = DataGap(market=market, start_timestamp=gs, end_timestamp=ge, missing=missing, status=inherited,
+                          attempts=attempts)
+            to_create.append(row)
+            result.append(row)
+    superseded = [g.pk for g in existing if g.pk not in matched and g.pk in overlapped]
+    now_filled = [g for g in existing if g.pk not in matched and g.pk not in overlapped
+                  and g.status != DataGap.Status.FILLED]
+    if superseded:
+        DataGap.objects.filter(pk__in=superseded).delete()
+    for g in now_filled:
+        g.status = DataGap.Status.FILLED
+        to_update.append(g)
+    if to_update:
+        DataGap.objects.bulk_update(to_update, ["end_timestamp", "missing", "status"])
+    if to_create:
+        DataGap.objects.bulk_create(to_create)
+    return sorted(result, key=lambda g: g.start_timestamp)

@@ -1,0 +1,184 @@
+"""Writes of market data: validated, idempotent, one transaction per batch, announcements only after commit.
+
+`ingest_candles` is THE entry point for candles (collector, CSV import, replay, resampling): validate -> bulk upsert ->
+ledger refresh, all in one transaction (a crash mid-way leaves nothing half-written), then on commit publish each NEW
+candle on `market:{symbol}` and send `candles_closed` for dependent work (bot ticks).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from django.db import transaction
+
+from apps.market.ledger import refresh_ledger
+from apps.market.models import Market
+from apps.market.partitions import ensure_raw_trade_partitions
+from apps.market.selectors import candle_frame, last_candle_timestamp
+from apps.market.timeframes import timeframe_ms
+from apps.market.upsert import insert_trades, upsert_candles
+from apps.market.validation import Rejection, validate_candles, validate_trades
+from tradebot.notify import market_channel, publish_many
+
+logger = logging.getLogger(__name__)
+
+MAX_LOGGED_REJECTIONS = 5
+TRADE_SIDES = {"buy": "buy", "sell": "sell", "b": "buy", "s": "sell"}
+
+
+@dataclass
+class IngestResult:
+    """received = rows given; stored = valid rows now in the database (new, changed or already identical);
+    new_timestamps = close times that did not exist before, ascending; updated = existing rows whose values changed."""
+
+    received: int
+    stored: int
+    rejected: list[Rejection]
+    new_timestamps: list[int]
+    updated: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"received {self.received}, stored {self.stored} ({len(self.new_timestamps)} new, {self.updated} updated, "
+            f"{self.stored - len(self.new_timestamps) - self.updated} unchanged), rejected {len(self.rejected)}"
+        )
+
+
+def get_or_create_market(
+    exchange: str, symbol: str, timeframe: str, *, watched: bool | None = None, provider: str | None = None
+) -> Market:
+    """The Market row (created on first sight); `watched` / `provider` are applied when given."""
+    timeframe_ms(timeframe)
+    defaults = {k: v for k, v in (("watched", watched), ("provider", provider)) if v is not None}
+    market, created = Market.objects.get_or_create(
+        exchange=exchange, symbol=symbol, timeframe=timeframe, defaults=defaults
+    )
+    if not created:
+        changed = [k for k, v in defaults.items() if getattr(market, k) != v]
+        if changed:
+            for k in changed:
+                setattr(market, k, defaults[k])
+            market.save(update_fields=changed)
+    return market
+
+
+def ingest_candles(
+    *, exchange: str, symbol: str, timeframe: str, df: pd.DataFrame, publish: bool = True
+) -> IngestResult:
+    """Validate, upsert and ledger a batch of closed candles (close-time labels) in one transaction.
+
+    Rejected rows are reported (and logged), never stored; the valid rest is. With `publish=True` the NEW candles are
+    published on `market:{symbol}` and `candles_closed` is sent after commit; `publish=False` is for bulk history
+    (imports, backfills) that no live consumer should react to.
+    """
+    label = f"{exchange} {symbol}"
+    valid, rejected = validate_candles(df, market=label, timeframe=timeframe)
+    for r in rejected[:MAX_LOGGED_REJECTIONS]:
+        logger.warning("%s", r.message)
+    if len(rejected) > MAX_LOGGED_REJECTIONS:
+        logger.warning("%s %s: %d more rejected rows", label, timeframe, len(rejected) - MAX_LOGGED_REJECTIONS)
+    with transaction.atomic():
+        market = get_or_create_market(exchange, symbol, timeframe)
+        up = upsert_candles(exchange=exchange, symbol=symbol, timeframe=timeframe, df=valid)
+        if len(valid) and (up.inserted or up.updated):
+            ts = valid["timestamp"].to_numpy()
+            refresh_ledger(market, start=int(ts[0]), end=int(ts[-1]))
+        if publish and up.inserted:
+            new = _new_rows(valid, up.inserted)
+            transaction.on_commit(lambda: _announce(market, new))
+    return IngestResult(
+        received=len(df), stored=len(valid), rejected=rejected, new_timestamps=up.inserted, updated=up.updated
+    )
+
+
+def _new_rows(valid: pd.DataFrame, inserted: list[int]) -> pd.DataFrame:
+    mask = np.isin(valid["timestamp"].to_numpy(), np.asarray(inserted, dtype=np.int64))
+    return valid.loc[mask].reset_index(drop=True)
+
+
+def candle_payloads(market: Market, frame: pd.DataFrame) -> list[dict]:
+    """The JSON payload of each candle published on `market:{symbol}`."""
+    cols = {c: frame[c].to_numpy().tolist() for c in ("timestamp", "open", "high", "low", "close", "volume")}
+    base = {"exchange": market.exchange, "symbol": market.symbol, "timeframe": market.timeframe}
+    return [
+        {**base, "timestamp": t, "open": o, "high": h, "low": lo, "close": c, "volume": v}
+        for t, o, h, lo, c, v in zip(
+            cols["timestamp"], cols["open"], cols["high"], cols["low"], cols["close"], cols["volume"], strict=True
+        )
+    ]
+
+
+def _announce(market: Market, new: pd.DataFrame) -> None:
+    """After commit: publish (fire-and-forget) and signal dependent work. A failing receiver never undoes the ingest."""
+    from apps.market.signals import candles_closed
+
+    channel = market_channel(market.symbol)
+    publish_many([(channel, payload) for payload in candle_payloads(market, new)])
+    timestamps = new["timestamp"].to_numpy().tolist()
+    for receiver, result in candles_closed.send_robust(sender=Market, market=market, timestamps=timestamps):
+        if isinstance(result, Exception):
+            logger.error("candles_closed receiver %r failed for %s: %s", receiver, market, result, exc_info=result)
+
+
+@dataclass
+class TradesIngestResult:
+    received: int
+    inserted: int
+    rejected: list[Rejection] = field(default_factory=list)
+    partitions_created: list[str] = field(default_factory=list)
+
+
+def ingest_trades_detailed(*, exchange: str, symbol: str, df: pd.DataFrame) -> TradesIngestResult:
+    """Validate trades, create the month partitions they need (PostgreSQL) and insert them, skipping known ones."""
+    label = f"{exchange} {symbol}"
+    valid, rejected = validate_trades(df, market=label)
+    for r in rejected[:MAX_LOGGED_REJECTIONS]:
+        logger.warning("%s", r.message)
+    if len(valid) == 0:
+        return TradesIngestResult(len(df), 0, rejected)
+    if "trade_id" not in valid.columns:
+        # Deterministic ids (same rule as csvio): timestamp and 1-based position.
+        ids = [f"{t}-{i}" for i, t in enumerate(valid["timestamp"].tolist(), start=1)]
+        valid = valid.assign(trade_id=ids)
+    side = valid["side"] if "side" in valid.columns else pd.Series([""] * len(valid))
+    side = side.fillna("").astype(str).str.strip().str.lower().map(lambda s: TRADE_SIDES.get(s, ""))
+    valid = valid.assign(side=side.to_numpy(dtype=object), trade_id=valid["trade_id"].astype(str).str.slice(0, 64))
+    ts = valid["timestamp"].to_numpy()
+    with transaction.atomic():
+        created = ensure_raw_trade_partitions(int(ts.min()), int(ts.max()))
+        inserted = insert_trades(exchange=exchange, symbol=symbol, df=valid)
+    return TradesIngestResult(len(df), inserted, rejected, created)
+
+
+def ingest_trades(*, exchange: str, symbol: str, df: pd.DataFrame) -> int:
+    """Store raw trades (see ingest_trades_detailed); returns how many were new."""
+    return ingest_trades_detailed(exchange=exchange, symbol=symbol, df=df).inserted
+
+
+def resample_stored(
+    *,
+    exchange: str,
+    symbol: str,
+    source_tf: str = "1m",
+    target_tf: str,
+    start: int | None = None,
+    end: int | None = None,
+    publish: bool = True,
+) -> IngestResult:
+    """Build `target_tf` candles from stored `source_tf` candles and ingest them (complete buckets only).
+
+    `start`/`end` bound the TARGET close times (inclusive). Without `start`, it resumes at the last stored target
+    candle (recomputed, unchanged rows are not rewritten), or from the beginning of the source history.
+    """
+    from apps.market.aggregation import resample_candles
+
+    src, tgt = timeframe_ms(source_tf), timeframe_ms(target_tf)
+    if start is None:
+        start = last_candle_timestamp(exchange, symbol, target_tf)
+    source_start = None if start is None else start - tgt + src
+    source = candle_frame(exchange=exchange, symbol=symbol, timeframe=source_tf, start=source_start, end=end)
+    frame = resample_candles(source, source_tf, target_tf, complete_only=True)
+    return ingest_candles(exchange=exchange, symbol=symbol, timeframe=target_tf, df=frame, publish=publish)

@@ -1,0 +1,154 @@
+"""ingest_candles / resample_stored / get_or_create_market on real PostgreSQL with the real Binance sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from django.db import transaction
+
+from apps.market.csvio import read_candle_csv
+from apps.market.models import Candle, Market
+from apps.market.selectors import candle_frame, last_candle_timestamp
+from apps.market.services import get_or_create_market, ingest_candles, resample_stored
+from apps.market.timeframes import TimeframeError
+
+pytestmark = pytest.mark.django_db
+
+EX, SYM = "binance", "BTC/USDT"
+
+
+@pytest.fixture
+def btc_1m(data_dir) -> pd.DataFrame:
+    return read_candle_csv(data_dir / "binance_spot_2023" / "binance_BTC_USDT-1m.csv.gz", timeframe="1m",
+                           time_label="open")
+
+
+def _stored(timeframe: str = "1m") -> pd.DataFrame:
+    return candle_frame(exchange=EX, symbol=SYM, timeframe=timeframe)
+
+
+def test_given_real_binance_1m_when_ingested_then_every_row_stored_with_close_labels(
+    btc_1m, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        result = ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m)
+
+    assert (result.received, result.stored, result.rejected, result.updated) == (66087, 66087, [], 0)
+    assert len(result.new_timestamps) == 66087
+    assert result.new_timestamps == sorted(result.new_timestamps)
+    assert Candle.objects.filter(exchange=EX, symbol=SYM, timeframe="1m").count() == 66087
+    first = Candle.objects.filter(exchange=EX, symbol=SYM, timeframe="1m").order_by("timestamp").first()
+    # file row 1: open time 1679004900000, 24899.18, 24943.98, 24896.29, 24934.2, 293.13711
+    assert first.timestamp == 1679004960000
+    assert (first.open, first.high, first.low, first.close, first.volume) == (
+        24899.18, 24943.98, 24896.29, 24934.2, 293.13711)
+    assert last_candle_timestamp(EX, SYM, "1m") == 1682974860000 + 60_000
+    pd.testing.assert_frame_equal(_stored(), btc_1m)
+    assert Market.objects.filter(exchange=EX, symbol=SYM, timeframe="1m").count() == 1
+    assert len(callbacks) == 1  # one publish of the new candles, scheduled after commit
+
+
+def test_given_stored_data_when_reingested_then_nothing_changes_and_nothing_is_announced(
+    btc_1m, django_capture_on_commit_callbacks
+):
+    ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m)
+    before = _stored()
+    ids_before = list(Candle.objects.order_by("timestamp").values_list("id", flat=True)[:100])
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        again = ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m)
+
+    assert (again.received, again.stored, again.new_timestamps, again.updated) == (66087, 66087, [], 0)
+    assert callbacks == []
+    pd.testing.assert_frame_equal(_stored(), before)
+    assert list(Candle.objects.order_by("timestamp").values_list("id", flat=True)[:100]) == ids_before
+
+
+def test_given_changed_candle_when_reingested_then_updated_in_place_and_not_new(btc_1m):
+    ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m.iloc[:50])
+    corrected = btc_1m.iloc[10:12].copy()
+    corrected["volume"] = corrected["volume"] + 1.0
+
+    result = ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=corrected)
+
+    assert (result.new_timestamps, result.updated, result.stored) == ([], 2, 2)
+    stored = _stored()
+    assert len(stored) == 50
+    np.testing.assert_array_equal(stored["volume"].iloc[10:12].to_numpy(), corrected["volume"].to_numpy())
+    assert "2 updated" in result.summary()
+
+
+def test_given_corrupted_rows_when_ingested_then_rejected_by_name_and_rest_stored(btc_1m):
+    df = btc_1m.iloc[:100].copy()
+    df.loc[3, "open"] = np.nan
+    df.loc[10, "high"] = df.loc[10, "low"] - 5.0
+    df.loc[20, "volume"] = -2.0
+    df.loc[30, "timestamp"] = df.loc[30, "timestamp"] + 30_000
+
+    result = ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=df)
+
+    assert sorted((r.row, r.rule) for r in result.rejected) == [
+        (3, "nan"), (10, "high_low"), (20, "negative_volume"), (30, "off_grid")]
+    assert all(r.message.startswith("binance BTC/USDT 1m @ ") for r in result.rejected)
+    assert (result.received, result.stored, len(result.new_timestamps)) == (100, 96, 96)
+    stored = _stored()
+    assert len(stored) == 96
+    rejected_ts = {int(btc_1m.loc[i, "timestamp"]) for i in (3, 10, 20, 30)}
+    assert rejected_ts.isdisjoint(stored["timestamp"].tolist())
+
+
+def test_given_batch_when_outer_transaction_rolls_back_then_nothing_stored(btc_1m):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m.iloc[:500])
+        assert Candle.objects.count() == 500
+        raise RuntimeError("crash after the upsert")
+    assert Candle.objects.count() == 0
+    assert not Market.objects.filter(exchange=EX, symbol=SYM).exists()
+
+
+def test_given_unknown_timeframe_when_ingested_then_timeframe_error_and_nothing_stored(btc_1m):
+    with pytest.raises(TimeframeError, match="unknown timeframe '3m'"):
+        ingest_candles(exchange=EX, symbol=SYM, timeframe="3m", df=btc_1m.iloc[:10])
+    assert Candle.objects.count() == 0
+
+
+def test_given_stored_1m_when_resampled_to_5m_then_equals_binance_own_5m_candles(btc_1m, data_dir):
+    ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m, publish=False)
+    exchange_5m = read_candle_csv(data_dir / "binance_spot_2023" / "binance_BTC_USDT-5m.csv.gz", timeframe="5m",
+                                  time_label="open")
+
+    result = resample_stored(exchange=EX, symbol=SYM, source_tf="1m", target_tf="5m", publish=False)
+
+    ours = _stored("5m")
+    assert result.rejected == [] and len(result.new_timestamps) == len(ours)
+    both = ours.merge(exchange_5m, on="timestamp", suffixes=("", "_ex"))
+    # complete buckets only: the outage's partial buckets are not built, everything built matches Binance
+    assert len(both) == len(ours) > 13_000
+    for col in ("open", "high", "low", "close"):
+        np.testing.assert_array_equal(both[col].to_numpy(), both[f"{col}_ex"].to_numpy())
+    np.testing.assert_allclose(both["volume"].to_numpy(), both["volume_ex"].to_numpy(), rtol=1e-9, atol=1e-6)
+
+
+def test_given_resampled_market_when_resampled_again_then_nothing_new(btc_1m):
+    ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m.iloc[:3000], publish=False)
+    first = resample_stored(exchange=EX, symbol=SYM, target_tf="1h", publish=False)
+    ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m.iloc[3000:4000], publish=False)
+
+    second = resample_stored(exchange=EX, symbol=SYM, target_tf="1h", publish=False)
+    third = resample_stored(exchange=EX, symbol=SYM, target_tf="1h", publish=False)
+
+    assert len(first.new_timestamps) > 40
+    assert second.new_timestamps and min(second.new_timestamps) > max(first.new_timestamps)
+    assert third.new_timestamps == [] and third.updated == 0
+    assert len(_stored("1h")) == len(first.new_timestamps) + len(second.new_timestamps)
+
+
+def test_given_existing_market_when_get_or_create_with_options_then_updated_once():
+    m1 = get_or_create_market(EX, SYM, "1m")
+    m2 = get_or_create_market(EX, SYM, "1m", watched=True, provider="replay")
+    assert m1.pk == m2.pk
+    m1.refresh_from_db()
+    assert (m1.watched, m1.provider) == (True, "replay")
+    with pytest.raises(TimeframeError):
+        get_or_create_market(EX, SYM, "7m")
