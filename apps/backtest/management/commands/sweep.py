@@ -1,0 +1,135 @@
+"""manage.py sweep: many parameter sets of one strategy through Celery (a chord of chunks), ranked by a metric.
+
+Eager on the embedded default (the whole sweep runs in this process); on a real broker the chord is dispatched to the
+`backtest` workers, and with --wait the command follows progress until the sweep is done.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.backtest.management.commands.backtest import (
+    add_data_arguments,
+    bad,
+    data_options,
+    format_value,
+    model_rules,
+    parse_json_arg,
+    rules_options,
+)
+
+
+class Command(BaseCommand):
+    help = "Run a parameter sweep (--grid JSON or --random N [--space JSON]) over Celery workers and rank it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--strategy", required=True)
+        space = parser.add_mutually_exclusive_group(required=True)
+        space.add_argument("--grid", help='{"fast": [5, 10], "slow": [50, 100]}: every combination')
+        space.add_argument("--random", type=int, help="Number of random parameter sets")
+        parser.add_argument("--space", help='Ranges for --random, e.g. {"fast": [5, 50], "slow": {"min": 60}}')
+        parser.add_argument("--seed", type=int, default=None, help="Seed of --random (reproducible samples)")
+        add_data_arguments(parser)
+        parser.add_argument("--metric", default="sharpe", help="Metric to rank by (descending; '-name' ascending)")
+        parser.add_argument("--top", type=int, default=10, help="How many of the best to keep and print")
+        parser.add_argument("--chunk-size", type=int, default=25, help="Parameter sets per Celery task")
+        parser.add_argument("--wait", action="store_true", help="Wait for the workers, printing progress")
+        parser.add_argument("--timeout", type=float, default=3600.0, help="Give up waiting after this many seconds")
+        parser.add_argument("--json", action="store_true", help="Print ONE JSON object")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from apps.backtest import services
+        from apps.backtest.models import Status, Sweep
+
+        grid = parse_json_arg(options.get("grid"), "--grid")
+        space = parse_json_arg(options.get("space"), "--space")
+        if grid is not None and not isinstance(grid, dict):
+            raise bad("--grid must be a JSON object {parameter: [values]}")
+        if space is not None and not isinstance(space, dict):
+            raise bad("--space must be a JSON object {parameter: [min, max]}")
+        if options.get("random") is not None and options["random"] <= 0:
+            raise bad(f"--random must be positive, got {options['random']}")
+        if options["chunk_size"] <= 0:
+            raise bad(f"--chunk-size must be positive, got {options['chunk_size']}")
+        if options["top"] <= 0:
+            raise bad(f"--top must be positive, got {options['top']}")
+        data = data_options(options)
+        rules = rules_options(options)
+        if data.get("data_file"):
+            from pathlib import Path
+
+            data["data_file"] = str(Path(data["data_file"]).resolve())  # workers may run elsewhere on this host
+        try:
+            sweep = services.create_sweep(
+                strategy=options["strategy"], grid=grid, n_random=options.get("random"), space=space,
+                seed=options.get("seed"), metric=options["metric"], top_k=options["top"],
+                chunk_size=options["chunk_size"], **data, **model_rules(rules),
+            )
+        except services.BacktestInputError as exc:
+            raise bad(str(exc))
+        # on_commit callbacks fire immediately in autocommit mode: the chord is dispatched (or ran eagerly) by now.
+        sweep.refresh_from_db()
+        if sweep.status not in (Status.DONE, Status.FAILED) and options.get("wait"):
+            sweep = self._wait(sweep.pk, options["timeout"], quiet=options.get("json", False))
+        sweep = Sweep.objects.get(pk=sweep.pk)
+        self._output(sweep, options)
+        if sweep.status == Status.FAILED:
+            raise CommandError(f"sweep #{sweep.pk} failed: {sweep.error}")
+
+    def _wait(self, sweep_id: int, timeout: float, *, quiet: bool):
+        from apps.backtest.models import Status, Sweep
+
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            sweep = Sweep.objects.get(pk=sweep_id)
+            state = (sweep.completed, sweep.status)
+            if state != last:
+                self.stderr.write(f"sweep #{sweep.pk}: {sweep.completed}/{sweep.total} done, {sweep.failed} failed "
+                                  f"({sweep.status})")
+                last = state
+            if sweep.status in (Status.DONE, Status.FAILED):
+                return sweep
+            if time.monotonic() > deadline:
+                raise CommandError(f"sweep #{sweep_id} still {sweep.status} after {timeout:.0f}s "
+                                   f"({sweep.completed}/{sweep.total}); are `backtest` workers running?")
+            time.sleep(0.5)
+
+    def _output(self, sweep, options: dict[str, Any]) -> None:
+        from apps.backtest import selectors
+
+        payload = {
+            "sweep_id": sweep.pk,
+            "strategy": sweep.strategy,
+            "status": sweep.status,
+            "metric": sweep.metric,
+            "total": sweep.total,
+            "completed": sweep.completed,
+            "failed": sweep.failed,
+            "compute_seconds": selectors.sweep_compute_seconds(sweep.pk),
+            "ranking": sweep.ranking,
+            "failures": [{"index": r.index, "parameters": r.parameters, "error": r.error}
+                         for r in sweep.results.exclude(error="").order_by("index")[:50]],
+        }
+        if options.get("json"):
+            sys.stdout.write(json.dumps(payload, allow_nan=False) + "\n")
+            return
+        self.stdout.write(f"sweep #{sweep.pk} {sweep.strategy} on {sweep.market_label}: {sweep.status}, "
+                          f"{sweep.completed}/{sweep.total} evaluated, {sweep.failed} failed")
+        if sweep.status != "done":
+            self.stdout.write("  (still running: see the admin, the API or `manage.py sweep ... --wait`)")
+            return
+        self.stdout.write(f"  top {len(sweep.ranking)} by {sweep.metric}:")
+        for row in sweep.ranking:
+            metrics = row.get("metrics") or {}
+            extra = ", ".join(f"{k}={format_value(metrics.get(k))}" for k in ("total_return", "max_drawdown",
+                                                                              "num_trades") if k in metrics)
+            self.stdout.write(f"  #{row['rank']:<3} {json.dumps(row['parameters'])}  "
+                              f"{sweep.metric}={format_value(row['value'])}  {extra}")
+        for f in payload["failures"][:10]:
+            self.stdout.write(f"  failed [{f['index']}] {json.dumps(f['parameters'])}: {f['error']}")
