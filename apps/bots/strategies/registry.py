@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 _REGISTRY: dict[str, type] = {}
 
@@ -14,9 +16,13 @@ class UnknownStrategyError(KeyError):
 
 def register(cls: type) -> type:
     """Class decorator: make a strategy available by its `name`."""
+    from apps.bots.strategies.base import BaseStrategy
+
     name = getattr(cls, "name", None)
     if not name:
         raise ValueError(f"{cls.__qualname__} needs a class attribute `name` to be registered")
+    if not (isinstance(cls, type) and issubclass(cls, BaseStrategy)):
+        raise TypeError(f"strategy {name!r} ({cls!r}) must subclass apps.bots.strategies.base.BaseStrategy")
     _REGISTRY[name] = cls
     return cls
 
@@ -29,6 +35,11 @@ def get_strategy_class(name: str) -> type:
         raise UnknownStrategyError(
             f"unknown strategy {name!r}: expected one of {', '.join(sorted(_REGISTRY))}"
         ) from None
+
+
+def create_strategy(name: str, parameters: Mapping[str, Any] | None = None):
+    """Instantiate a registered strategy with validated parameters (raises UnknownStrategyError / ParameterError)."""
+    return get_strategy_class(name)(parameters)
 
 
 def available() -> list[str]:
@@ -50,5 +61,12 @@ def load_user_strategies(paths: list[str] | None = None) -> None:
         module_name, _, attr = dotted.rpartition(".")
         if not module_name:
             raise ValueError(f"TRADEBOT_STRATEGIES entry {dotted!r} must be 'package.module.ClassName'")
-        cls = getattr(importlib.import_module(module_name), attr)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ImportError(f"TRADEBOT_STRATEGIES entry {dotted!r}: cannot import {module_name!r} ({exc})") from exc
+        try:
+            cls = getattr(module, attr)
+        except AttributeError:
+            raise ImportError(f"TRADEBOT_STRATEGIES entry {dotted!r}: module {module_name!r} has no {attr!r}") from None
         register(cls)
