@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 from django.db import connection, transaction
 
 from apps.market.timeframes import datetime_to_ms, ms_to_datetime, now_ms
@@ -70,6 +71,19 @@ def ensure_raw_trade_partitions(start_ms: int, end_ms: int) -> list[str]:
             lo, hi = _month_start(y, m), _month_start(*_next(y, m))
             cur.execute(f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF raw_trades FOR VALUES FROM ({lo}) TO ({hi})")
             created.append(name)
+    return created
+
+
+def ensure_partitions_for(timestamps) -> list[str]:
+    """Create the partitions for the months that occur in `timestamps` (not every month in between)."""
+    if connection.vendor != "postgresql" or len(timestamps) == 0:
+        return []
+
+    months = np.unique(np.asarray(timestamps, dtype="datetime64[ms]").astype("datetime64[M]"))
+    created: list[str] = []
+    for month in months:
+        first = int(month.astype("datetime64[ms]").astype(np.int64))
+        created += ensure_raw_trade_partitions(first, first)
     return created
 
 

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from apps.market.ledger import refresh_ledger
 from apps.market.models import Market
-from apps.market.partitions import ensure_raw_trade_partitions
+from apps.market.partitions import ensure_partitions_for
 from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
 from apps.market.upsert import insert_trades, upsert_candles
@@ -146,9 +146,8 @@ def ingest_trades_detailed(*, exchange: str, symbol: str, df: pd.DataFrame) -> T
     side = valid["side"] if "side" in valid.columns else pd.Series([""] * len(valid))
     side = side.fillna("").astype(str).str.strip().str.lower().map(lambda s: TRADE_SIDES.get(s, ""))
     valid = valid.assign(side=side.to_numpy(dtype=object), trade_id=valid["trade_id"].astype(str).str.slice(0, 64))
-    ts = valid["timestamp"].to_numpy()
     with transaction.atomic():
-        created = ensure_raw_trade_partitions(int(ts.min()), int(ts.max()))
+        created = ensure_partitions_for(valid["timestamp"].to_numpy())
         inserted = insert_trades(exchange=exchange, symbol=symbol, df=valid)
     return TradesIngestResult(len(df), inserted, rejected, created)
 

@@ -1,0 +1,134 @@
+"""Data-quality ledger (CoveredRange / DataGap) on the real Binance 2023-03-24 outage and on split real batches."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from apps.market.csvio import read_candle_csv
+from apps.market.ledger import refresh_ledger
+from apps.market.models import CoveredRange, DataGap, Market
+from apps.market.selectors import gaps_in_range, market_coverage
+from apps.market.services import get_or_create_market, ingest_candles
+from tests.apps.market.factories import BASE_CLOSE_MS, CandleFactory
+
+pytestmark = pytest.mark.django_db
+
+EX, SYM = "binance", "BTC/USDT"
+# Binance outage: 80 missing 1m candles, OPEN times 12:40..13:59 => CLOSE times 12:41..14:00 (2023-03-24 UTC).
+OUTAGE_FIRST_MISSING_CLOSE = 1679661660000
+OUTAGE_LAST_MISSING_CLOSE = 1679666400000
+FIRST_CLOSE = 1679004960000
+LAST_CLOSE = 1682974920000
+
+
+@pytest.fixture
+def btc_1m(data_dir) -> pd.DataFrame:
+    return read_candle_csv(data_dir / "binance_spot_2023" / "binance_BTC_USDT-1m.csv.gz", timeframe="1m",
+                           time_label="open")
+
+
+def _ingest(df: pd.DataFrame):
+    return ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=df, publish=False)
+
+
+def _ranges(market: Market) -> list[tuple[int, int, int]]:
+    return list(market.covered_ranges.order_by("first_timestamp").values_list("first_timestamp", "last_timestamp",
+                                                                              "candles"))
+
+
+def test_given_real_outage_when_ingested_then_one_gap_of_80_with_close_time_bounds(btc_1m):
+    _ingest(btc_1m)
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+
+    gaps = list(market.gaps.all())
+    assert [(g.start_timestamp, g.end_timestamp, g.missing, g.status) for g in gaps] == [
+        (OUTAGE_FIRST_MISSING_CLOSE, OUTAGE_LAST_MISSING_CLOSE, 80, DataGap.Status.OPEN)]
+    assert _ranges(market) == [
+        (FIRST_CLOSE, OUTAGE_FIRST_MISSING_CLOSE - 60_000, 10_945),
+        (OUTAGE_LAST_MISSING_CLOSE + 60_000, LAST_CLOSE, 55_142),
+    ]
+    coverage = market_coverage(market)
+    assert (coverage["candles"], coverage["open_gaps"], coverage["missing_candles"]) == (66087, 1, 80)
+    assert (coverage["first_timestamp"], coverage["last_timestamp"]) == (FIRST_CLOSE, LAST_CLOSE)
+    assert [g.pk for g in gaps_in_range(EX, SYM, "1m", OUTAGE_LAST_MISSING_CLOSE, LAST_CLOSE)] == [gaps[0].pk]
+    assert gaps_in_range(EX, SYM, "1m", LAST_CLOSE - 1000, LAST_CLOSE) == []
+
+
+def test_given_batches_in_order_when_one_arrives_after_a_pause_then_hole_recorded_then_filled_by_backfill(btc_1m):
+    for lo, hi in ((0, 500), (500, 1000), (1500, 2000)):  # collector rounds; rows 1000..1499 never arrived
+        _ingest(btc_1m.iloc[lo:hi])
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+    ts = btc_1m["timestamp"]
+    gap = market.gaps.get()
+    assert (gap.start_timestamp, gap.end_timestamp, gap.missing, gap.status) == (
+        ts[1000], ts[1499], 500, DataGap.Status.OPEN)
+    assert _ranges(market) == [(ts[0], ts[999], 1000), (ts[1500], ts[1999], 500)]
+
+    _ingest(btc_1m.iloc[1000:1500])  # backfill
+
+    gap.refresh_from_db()
+    assert gap.status == DataGap.Status.FILLED
+    assert _ranges(market) == [(ts[0], ts[1999], 2000)]
+    assert market_coverage(market)["open_gaps"] == 0
+
+
+def test_given_outage_gap_when_partly_backfilled_then_rest_keeps_outage_status_and_attempts(btc_1m):
+    _ingest(btc_1m.iloc[:100])
+    _ingest(btc_1m.iloc[200:300])
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+    DataGap.objects.filter(market=market).update(status=DataGap.Status.EXCHANGE_OUTAGE, attempts=3)
+    ts = btc_1m["timestamp"]
+
+    _ingest(btc_1m.iloc[100:150])
+
+    gap = market.gaps.get()
+    assert (gap.start_timestamp, gap.end_timestamp, gap.missing) == (ts[150], ts[199], 50)
+    assert (gap.status, gap.attempts) == (DataGap.Status.EXCHANGE_OUTAGE, 3)
+    refresh_ledger(market)
+    assert market.gaps.get().status == DataGap.Status.EXCHANGE_OUTAGE
+
+
+def test_given_tail_of_gap_backfilled_when_refreshed_then_same_row_shrinks(btc_1m):
+    _ingest(btc_1m.iloc[:100])
+    _ingest(btc_1m.iloc[200:300])
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+    gap_id = market.gaps.get().pk
+
+    _ingest(btc_1m.iloc[180:200])
+
+    gap = market.gaps.get()
+    assert (gap.pk, gap.missing, gap.end_timestamp) == (gap_id, 80, btc_1m["timestamp"][179])
+
+
+def test_given_candles_stored_without_ledger_when_refreshing_a_window_then_whole_ledger_rebuilt():
+    market = get_or_create_market(EX, SYM, "1m")
+    CandleFactory.create_batch(30)  # closes BASE_CLOSE_MS .. +29 min, ledger knows nothing
+    for i in range(40, 50):
+        CandleFactory(timestamp=BASE_CLOSE_MS + i * 60_000)
+
+    gaps = refresh_ledger(market, start=BASE_CLOSE_MS + 45 * 60_000, end=BASE_CLOSE_MS + 49 * 60_000)
+
+    assert _ranges(market) == [(BASE_CLOSE_MS, BASE_CLOSE_MS + 29 * 60_000, 30),
+                               (BASE_CLOSE_MS + 40 * 60_000, BASE_CLOSE_MS + 49 * 60_000, 10)]
+    assert [(g.start_timestamp, g.missing) for g in gaps] == [(BASE_CLOSE_MS + 30 * 60_000, 10)]
+
+
+def test_given_full_refresh_twice_when_nothing_changed_then_ledger_identical(btc_1m):
+    _ingest(btc_1m.iloc[:3000])
+    _ingest(btc_1m.iloc[3100:3200])
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+    before = (_ranges(market), list(market.gaps.values_list("pk", "start_timestamp", "missing", "status")))
+
+    refresh_ledger(market)
+    refresh_ledger(market, start=int(btc_1m["timestamp"][50]), end=int(btc_1m["timestamp"][60]))
+
+    assert (_ranges(market), list(market.gaps.values_list("pk", "start_timestamp", "missing", "status"))) == before
+    assert CoveredRange.objects.filter(market=market).count() == 2
+
+
+def test_given_empty_market_when_refreshed_then_no_ranges_and_no_gaps():
+    market = get_or_create_market(EX, SYM, "5m")
+    assert refresh_ledger(market) == []
+    assert market_coverage(market)["candles"] == 0
+    assert market.covered_ranges.count() == 0
