@@ -50,7 +50,9 @@ def build_strategy(name: str, parameters: Mapping[str, Any] | None):
     cls = resolve_strategy(name)
     try:
         return cls(dict(parameters or {}))
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:  # ParameterError: its message names the strategy and the parameter
+        raise BacktestInputError(str(exc)) from None
+    except TypeError as exc:
         raise BacktestInputError(f"strategy {name!r}: {exc}") from None
 
 

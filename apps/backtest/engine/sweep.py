@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 # Metrics where smaller is better; every other metric ranks descending. A leading "-" on the metric flips the order.
-LOWER_IS_BETTER = frozenset({"max_drawdown_duration", "max_drawdown_duration_bars", "fees_paid", "avg_holding_time",
-                             "volatility"})
+LOWER_IS_BETTER = frozenset({"max_drawdown_duration_bars", "max_drawdown_duration_ms", "longest_drawdown_bars",
+                             "longest_drawdown_ms", "fees_paid", "volatility_pct", "max_consecutive_losses"})
 
 
 class SweepSpaceError(ValueError):

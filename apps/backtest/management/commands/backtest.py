@@ -114,9 +114,23 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def format_metric(key: str, value: Any) -> str:
+    """Times as UTC dates and *_ms durations as d/h/m, everything else as a number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if key in ("start", "end") or key.endswith(("_start", "_trough", "_end")):
+            return format_ms(value) + " UTC"
+        if key.endswith("_ms"):
+            days, rest = divmod(value // 1000, 86_400)
+            hours, rest = divmod(rest, 3600)
+            return f"{days}d {hours:02d}h {rest // 60:02d}m"
+    if isinstance(value, float) and key.endswith("_ms"):
+        return format_metric(key, int(value))
+    return format_value(value)
+
+
 def metrics_table(metrics: dict[str, Any]) -> str:
     width = max((len(k) for k in metrics), default=10)
-    return "\n".join(f"  {k.ljust(width)}  {format_value(v)}" for k, v in metrics.items())
+    return "\n".join(f"  {k.ljust(width)}  {format_metric(k, v)}" for k, v in metrics.items())
 
 
 def one_line(exc: BaseException) -> str:

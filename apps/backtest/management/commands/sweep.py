@@ -127,8 +127,8 @@ class Command(BaseCommand):
         self.stdout.write(f"  top {len(sweep.ranking)} by {sweep.metric}:")
         for row in sweep.ranking:
             metrics = row.get("metrics") or {}
-            extra = ", ".join(f"{k}={format_value(metrics.get(k))}" for k in ("total_return", "max_drawdown",
-                                                                              "num_trades") if k in metrics)
+            extra = ", ".join(f"{k}={format_value(metrics.get(k))}" for k in ("total_return_pct", "max_drawdown_pct",
+                                                                              "closed_trades") if k in metrics)
             self.stdout.write(f"  #{row['rank']:<3} {json.dumps(row['parameters'])}  "
                               f"{sweep.metric}={format_value(row['value'])}  {extra}")
         for f in payload["failures"][:10]:

@@ -1,0 +1,105 @@
+"""Admin: runs, sweeps (live progress), sweep results and walk-forward studies. Derived fields are read-only."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.utils.html import format_html
+
+from apps.backtest.models import BacktestRun, Sweep, SweepResult, WalkForward
+from apps.market.timeframes import format_ms
+
+
+def _ms(value):
+    return format_ms(value) if value is not None else "-"
+
+
+@admin.register(BacktestRun)
+class BacktestRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "strategy", "parameters", "market", "status", "progress", "sharpe", "total_return",
+                    "final_equity", "created_at", "duration")
+    list_filter = ("status", "strategy", "timeframe", "exchange", "symbol")
+    search_fields = ("strategy", "symbol", "exchange", "data_file")
+    readonly_fields = ("status", "progress", "metrics", "trades", "open_trade", "final_equity", "equity_curve",
+                       "warnings", "error", "sweep", "created_at", "started_at", "finished_at", "duration")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="market")
+    def market(self, obj):
+        return obj.market_label
+
+    @admin.display(description="sharpe")
+    def sharpe(self, obj):
+        return (obj.metrics or {}).get("sharpe")
+
+    @admin.display(description="return %")
+    def total_return(self, obj):
+        return (obj.metrics or {}).get("total_return_pct")
+
+
+class SweepResultInline(admin.TabularInline):
+    model = SweepResult
+    fields = ("index", "parameters", "error", "compute_seconds")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Sweep)
+class SweepAdmin(admin.ModelAdmin):
+    list_display = ("id", "strategy", "mode", "market", "status", "progress_bar", "completed", "total", "failed",
+                    "metric", "best", "created_at")
+    list_filter = ("status", "strategy", "mode", "timeframe")
+    search_fields = ("strategy", "symbol")
+    readonly_fields = ("status", "total", "completed", "failed", "ranking", "error", "created_at", "started_at",
+                       "finished_at")
+    inlines = [SweepResultInline]
+
+    @admin.display(description="market")
+    def market(self, obj):
+        return obj.market_label
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj):
+        pct = round(obj.progress * 100)
+        return format_html('<progress value="{}" max="100"></progress> {}%', pct, pct)
+
+    @admin.display(description="best")
+    def best(self, obj):
+        if not obj.ranking:
+            return "-"
+        top = obj.ranking[0]
+        return f"{top.get('parameters')} {obj.metric}={top.get('value')}"
+
+
+@admin.register(SweepResult)
+class SweepResultAdmin(admin.ModelAdmin):
+    list_display = ("sweep", "index", "parameters", "sharpe", "error", "compute_seconds")
+    list_filter = ("sweep",)
+    readonly_fields = ("sweep", "index", "parameters", "metrics", "error", "compute_seconds")
+
+    @admin.display(description="sharpe")
+    def sharpe(self, obj):
+        return (obj.metrics or {}).get("sharpe")
+
+
+@admin.register(WalkForward)
+class WalkForwardAdmin(admin.ModelAdmin):
+    list_display = ("id", "strategy", "market", "train_size", "test_size", "step", "metric", "status", "windows_n",
+                    "oos_sharpe", "created_at")
+    list_filter = ("status", "strategy", "timeframe")
+    readonly_fields = ("status", "windows", "stitched_metrics", "stitched_equity", "error", "created_at",
+                       "finished_at")
+
+    @admin.display(description="market")
+    def market(self, obj):
+        return obj.market_label
+
+    @admin.display(description="windows")
+    def windows_n(self, obj):
+        return len(obj.windows or [])
+
+    @admin.display(description="OOS sharpe")
+    def oos_sharpe(self, obj):
+        return (obj.stitched_metrics or {}).get("sharpe")

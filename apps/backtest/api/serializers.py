@@ -1,0 +1,150 @@
+"""Backtest API serializers. Create serializers validate strategy and parameters with the strategy itself, so a bad
+request gets a 400 naming the field (and the parameter) before any row is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from apps.backtest import services
+from apps.backtest.models import BacktestRun, Sweep, SweepResult, WalkForward
+from apps.market.timeframes import TIMEFRAMES
+
+DATA_FIELDS = ["exchange", "symbol", "timeframe", "start", "end"]
+RULE_FIELDS = ["fee", "slippage", "initial_balance", "fraction", "stop_loss", "take_profit"]
+
+
+class BacktestRunListSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = BacktestRun
+        fields = ["id", "strategy", "parameters", *DATA_FIELDS, "data_file", *RULE_FIELDS, "status", "progress",
+                  "metrics", "final_equity", "warnings", "error", "sweep", "created_at", "started_at", "finished_at",
+                  "duration"]
+        read_only_fields = fields
+
+
+class BacktestRunSerializer(BacktestRunListSerializer):
+    class Meta(BacktestRunListSerializer.Meta):
+        fields = [*BacktestRunListSerializer.Meta.fields, "trades", "open_trade", "equity_curve"]
+        read_only_fields = fields
+
+
+def _check_rules(attrs: dict[str, Any]) -> None:
+    try:
+        services.build_rules(**{k: attrs[k] for k in RULE_FIELDS if k in attrs})
+    except services.BacktestInputError as exc:
+        field = next((f for f in RULE_FIELDS if repr(f) in str(exc)), "non_field_errors")
+        raise serializers.ValidationError({field: str(exc)})
+
+
+class BacktestRunCreateSerializer(serializers.ModelSerializer):
+    """POST: a run over stored candles (exchange/symbol/timeframe); it is queued and runs on a `backtest` worker."""
+
+    timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
+    exchange = serializers.CharField(max_length=32)
+    symbol = serializers.CharField(max_length=32)
+    parameters = serializers.JSONField(required=False, default=dict)
+
+    class Meta:
+        model = BacktestRun
+        fields = ["strategy", "parameters", *DATA_FIELDS, *RULE_FIELDS]
+
+    def validate_parameters(self, value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("must be a JSON object {name: value}")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            services.resolve_strategy(attrs["strategy"])
+        except services.BacktestInputError as exc:
+            raise serializers.ValidationError({"strategy": str(exc)})
+        try:
+            services.build_strategy(attrs["strategy"], attrs.get("parameters"))
+        except services.BacktestInputError as exc:
+            raise serializers.ValidationError({"parameters": str(exc)})
+        _check_rules(attrs)
+        if attrs.get("start") is not None and attrs.get("end") is not None and attrs["end"] < attrs["start"]:
+            raise serializers.ValidationError({"end": "must not be before start"})
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> BacktestRun:
+        return services.create_run(**validated_data)
+
+
+class SweepSerializer(serializers.ModelSerializer):
+    progress = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = Sweep
+        fields = ["id", "strategy", "mode", "space", "n_samples", "seed", *DATA_FIELDS, "data_file", *RULE_FIELDS,
+                  "metric", "top_k", "chunk_size", "status", "total", "completed", "failed", "progress", "ranking",
+                  "error", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class SweepCreateSerializer(serializers.Serializer):
+    """POST: {strategy, grid | (random, space?, seed?), exchange, symbol, timeframe, ...}; fanned out in chunks."""
+
+    strategy = serializers.CharField(max_length=64)
+    grid = serializers.JSONField(required=False)
+    random = serializers.IntegerField(required=False, min_value=1, max_value=100_000)
+    space = serializers.JSONField(required=False)
+    seed = serializers.IntegerField(required=False, allow_null=True)
+    exchange = serializers.CharField(max_length=32)
+    symbol = serializers.CharField(max_length=32)
+    timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
+    start = serializers.IntegerField(required=False, allow_null=True)
+    end = serializers.IntegerField(required=False, allow_null=True)
+    fee = serializers.FloatField(required=False)
+    slippage = serializers.FloatField(required=False)
+    initial_balance = serializers.FloatField(required=False)
+    fraction = serializers.FloatField(required=False)
+    stop_loss = serializers.FloatField(required=False, allow_null=True)
+    take_profit = serializers.FloatField(required=False, allow_null=True)
+    metric = serializers.CharField(max_length=40, default="sharpe")
+    top_k = serializers.IntegerField(min_value=1, default=10)
+    chunk_size = serializers.IntegerField(min_value=1, default=25)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("grid" in attrs) == ("random" in attrs):
+            raise serializers.ValidationError({"grid": "give exactly one of grid or random"})
+        if "grid" in attrs and not isinstance(attrs["grid"], dict):
+            raise serializers.ValidationError({"grid": "must be a JSON object {parameter: [values]}"})
+        if "space" in attrs and not isinstance(attrs["space"], dict):
+            raise serializers.ValidationError({"space": "must be a JSON object {parameter: [min, max]}"})
+        try:
+            services.resolve_strategy(attrs["strategy"])
+        except services.BacktestInputError as exc:
+            raise serializers.ValidationError({"strategy": str(exc)})
+        try:
+            services.plan_param_sets(attrs["strategy"], grid=attrs.get("grid"), n_random=attrs.get("random"),
+                                     space=attrs.get("space"), seed=attrs.get("seed"))
+        except services.BacktestInputError as exc:
+            raise serializers.ValidationError({"grid" if "grid" in attrs else "space": str(exc)})
+        _check_rules(attrs)
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> Sweep:
+        data = dict(validated_data)
+        return services.create_sweep(strategy=data.pop("strategy"), grid=data.pop("grid", None),
+                                     n_random=data.pop("random", None), space=data.pop("space", None),
+                                     seed=data.pop("seed", None), metric=data.pop("metric"), top_k=data.pop("top_k"),
+                                     chunk_size=data.pop("chunk_size"), **data)
+
+
+class SweepResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SweepResult
+        fields = ["index", "parameters", "metrics", "error", "compute_seconds"]
+        read_only_fields = fields
+
+
+class WalkForwardSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WalkForward
+        fields = ["id", "strategy", "space", *DATA_FIELDS, "data_file", *RULE_FIELDS, "train_size", "test_size",
+                  "step", "metric", "status", "windows", "stitched_metrics", "stitched_equity", "error", "created_at",
+                  "finished_at"]
+        read_only_fields = fields
