@@ -289,3 +289,13 @@ def test_given_a_timeframe_outside_the_platform_list_when_fetching_then_timefram
 
     with pytest.raises(TimeframeError, match="unknown timeframe '3m'"):
         list(provider.fetch_candles("BTC/USDT", "3m"))
+
+
+def fake_provider_factory(fake, **provider_options):
+    """A registry factory serving `fake` through a real ccxt binance client, whatever exchange name the market has."""
+
+    def factory(exchange: str = "binance", **options) -> CcxtProvider:
+        return CcxtProvider("binance", client=binance_client(fake), clock=lambda: fake.now,
+                            **{**provider_options, **options})
+
+    return factory
