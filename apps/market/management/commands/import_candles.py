@@ -1,0 +1,83 @@
+"""manage.py import_candles PATH --exchange EX --symbol SYM --timeframe TF --time-label open|close
+
+`--time-label` is required with no default: a CSV does not say whether its timestamps are candle open or close times,
+and a wrong guess silently shifts every candle by one timeframe.
+"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.market.csvio import CsvFormatError, read_candle_csv
+from apps.market.services import IngestResult, ingest_candles
+from apps.market.timeframes import TIMEFRAMES, TimeframeError, timeframe_ms
+
+SHOWN_REJECTIONS = 5
+
+
+class Command(BaseCommand):
+    help = "Import OHLCV candles from a CSV (.csv or .csv.gz) into market_data (idempotent upsert, validated)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", help="CSV with header timestamp,open,high,low,close,volume (extra columns ignored)")
+        parser.add_argument("--exchange", help="exchange id, e.g. binance")
+        parser.add_argument("--symbol", help="unified symbol, e.g. BTC/USDT")
+        parser.add_argument("--timeframe", help=f"one of {', '.join(TIMEFRAMES)}")
+        parser.add_argument(
+            "--time-label", dest="time_label",
+            help="REQUIRED: 'open' if the file's timestamps are candle open times (exchanges, ccxt, freqtrade), "
+            "'close' if they are close times",
+        )
+        parser.add_argument("--batch-size", type=int, default=200_000, help="rows per transaction (default 200000)")
+        parser.add_argument("--publish", action="store_true",
+                            help="announce new candles on market:{symbol} and to bots (off for history imports)")
+
+    def handle(self, *args, **opts) -> None:
+        path = opts["path"]
+        for name in ("exchange", "symbol", "timeframe"):
+            if not opts.get(name):
+                raise CommandError(f"import_candles {path}: --{name} is required", returncode=2)
+        label = opts.get("time_label")
+        if not label:
+            raise CommandError(
+                f"import_candles {path}: --time-label open|close is required: a CSV does not say whether its "
+                "timestamps are candle open or close times, and a guess would shift every candle by one timeframe",
+                returncode=2,
+            )
+        if label not in ("open", "close"):
+            raise CommandError(f"import_candles {path}: --time-label must be 'open' or 'close', got {label!r}",
+                               returncode=2)
+        try:
+            timeframe_ms(opts["timeframe"])
+        except TimeframeError as exc:
+            raise CommandError(f"import_candles {path}: --timeframe: {exc}", returncode=2)
+        if opts["batch_size"] < 1:
+            raise CommandError(f"import_candles {path}: --batch-size must be >= 1", returncode=2)
+        try:
+            df = read_candle_csv(path, timeframe=opts["timeframe"], time_label=label)
+        except CsvFormatError as exc:
+            raise CommandError(str(exc))
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"{path}: {exc}")
+
+        total = IngestResult(received=0, stored=0, rejected=[], new_timestamps=[])
+        size = opts["batch_size"]
+        for lo in range(0, len(df), size):
+            part = df.iloc[lo:lo + size]
+            res = ingest_candles(exchange=opts["exchange"], symbol=opts["symbol"], timeframe=opts["timeframe"],
+                                 df=part, publish=opts["publish"])
+            for r in res.rejected:
+                r.row = None if r.row is None else r.row + lo
+            total.received += res.received
+            total.stored += res.stored
+            total.updated += res.updated
+            total.rejected += res.rejected
+            total.new_timestamps += res.new_timestamps
+        self.stdout.write(
+            f"{path}: {opts['exchange']} {opts['symbol']} {opts['timeframe']} (time label {label}): {total.summary()}"
+        )
+        for r in total.rejected[:SHOWN_REJECTIONS]:
+            line = f" (data row {r.row + 1})" if r.row is not None else ""
+            self.stdout.write(f"  {r.message}{line}")
+        if len(total.rejected) > SHOWN_REJECTIONS:
+            self.stdout.write(f"  ... and {len(total.rejected) - SHOWN_REJECTIONS} more rejected rows")
