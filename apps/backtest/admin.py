@@ -6,11 +6,6 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from apps.backtest.models import BacktestRun, Sweep, SweepResult, WalkForward
-from apps.market.timeframes import format_ms
-
-
-def _ms(value):
-    return format_ms(value) if value is not None else "-"
 
 
 @admin.register(BacktestRun)

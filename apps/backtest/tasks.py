@@ -18,13 +18,13 @@ logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
 
-@shared_task(acks_late=True, queue="backtest")
+@shared_task(acks_late=True)
 def run_backtest_task(run_id: int) -> dict:
     run = services.execute_run(run_id)
     return {"run_id": run.pk, "status": run.status}
 
 
-@shared_task(bind=True, acks_late=True, queue="backtest", autoretry_for=TRANSIENT_ERRORS, max_retries=3,
+@shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3,
              retry_backoff=1, retry_backoff_max=10, retry_jitter=False)
 def sweep_chunk_task(self, sweep_id: int, chunk_index: int, param_sets: list) -> dict:
     summary = services.execute_sweep_chunk(sweep_id, chunk_index, param_sets)
@@ -32,7 +32,7 @@ def sweep_chunk_task(self, sweep_id: int, chunk_index: int, param_sets: list) ->
     return summary
 
 
-@shared_task(acks_late=True, queue="backtest")
+@shared_task(acks_late=True)
 def finish_sweep_task(results: list, sweep_id: int) -> dict:
     sweep = services.finish_sweep(sweep_id, results)
     compute = sum(float(r.get("compute_seconds", 0.0)) for r in results or [] if isinstance(r, dict))
@@ -40,7 +40,7 @@ def finish_sweep_task(results: list, sweep_id: int) -> dict:
             "compute_seconds": compute, "chunks": results}
 
 
-@shared_task(acks_late=True, queue="backtest")
+@shared_task(acks_late=True)
 def fail_sweep_task(request=None, exc=None, traceback=None, sweep_id: int | None = None) -> None:
     """Chord error callback: a chunk failed for good (retries exhausted), so the sweep is marked failed."""
     if sweep_id is None:
