@@ -1,0 +1,100 @@
+"""Market tasks, run through Celery (.delay, eager in tests): fan-out, retries on network errors, partitions."""
+
+from __future__ import annotations
+
+import ccxt
+import pytest
+from django.db import connection
+
+from apps.market.models import Candle, Market
+from apps.market.providers.registry import register, unregister
+from apps.market.tasks import backfill_task, collect_market_task, collect_watched_task, create_partitions_task
+from tests.apps.market.test_ccxt_provider import DATA_FIRST_OPEN, MIN, FakeBinance, fake_provider_factory
+
+pytestmark = pytest.mark.django_db
+
+EXCHANGE = "h3tasks"
+
+
+@pytest.fixture
+def fake():
+    fake = FakeBinance(now=DATA_FIRST_OPEN + 50 * MIN + 5_000)
+    register("fakebinance", fake_provider_factory(fake, sleep=lambda s: None, max_attempts=2))
+    yield fake
+    unregister("fakebinance")
+
+
+@pytest.fixture
+def eager_retries():
+    """Eager Celery runs a retry in-process only when eager errors do not propagate (else it raises Retry)."""
+    conf = collect_market_task.app.conf
+    before = conf.task_eager_propagates
+    conf.task_eager_propagates = False
+    yield
+    conf.task_eager_propagates = before
+
+
+def test_given_two_watched_markets_when_collect_watched_task_is_delayed_then_each_market_is_collected(
+    fake, django_capture_on_commit_callbacks
+):
+    btc = Market.objects.create(exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", provider="fakebinance",
+                                watched=True)
+    other = Market.objects.create(exchange=f"{EXCHANGE}2", symbol="BTC/USDT", timeframe="1m",
+                                  provider="fakebinance", watched=True)
+    Market.objects.create(exchange=f"{EXCHANGE}3", symbol="BTC/USDT", timeframe="1m", provider="fakebinance")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        ids = collect_watched_task.delay().get()
+
+    assert sorted(ids) == sorted([btc.pk, other.pk])
+    assert len(callbacks) >= 2  # one enqueue per market, only after commit
+    assert Candle.objects.filter(exchange=EXCHANGE).count() == 50
+    assert Candle.objects.filter(exchange=f"{EXCHANGE}2").count() == 50
+    assert Candle.objects.filter(exchange=f"{EXCHANGE}3").count() == 0
+
+
+def test_given_network_errors_outlasting_the_provider_retries_when_the_task_runs_then_celery_retries_it(
+    fake, eager_retries
+):
+    market = Market.objects.create(exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", provider="fakebinance")
+    fake.errors = {1: ccxt.NetworkError("reset"), 2: ccxt.RequestTimeout("timeout"), 3: ccxt.RateLimitExceeded("429")}
+
+    summary = collect_market_task.delay(market.pk).get()
+
+    assert summary["new"] == 50 and summary["market_id"] == market.pk
+    assert fake.kline_calls == 4  # 2 attempts in the first run, 2 in the Celery retry (the 2nd succeeds)
+
+
+def test_given_network_errors_beyond_celery_max_retries_when_the_task_runs_then_it_fails_with_the_error(
+    fake, eager_retries
+):
+    market = Market.objects.create(exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", provider="fakebinance")
+    fake.errors = {i: ccxt.ExchangeNotAvailable(f"503 #{i}") for i in range(1, 100)}
+
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        collect_market_task.delay(market.pk).get()
+
+    assert fake.kline_calls == 2 * (1 + collect_market_task.max_retries)  # bounded: every run, then give up
+    market.refresh_from_db()
+    assert "ExchangeNotAvailable" in market.last_error
+
+
+def test_given_a_range_when_backfill_task_is_delayed_then_it_returns_the_report(fake):
+    report = backfill_task.delay(EXCHANGE, "BTC/USDT", "1m", DATA_FIRST_OPEN + MIN, DATA_FIRST_OPEN + 40 * MIN,
+                                 "fakebinance").get()
+
+    assert (report["fetched"], report["stored"], report["outages"]) == (40, 40, 0)
+    assert Candle.objects.filter(exchange=EXCHANGE).count() == 40
+
+
+def test_given_postgresql_when_the_partition_task_runs_then_partitions_exist_and_a_rerun_creates_none():
+    created = create_partitions_task.delay(2).get()
+    again = create_partitions_task.delay(2).get()
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'raw_trades'::regclass")
+        existing = {r[0] for r in cur.fetchall()}
+    assert set(created) <= existing
+    assert len(existing) >= 3  # this month and two ahead
+    assert again == []
