@@ -98,6 +98,7 @@ def workers_active(concurrency: int = 2, **kwargs):
     from tradebot.celery import app
 
     was_eager = app.conf.task_always_eager
+    app.control.purge()  # stale messages of an interrupted earlier run must not reach this worker
     proc, name = start_worker(concurrency=concurrency, **kwargs)
     app.conf.task_always_eager = False
     try:
