@@ -15,57 +15,66 @@ from apps.market.timeframes import TimeframeError, timeframe_ms
 
 CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 
-# Kernel status codes (>= 0 is the number of candles written).
-_UNSORTED = -1
-_BAD_PRICE = -2
-_BAD_AMOUNT = -3
-
-
 @njit(cache=True, nogil=True)
 def _trades_kernel(ts, price, amount, tf, out_ts, o, h, lo, c, v):  # pragma: no cover - compiled
-    """One pass over trades in time order. Returns candles written, or a negative code with the offending index in
-    out_ts[0]. Volume uses Kahan summation (like pandas' groupby sum), so it matches pandas to the last bit or so."""
+    """One pass over trades in time order -> (candles written or -1 when out of room, in_order, price_sum, min_amount).
+
+    Divides only when a bucket changes and keeps the running candle in registers. Input checks are folded into cheap
+    running values (a NaN/inf price makes price_sum non-finite, a negative amount shows in min_amount, a NaN/inf amount
+    in the candle's volume) because a per-trade branch for each rule costs about one memory-bound pass each; the
+    caller locates the offending row only when a check fails. Volume is a plain running sum (pandas uses Kahan
+    summation: they agree to ~1e-15 relative)."""
     n = ts.shape[0]
+    cap = out_ts.shape[0]
     k = -1
-    cur = 0
-    comp = 0.0
-    prev_t = ts[0] if n > 0 else 0
+    end = np.iinfo(np.int64).min  # exclusive end of the current bucket = its close-time label
+    prev = ts[0]
+    in_order = True
+    psum = 0.0
+    amin = 0.0
+    ch = 0.0
+    cl = 0.0
+    cc = 0.0
+    cv = 0.0
     for i in range(n):
         t = ts[i]
         p = price[i]
         a = amount[i]
-        if t < prev_t:
-            out_ts[0] = i
-            return _UNSORTED
-        prev_t = t
-        if not (p > 0.0 and p < np.inf):
-            out_ts[0] = i
-            return _BAD_PRICE
-        if not (a >= 0.0 and a < np.inf):
-            out_ts[0] = i
-            return _BAD_AMOUNT
-        b = t // tf
-        if k < 0 or b != cur:
+        psum += p
+        if a < amin:
+            amin = a
+        if t < prev:
+            in_order = False
+        prev = t
+        if t >= end:
+            if k >= 0:
+                h[k] = ch
+                lo[k] = cl
+                c[k] = cc
+                v[k] = cv
             k += 1
-            cur = b
-            out_ts[k] = b * tf + tf
+            if k == cap:
+                return -1, False, psum, amin
+            end = (t // tf) * tf + tf
+            out_ts[k] = end
             o[k] = p
-            h[k] = p
-            lo[k] = p
-            c[k] = p
-            v[k] = a
-            comp = 0.0
+            ch = p
+            cl = p
+            cc = p
+            cv = a
         else:
-            if p > h[k]:
-                h[k] = p
-            if p < lo[k]:
-                lo[k] = p
-            c[k] = p
-            y = a - comp
-            s = v[k] + y
-            comp = s - v[k] - y
-            v[k] = s
-    return k + 1
+            if p > ch:
+                ch = p
+            if p < cl:
+                cl = p
+            cc = p
+            cv += a
+    if k >= 0:
+        h[k] = ch
+        lo[k] = cl
+        c[k] = cc
+        v[k] = cv
+    return k + 1, in_order, psum, amin
 
 
 @njit(cache=True, nogil=True)
@@ -127,28 +136,45 @@ def trades_to_candles_arrays(
     if n == 0:
         f = np.empty(0, dtype=np.float64)
         return np.empty(0, dtype=np.int64), f, f.copy(), f.copy(), f.copy(), f.copy()
-    span = int(ts.max() // tf - ts.min() // tf) + 1
-    size = min(n, span)
-    out_ts = np.empty(size, dtype=np.int64)
-    o, h, lo, c, v = (np.empty(size, dtype=np.float64) for _ in range(5))
-    written = _trades_kernel(ts, price, amount, tf, out_ts, o, h, lo, c, v)
-    if written == _UNSORTED:
+    # Sized from the ends (no extra pass over the input); out-of-order input may need more room: it gets sorted.
+    span = int(ts[-1] // tf - ts[0] // tf) + 1 if ts[-1] >= ts[0] else 1
+    out = _alloc(min(n, span))
+    written, in_order, psum, amin = _trades_kernel(ts, price, amount, tf, *out)
+    if written < 0 or not in_order:
         # Not in time order: a stable sort keeps the given order among trades sharing a millisecond.
         order = np.argsort(ts, kind="stable")
         ts, price, amount = ts[order], price[order], amount[order]
-        written = _trades_kernel(ts, price, amount, tf, out_ts, o, h, lo, c, v)
-        index_map = order
+        out = _alloc(min(n, int(ts[-1] // tf - ts[0] // tf) + 1))
+        written, in_order, psum, amin = _trades_kernel(ts, price, amount, tf, *out)
     else:
-        index_map = None
-    if written < 0:
-        idx = int(out_ts[0])
-        row = int(index_map[idx]) if index_map is not None else idx
-        if written == _BAD_PRICE:
-            raise ValueError(f"trade row {row} (0-based), field 'price': must be a positive finite number, "
-                             f"got {float(price[idx])!r}")
-        raise ValueError(f"trade row {row} (0-based), field 'amount': must be a finite number >= 0, "
-                         f"got {float(amount[idx])!r}")
-    return out_ts[:written], o[:written], h[:written], lo[:written], c[:written], v[:written]
+        order = None
+    out = tuple(a[:written] for a in out)
+    if not np.isfinite(psum) or not amin >= 0.0 or not (out[3] > 0.0).all() or not np.isfinite(out[5]).all():
+        _raise_bad_trade(price, amount, order)
+    return out  # type: ignore[return-value]
+
+
+def _alloc(size: int) -> tuple[np.ndarray, ...]:
+    size = max(1, size)
+    return (np.empty(size, dtype=np.int64),) + tuple(np.empty(size, dtype=np.float64) for _ in range(5))
+
+
+def _raise_bad_trade(price: np.ndarray, amount: np.ndarray, order: np.ndarray | None) -> None:
+    """Slow path, bad input only: name the first offending trade (row in the caller's order, 0-based)."""
+    checks = (
+        ("price", price, ~((price > 0.0) & np.isfinite(price)), "must be a positive finite number"),
+        ("amount", amount, ~((amount >= 0.0) & np.isfinite(amount)), "must be a finite number >= 0"),
+    )
+    found = []
+    for field, values, bad, rule in checks:
+        idx = np.flatnonzero(bad)
+        if len(idx):
+            rows = order[idx] if order is not None else idx
+            j = int(np.argmin(rows))
+            found.append((int(rows[j]), field, rule, float(values[idx[j]])))
+    if found:
+        row, field, rule, value = min(found)
+        raise ValueError(f"trade row {row} (0-based), field {field!r}: {rule}, got {value!r}")
 
 
 def trades_to_candles(

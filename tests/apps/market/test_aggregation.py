@@ -158,6 +158,21 @@ def test_given_bad_trade_values_when_aggregated_then_error_names_row_and_field(d
     amount[42] = -0.5
     with pytest.raises(ValueError, match=r"row 42 .*'amount'"):
         trades_to_candles(ts, price, amount, "1m")
+    # Every kind of bad value, wherever it sits in its candle (first, middle, last trade), is named by row.
+    minute = ts // MINUTE_MS
+    first_of_minute = int(np.flatnonzero(np.diff(minute))[3] + 1)
+    for row in (first_of_minute, first_of_minute + 1, first_of_minute - 1, len(ts) - 1):
+        for field, value in (("price", np.nan), ("price", np.inf), ("price", 0.0), ("price", -3.0),
+                             ("amount", np.nan), ("amount", np.inf), ("amount", -1e-9)):
+            p, a = price.copy(), np.abs(amount)
+            (p if field == "price" else a)[row] = value
+            with pytest.raises(ValueError, match=rf"row {row} \(0-based\), field '{field}'"):
+                trades_to_candles(ts, p, a, "1m")
+    # Out-of-order input is sorted first; the row named is still the caller's row.
+    p = price.copy()
+    p[5] = np.nan
+    with pytest.raises(ValueError, match=r"row 494 \(0-based\), field 'price'"):
+        trades_to_candles(ts[::-1], p[::-1], np.abs(amount)[::-1], "1m")
     with pytest.raises(TimeframeError, match="unknown timeframe '2m'"):
         trades_to_candles(ts, price, np.abs(amount), "2m")
     with pytest.raises(ValueError, match="equal length"):
