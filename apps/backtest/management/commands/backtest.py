@@ -7,7 +7,6 @@ line on stderr; data problems exit 1.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -176,7 +175,7 @@ class Command(BaseCommand):
             write_report(options["report"], title=title, df=df, result=payload)
         out = {k: payload[k] for k in ("metrics", "trades", "open_trade", "final_equity", "warnings")}
         if options.get("json"):
-            sys.stdout.write(json.dumps(out, allow_nan=False) + "\n")
+            self.stdout.write(json.dumps(out, allow_nan=False))
             return
         self._print_human(out, data, options)
 

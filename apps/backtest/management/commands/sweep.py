@@ -7,7 +7,6 @@ Eager on the embedded default (the whole sweep runs in this process); on a real 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
@@ -117,7 +116,7 @@ class Command(BaseCommand):
                          for r in sweep.results.exclude(error="").order_by("index")[:50]],
         }
         if options.get("json"):
-            sys.stdout.write(json.dumps(payload, allow_nan=False) + "\n")
+            self.stdout.write(json.dumps(payload, allow_nan=False))
             return
         self.stdout.write(f"sweep #{sweep.pk} {sweep.strategy} on {sweep.market_label}: {sweep.status}, "
                           f"{sweep.completed}/{sweep.total} evaluated, {sweep.failed} failed")

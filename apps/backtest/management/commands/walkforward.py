@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -76,7 +75,7 @@ class Command(BaseCommand):
         except (OSError, ValueError) as exc:
             raise CommandError(one_line(exc))
         if options.get("json"):
-            sys.stdout.write(json.dumps(out, allow_nan=False) + "\n")
+            self.stdout.write(json.dumps(out, allow_nan=False))
             return
         metric = options["metric"].lstrip("-")
         self.stdout.write(f"walk-forward {options['strategy']}: {len(out['windows'])} windows "
