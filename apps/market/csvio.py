@@ -197,7 +197,7 @@ def read_trades_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a trades CSV (`timestamp,price,amount[,side,id,...]`) into a trades frame in file order.
 
     Columns: timestamp int64 (ms UTC), price, amount float64, side str ("" when absent), trade_id str (the file's `id`
-    column, else "<timestamp>-<line>" so re-reading the same file gives the same ids).
+    column, else "<timestamp>-<n>" with n the 1-based data row, so re-reading the same file gives the same ids).
     """
     path = Path(path)
     columns = _header(path)
@@ -235,8 +235,8 @@ def read_trades_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     if has_id:
         trade_id = df["id"].fillna("").astype(str).str.strip().to_numpy(dtype=object)
     else:
-        line_no = lines if lines is not None else np.arange(2, len(ts) + 2)
-        trade_id = np.array([f"{t}-{n}" for t, n in zip(ts.tolist(), line_no.tolist(), strict=True)], dtype=object)
+        # Same rule as services.ingest_trades for frames without ids: timestamp and 1-based data row position.
+        trade_id = np.array([f"{t}-{n}" for n, t in enumerate(ts.tolist(), start=1)], dtype=object)
     return pd.DataFrame(
         {
             "timestamp": ts,

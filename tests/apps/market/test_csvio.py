@@ -169,7 +169,8 @@ def test_given_trades_without_id_column_when_read_twice_then_same_generated_ids(
     a, b = read_trades_csv(path), read_trades_csv(path)
     assert a["trade_id"].tolist() == b["trade_id"].tolist()
     assert a["trade_id"].is_unique
-    assert a["trade_id"].iloc[0] == f"{a['timestamp'].iloc[0]}-2"
+    assert a["trade_id"].iloc[0] == f"{a['timestamp'].iloc[0]}-1"
+    assert a["trade_id"].iloc[-1] == f"{a['timestamp'].iloc[-1]}-500"
     assert (a["side"] == "").all()
 
 
