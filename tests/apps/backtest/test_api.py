@@ -1,0 +1,99 @@
+"""Backtest API: list/retrieve/create runs and sweeps, 400s naming the field, results endpoint, progress."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from apps.backtest.models import BacktestRun, Sweep
+from apps.market.csvio import read_candle_csv
+from apps.market.services import ingest_candles
+
+
+@pytest.fixture
+def stored(data_dir):
+    df = read_candle_csv(data_dir / "binance_spot_2023" / "binance_BTC_USDT-15m.csv", timeframe="15m",
+                         time_label="open")
+    ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="15m", df=df, publish=False)
+    return df
+
+
+@pytest.fixture
+def api():
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user("trader", password="x" * 12))
+    return client
+
+
+BASE = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "15m"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_given_stored_candles_when_posting_a_run_then_it_is_created_run_and_retrievable(stored, api):
+    resp = api.post("/api/backtest/runs/", {**BASE, "strategy": "sma_cross", "parameters": {"fast": 10, "slow": 40},
+                                            "fee": 0.0005}, format="json")
+    assert resp.status_code == 201, resp.content
+    run_id = resp.json()["id"]
+    detail = api.get(f"/api/backtest/runs/{run_id}/").json()
+    assert detail["status"] == "done" and detail["fee"] == 0.0005
+    assert detail["metrics"]["bars"] == len(stored) and len(detail["trades"]) == detail["metrics"]["closed_trades"]
+    listed = api.get("/api/backtest/runs/?strategy=sma_cross").json()
+    assert listed["count"] == 1 and "trades" not in listed["results"][0]
+    report = api.get(f"/api/backtest/runs/{run_id}/report/")
+    assert report.status_code == 200 and report["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "field", "text"), [
+    ({"strategy": "nope"}, "strategy", "unknown strategy"),
+    ({"strategy": "sma_cross", "parameters": {"fast": 90, "slow": 40}}, "parameters", "'fast' must be < slow"),
+    ({"strategy": "sma_cross", "parameters": {"bogus": 1}}, "parameters", "bogus"),
+    ({"strategy": "sma_cross", "fee": 1.5}, "fee", "fee"),
+    ({"strategy": "sma_cross", "timeframe": "2m"}, "timeframe", "2m"),
+])
+def test_given_bad_input_when_posting_a_run_then_400_names_the_field(api, body, field, text):
+    resp = api.post("/api/backtest/runs/", {**BASE, **body}, format="json")
+    assert resp.status_code == 400
+    assert field in resp.json() and text in str(resp.json()[field])
+    assert BacktestRun.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_given_anonymous_when_posting_a_run_then_refused():
+    resp = APIClient().post("/api/backtest/runs/", {**BASE, "strategy": "sma_cross"}, format="json")
+    assert resp.status_code in (401, 403)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_given_a_grid_when_posting_a_sweep_then_progress_ranking_and_results_are_served(stored, api):
+    resp = api.post("/api/backtest/sweeps/", {**BASE, "strategy": "sma_cross", "grid": {"fast": [5, 10, 60],
+                                              "slow": [40, 80]}, "top_k": 2, "chunk_size": 2}, format="json")
+    assert resp.status_code == 201, resp.content
+    sweep = resp.json()
+    assert sweep["status"] == "done" and sweep["total"] == 6 and sweep["completed"] == 6
+    assert sweep["progress"] == 1.0 and sweep["failed"] == 1 and len(sweep["ranking"]) == 2
+    results = api.get(f"/api/backtest/sweeps/{sweep['id']}/results/").json()
+    assert results["count"] == 6
+    assert results["results"][0]["index"] == sweep["ranking"][0]["index"]
+    assert "'fast' must be < slow" in results["results"][-1]["error"]
+    failed = api.get(f"/api/backtest/sweeps/{sweep['id']}/results/?failed=1").json()
+    assert [r["parameters"] for r in failed["results"]] == [{"fast": 60, "slow": 40}]
+
+
+@pytest.mark.django_db
+def test_given_neither_grid_nor_random_when_posting_a_sweep_then_400(api):
+    resp = api.post("/api/backtest/sweeps/", {**BASE, "strategy": "sma_cross"}, format="json")
+    assert resp.status_code == 400 and "grid" in resp.json()
+    resp = api.post("/api/backtest/sweeps/", {**BASE, "strategy": "sma_cross", "grid": {"fastest": [1]}},
+                    format="json")
+    assert resp.status_code == 400 and "fastest" in str(resp.json()["grid"])
+    assert Sweep.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_given_the_schema_when_generated_then_backtest_endpoints_are_documented(api):
+    resp = api.get("/api/schema/")
+    assert resp.status_code == 200
+    text = resp.content.decode()
+    assert "/api/backtest/sweeps/{id}/results/" in text and "/api/backtest/runs/" in text
