@@ -152,8 +152,11 @@ class CcxtProvider:
                     return
                 if last_open_wanted is not None and next_open > last_open_wanted:
                     return
-            what = f"fetch_ohlcv({symbol} {timeframe} since={next_open})"
-            rows = self._call(what, self.client.fetch_ohlcv, symbol, timeframe, since=next_open, limit=self.limit)
+            limit = self.limit
+            if next_open is not None and last_open_wanted is not None:  # do not ask for more than the range holds
+                limit = min(limit, (last_open_wanted - next_open) // tf + 1)
+            what = f"fetch_ohlcv({symbol} {timeframe} since={next_open} limit={limit})"
+            rows = self._call(what, self.client.fetch_ohlcv, symbol, timeframe, since=next_open, limit=limit)
             if not rows:
                 return
             arr = np.asarray([r[:6] for r in rows], dtype=np.float64)

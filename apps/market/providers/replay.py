@@ -2,9 +2,10 @@
 
 `ReplayProvider(source="binance")` reads candles stored for exchange `source`. As a provider (Market.provider
 "replay") each collection round serves the candles after the target market's newest one: `step` of them per round
-(None = all). `feed()` yields one closed candle at a time, paced at `speed` x real time (speed=60: a 1m candle every
-second; None: as fast as possible); `replay_into()` ingests that feed into another exchange name (default "replay"),
-publishing each candle like the live collector does.
+(None = all; default settings.TRADEBOT_REPLAY_STEP when defined, so a beat round per minute replays 1m data live).
+`feed()` yields one closed candle at a time, paced at `speed` x real time (speed=60: a 1m candle every second; None:
+as fast as possible); `replay_into()` ingests that feed into another exchange name (default "replay"), publishing each
+candle like the live collector does.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ReplayProvider:
             raise ProviderError(f"replay source and target are both {self.source!r}: replay into another exchange name")
         if speed is not None and speed <= 0:
             raise ProviderError(f"replay speed must be > 0 (x real time) or None (as fast as possible), got {speed}")
+        step = step if step is not None else _setting("TRADEBOT_REPLAY_STEP", None)
         if step is not None and step < 1:
             raise ProviderError(f"replay step must be >= 1 candle per round or None, got {step}")
         self.speed = speed

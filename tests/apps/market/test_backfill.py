@@ -62,6 +62,7 @@ def test_given_the_real_outage_in_range_when_backfilling_then_recorded_as_exchan
     assert gap.status == DataGap.Status.EXCHANGE_OUTAGE and gap.attempts == 1
     assert "no candles" in gap.note
     assert fake.kline_calls == 2  # the range (one page) + the one re-request of the gap
+    assert [int(p["limit"]) for p in fake.kline_params] == [len(expected) + 80, 80]  # never more than the range holds
 
     again = backfill("binance", "BTC/USDT", "1m", since, until, provider=provider_for(fake), progress=False)
 

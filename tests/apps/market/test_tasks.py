@@ -98,3 +98,19 @@ def test_given_postgresql_when_the_partition_task_runs_then_partitions_exist_and
     assert set(created) <= existing
     assert len(existing) >= 3  # this month and two ahead
     assert again == []
+
+
+def test_given_a_transaction_when_enqueueing_a_backfill_then_the_task_runs_only_after_commit(
+    fake, django_capture_on_commit_callbacks
+):
+    from apps.market.collector import enqueue_backfill
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        enqueue_backfill(EXCHANGE, "BTC/USDT", "1m", DATA_FIRST_OPEN + MIN, DATA_FIRST_OPEN + 10 * MIN)
+        assert Candle.objects.filter(exchange=EXCHANGE).count() == 0  # nothing enqueued inside the transaction
+
+    assert len(callbacks) == 1 and Candle.objects.filter(exchange=EXCHANGE).count() == 0
+    Market.objects.create(exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", provider="fakebinance")
+    callbacks[0]()  # the commit happens: the (eager) task runs with the market's provider
+
+    assert Candle.objects.filter(exchange=EXCHANGE).count() == 10
