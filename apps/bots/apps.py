@@ -7,6 +7,7 @@ class BotsConfig(AppConfig):
     verbose_name = "Bots"
 
     def ready(self) -> None:
+        from apps.bots import receivers  # noqa: F401 - connects the candle -> tick receiver
         from apps.bots.strategies.registry import load_user_strategies
 
         load_user_strategies()

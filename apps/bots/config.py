@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from apps.bots.strategies.base import ParameterError
 from apps.bots.strategies.registry import UnknownStrategyError, get_strategy_class
@@ -41,16 +41,25 @@ class BotConfig(BaseModel):
             raise ValueError(f"unknown timeframe {value!r}: expected one of {', '.join(TIMEFRAMES)}")
         return value
 
-    @model_validator(mode="after")
-    def _strategy_and_parameters(self) -> BotConfig:
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
         try:
-            strategy = get_strategy_class(self.strategy)(self.parameters)
+            get_strategy_class(value)
         except UnknownStrategyError as exc:
             raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _valid_parameters(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("strategy")
+        if name is None:  # the strategy itself was invalid; that error is reported
+            return value
+        try:
+            return dict(get_strategy_class(name)(value).parameters)
         except ParameterError as exc:
             raise ValueError(str(exc)) from None
-        self.parameters = dict(strategy.parameters)
-        return self
 
 
 def parse_config(data: Any, *, source: str = "<config>") -> BotConfig:
@@ -73,14 +82,14 @@ def load_config_file(path: Path) -> BotConfig:
     return parse_config(data, source=str(path))
 
 
-def load_config_dir(directory: Path) -> list[BotConfig]:
-    """All configs of a folder, sorted by file name; the first bad one raises (names clash too)."""
-    configs: list[BotConfig] = []
+def load_config_dir(directory: Path) -> list[tuple[Path, BotConfig]]:
+    """All configs of a folder with their files, sorted by file name; the first bad one raises (names clash too)."""
+    configs: list[tuple[Path, BotConfig]] = []
     names: dict[str, Path] = {}
     for path in sorted(Path(directory).glob("*.json")):
         config = load_config_file(path)
         if config.name in names:
             raise BotConfigError(f"{path}: field 'name': {config.name!r} is already used by {names[config.name]}")
         names[config.name] = path
-        configs.append(config)
+        configs.append((path, config))
     return configs

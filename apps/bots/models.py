@@ -33,11 +33,17 @@ class Bot(models.Model):
     position = models.FloatField(default=0.0)
     entry_price = models.FloatField(null=True, blank=True)
     entry_timestamp = models.BigIntegerField(null=True, blank=True)
+    entry_fee = models.FloatField(default=0.0)
+    fees_paid = models.FloatField(default=0.0)
     peak_equity = models.FloatField(default=10_000.0)
     realized_pnl = models.FloatField(default=0.0)
     # Liveness and recovery bookkeeping.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_candle_timestamp = models.BigIntegerField(null=True, blank=True, help_text="Last processed candle (close ms)")
+    history_start = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="First candle (close ms) the strategy sees; recursive indicators (EMA, RSI) depend on it",
+    )
     restart_times = models.JSONField(default=list, blank=True, help_text="Restart times (ms) in the rolling hour")
     restart_count = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")

@@ -1,0 +1,254 @@
+"""Bot lifecycle and virtual trading. Writes only; reads live in selectors.
+
+A tick decides every candle a bot has not decided yet, in order: signals come from the strategy's vectorized form
+computed once over the window (equal, by the strategy contract, to `process_data` on each prefix), fills from
+`apps.backtest.engine.fills.step` — the backtest's own rules — so a bot replayed over a period makes exactly the
+backtest's trades over that period.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.backtest.engine.fills import Bar, FillRules, PortfolioState, step
+from apps.bots.config import BotConfig, load_config_dir
+from apps.bots.models import Bot, BotPerformance, Signal, Trade
+from apps.bots.strategies.registry import create_strategy
+from apps.market.selectors import candle_frame
+from apps.market.timeframes import timeframe_ms
+from tradebot.notify import SYSTEM_CHANNEL, publish, publish_many, signals_channel, status_channel
+
+logger = logging.getLogger(__name__)
+
+ACTION_NAMES = {1: "buy", 0: "hold", -1: "sell"}
+# The virtual portfolio columns a tick (or a reset) writes.
+PORTFOLIO_FIELDS = ("cash", "position", "entry_price", "entry_timestamp", "entry_fee", "fees_paid", "realized_pnl",
+                    "peak_equity", "last_candle_timestamp")
+
+
+@dataclass
+class TickReport:
+    bot_id: int
+    decided: int = 0
+    fills: int = 0
+    last_candle: int | None = None
+    skipped: str = ""
+    actions: dict[str, int] = field(default_factory=dict)
+
+
+def rules_for(bot: Bot) -> FillRules:
+    return FillRules(fee=bot.fee_rate, slippage=bot.slippage, fraction=bot.fraction, stop_loss=bot.stop_loss,
+                     take_profit=bot.take_profit, initial_balance=bot.initial_balance)
+
+
+# --- configs and lifecycle ----------------------------------------------------------------------------------------
+
+def upsert_bot_from_config(config: BotConfig, *, config_file: str = "") -> Bot:
+    """Create or update a bot by name. Portfolio state is kept: changing a config does not reset a running bot."""
+    fields = {
+        "strategy": config.strategy, "parameters": config.parameters, "config_file": config_file,
+        "exchange": config.exchange, "symbol": config.symbol, "timeframe": config.timeframe,
+        "initial_balance": config.initial_balance, "fee_rate": config.fee_rate, "fraction": config.fraction,
+        "slippage": config.slippage, "stop_loss": config.stop_loss, "take_profit": config.take_profit,
+    }
+    bot, created = Bot.objects.get_or_create(
+        name=config.name,
+        defaults={**fields, "cash": config.initial_balance, "peak_equity": config.initial_balance},
+    )
+    if not created:
+        for key, value in fields.items():
+            setattr(bot, key, value)
+        bot.save()
+    return bot
+
+
+def sync_bots_from_configs(directory: Path | None = None) -> list[Bot]:
+    """Load every config/bots/*.json (validated: the first bad file raises naming file and field) into bots."""
+    directory = Path(directory or settings.TRADEBOT_BOT_CONFIG_DIR)
+    configs = load_config_dir(directory)
+    with transaction.atomic():
+        return [upsert_bot_from_config(config, config_file=path.name) for path, config in configs]
+
+
+def _set_status(bot: Bot, status: str, *, error: str = "") -> None:
+    bot.status = status
+    bot.last_error = error
+    bot.save(update_fields=["status", "last_error", "updated_at"])
+    payload = {"bot_id": bot.pk, "name": bot.name, "status": status, "error": error}
+    transaction.on_commit(lambda: publish(status_channel(bot.pk), payload))
+
+
+def start_bot(bot: Bot) -> Bot:
+    """Running bots are ticked on each new closed candle of their market; they resume from the last one decided."""
+    _set_status(bot, Bot.Status.RUNNING)
+    return bot
+
+
+def stop_bot(bot: Bot) -> Bot:
+    _set_status(bot, Bot.Status.STOPPED)
+    return bot
+
+
+def reset_portfolio(bot: Bot, *, history_start: int | None = None) -> Bot:
+    """Forget decisions and fills: back to the initial balance (used to replay a period)."""
+    with transaction.atomic():
+        Trade.objects.filter(bot=bot).delete()
+        Signal.objects.filter(bot=bot).delete()
+        BotPerformance.objects.filter(bot=bot).delete()
+        bot.cash = bot.initial_balance
+        bot.peak_equity = bot.initial_balance
+        bot.position = 0.0
+        bot.entry_price = None
+        bot.entry_timestamp = None
+        bot.entry_fee = 0.0
+        bot.fees_paid = 0.0
+        bot.realized_pnl = 0.0
+        bot.last_candle_timestamp = None
+        bot.history_start = history_start
+        bot.save(update_fields=[*PORTFOLIO_FIELDS, "history_start", "updated_at"])
+    return bot
+
+
+# --- ticks ------------------------------------------------------------------------------------------------------
+
+def _window(bot: Bot, strategy, until: int | None) -> pd.DataFrame:
+    """Candles the strategy needs to decide every undecided candle up to `until`.
+
+    Window strategies (lookback = N rows) get the N rows before the first undecided candle; recursive ones (EMA, RSI:
+    lookback None) get the whole history from `history_start`, because their value depends on where it starts."""
+    last = bot.last_candle_timestamp
+    lookback = strategy.lookback
+    key = {"exchange": bot.exchange, "symbol": bot.symbol, "timeframe": bot.timeframe}
+    if lookback is None or last is None:
+        return candle_frame(**key, start=bot.history_start, end=until)
+    tf = timeframe_ms(bot.timeframe)
+    start = last - 2 * (lookback + 1) * tf
+    if bot.history_start is not None:
+        start = max(start, bot.history_start)
+    frame = candle_frame(**key, start=start, end=until)
+    decided = int((frame["timestamp"] <= last).sum())
+    if decided < lookback and (bot.history_start is None or start > bot.history_start):
+        frame = candle_frame(**key, start=bot.history_start, end=until)  # gaps ate the margin: take it all
+        decided = int((frame["timestamp"] <= last).sum())
+    return frame.iloc[max(0, decided - lookback):].reset_index(drop=True)
+
+
+def tick_bot(bot_id: int, *, until: int | None = None) -> TickReport:
+    """Decide and trade every closed candle after the bot's last one (up to `until`), under a row lock."""
+    with transaction.atomic():
+        bot = Bot.objects.select_for_update().get(pk=bot_id)
+        report = TickReport(bot_id=bot.pk, last_candle=bot.last_candle_timestamp)
+        if bot.status != Bot.Status.RUNNING:
+            report.skipped = f"status {bot.status}"
+            return report
+        strategy = create_strategy(bot.strategy, bot.parameters)
+        frame = _window(bot, strategy, until)
+        last = bot.last_candle_timestamp
+        ts = frame["timestamp"].to_numpy()
+        first_new = 0 if last is None else int(np.searchsorted(ts, last, side="right"))
+        if first_new >= len(frame):
+            bot.heartbeat_at = timezone.now()
+            bot.save(update_fields=["heartbeat_at"])
+            report.skipped = "no new candle"
+            return report
+        decided = strategy.signals(frame)
+        _apply(bot, frame, decided, first_new, rules_for(bot), report)
+    return report
+
+
+def _apply(bot: Bot, frame: pd.DataFrame, decided: pd.DataFrame, first_new: int, rules: FillRules,
+           report: TickReport) -> None:
+    state = PortfolioState(cash=bot.cash, amount=bot.position, entry_price=bot.entry_price or 0.0,
+                           entry_time=bot.entry_timestamp, entry_fee=bot.entry_fee, fees_paid=bot.fees_paid)
+    cols = {c: frame[c].to_numpy() for c in ("timestamp", "open", "high", "low", "close")}
+    actions = decided["action"].to_numpy()
+    confidence = decided["confidence"].to_numpy()
+    indicator_cols = [c for c in decided.columns if c not in ("action", "confidence")]
+    indicators = {c: decided[c].to_numpy() for c in indicator_cols}
+    signals: list[Signal] = []
+    pending_trades: list[tuple[int, Trade]] = []
+    snapshots: list[BotPerformance] = []
+    realized, peak = bot.realized_pnl, bot.peak_equity
+    for i in range(first_new, len(frame)):
+        t = int(cols["timestamp"][i])
+        close = float(cols["close"][i])
+        action = int(actions[i])
+        values = {c: (None if not math.isfinite(v := float(indicators[c][i])) else v) for c in indicator_cols}
+        signals.append(Signal(bot=bot, timestamp=t, action=ACTION_NAMES[action], confidence=float(confidence[i]),
+                              indicators=values, price=close))
+        bar = Bar(timestamp=t, open=float(cols["open"][i]), high=float(cols["high"][i]), low=float(cols["low"][i]),
+                  close=close)
+        state, fills = step(state, bar, action, rules)
+        for fill in fills:
+            realized += fill.pnl or 0.0
+            pending_trades.append((len(signals) - 1, Trade(
+                bot=bot, timestamp=t, side=fill.side, reason=fill.reason, price=fill.price, amount=fill.amount,
+                fee=fill.fee, realized_pnl=fill.pnl or 0.0, cash_after=fill.cash_after,
+                position_after=state.amount)))
+        equity = state.equity(close)
+        peak = max(peak, equity)
+        unrealized = state.amount * (close - state.entry_price) - state.entry_fee if state.in_position else 0.0
+        snapshots.append(BotPerformance(bot=bot, timestamp=t, cash=state.cash, position=state.amount, equity=equity,
+                                        realized_pnl=realized, unrealized_pnl=unrealized,
+                                        drawdown=max(0.0, 1.0 - equity / peak) if peak > 0 else 0.0))
+        report.actions[ACTION_NAMES[action]] = report.actions.get(ACTION_NAMES[action], 0) + 1
+    Signal.objects.bulk_create(signals)
+    for index, trade in pending_trades:
+        trade.signal = signals[index] if signals[index].pk else None
+    Trade.objects.bulk_create([t for _, t in pending_trades])
+    BotPerformance.objects.bulk_create(snapshots)
+    bot.cash, bot.position = state.cash, state.amount
+    bot.entry_price = state.entry_price if state.in_position else None
+    bot.entry_timestamp = state.entry_time
+    bot.entry_fee, bot.fees_paid = state.entry_fee, state.fees_paid
+    bot.realized_pnl, bot.peak_equity = realized, peak
+    bot.last_candle_timestamp = int(cols["timestamp"][-1])
+    bot.heartbeat_at = timezone.now()
+    bot.save(update_fields=[*PORTFOLIO_FIELDS, "heartbeat_at", "updated_at"])
+    report.decided = len(signals)
+    report.fills = len(pending_trades)
+    report.last_candle = bot.last_candle_timestamp
+    messages = [(signals_channel(bot.pk), {"bot_id": bot.pk, "timestamp": s.timestamp, "action": s.action,
+                                           "confidence": s.confidence, "price": s.price}) for s in signals[-100:]]
+    transaction.on_commit(lambda: publish_many(messages))
+
+
+def record_tick_error(bot_id: int, exc: BaseException) -> None:
+    """A tick that raised: keep the error on the bot and tell the world; other bots are unaffected."""
+    message = f"{type(exc).__name__}: {exc}"
+    with transaction.atomic():
+        bot = Bot.objects.select_for_update().get(pk=bot_id)
+        _set_status(bot, Bot.Status.ERROR, error=message)
+        transaction.on_commit(lambda: publish(SYSTEM_CHANNEL, {"event": "bot_error", "bot_id": bot_id,
+                                                               "error": message}))
+
+
+def tick_market(exchange: str, symbol: str, timeframe: str, *, until: int | None = None) -> list[TickReport]:
+    """One batch for every running bot of a market; each bot in its own transaction so one failure blocks none."""
+    reports = []
+    bot_ids = Bot.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe,
+                                 status=Bot.Status.RUNNING).values_list("pk", flat=True)
+    for bot_id in bot_ids:
+        try:
+            reports.append(tick_bot(bot_id, until=until))
+        except Exception as exc:  # noqa: BLE001 - recorded on the bot, the batch goes on
+            logger.exception("tick of bot %s failed", bot_id)
+            record_tick_error(bot_id, exc)
+            reports.append(TickReport(bot_id=bot_id, skipped=f"error: {exc}"))
+    return reports
+
+
+def replay_bot(bot: Bot, *, start: int | None = None, end: int | None = None) -> TickReport:
+    """Run a bot over stored candles [start, end] from a fresh portfolio: the virtual twin of a backtest."""
+    reset_portfolio(bot, history_start=start)
+    start_bot(bot)
+    return tick_bot(bot.pk, until=end)
