@@ -168,86 +168,72 @@ def _bar(cash, amount, entry_price, may_exit_early, o, h, l, c, action,  # noqa:
 
 @njit(cache=True)
 def _simulate_kernel(open_, high, low, close, action, initial, fee, slippage, fraction, use_sl, sl, use_tp, tp):
-    """The fill loop over all candles: equity per bar + trade records (bar indices; times are added outside)."""
-    n = close.shape[0]
-    cap = n // 2 + 1
-    t_entry = np.empty(cap, np.int64)
-    t_exit = np.empty(cap, np.int64)
-    t_entry_price = np.empty(cap, np.float64)
-    t_exit_price = np.empty(cap, np.float64)
-    t_amount = np.empty(cap, np.float64)
-    t_entry_fee = np.empty(cap, np.float64)
-    t_exit_fee = np.empty(cap, np.float64)
-    t_reason = np.empty(cap, np.int8)
-    t_cash_entry = np.empty(cap, np.float64)
-    t_cash_exit = np.empty(cap, np.float64)
-    equity = np.empty(n, np.float64)
+    """The fill loop over all candles: equity per candle + one event row per fill.
 
+    Event rows (float64): bar, event, price, amount, fee, cash after. Buys and exits alternate, so rows 0, 2, 4...
+    are entries and 1, 3, 5... their exits; a trailing unmatched buy is the open trade. One records array (rather
+    than one array per field) keeps the loop's live state small, which keeps it fast."""
+    n = close.shape[0]
+    equity = np.empty(n, np.float64)
+    rec = np.empty((n + 1, 6), np.float64)
     cash = initial
     amount = 0.0
     entry_price = 0.0
     entry_bar = -1
-    entry_fee = 0.0
     fees_paid = 0.0
-    k = 0
+    m = 0
+    protect = use_sl or use_tp
     for i in range(n):
+        ci = close[i]
+        if protect:
+            oi, hi, li = open_[i], high[i], low[i]
+        else:  # open/high/low are not used without stop-loss/take-profit: do not load them
+            oi = hi = li = ci
         cash, amount, entry_price, ev, p, a, f = _bar(
-            cash, amount, entry_price, i > entry_bar, open_[i], high[i], low[i], close[i], action[i],
+            cash, amount, entry_price, i > entry_bar, oi, hi, li, ci, action[i],
             fee, slippage, fraction, use_sl, sl, use_tp, tp,
         )
         if ev != EV_NONE:
             fees_paid += f
-            if ev == EV_BUY:
-                entry_bar = i
-                entry_fee = f
-                t_entry[k] = i
-                t_entry_price[k] = p
-                t_amount[k] = a
-                t_entry_fee[k] = f
-                t_cash_entry[k] = cash
-            else:
-                t_exit[k] = i
-                t_exit_price[k] = p
-                t_exit_fee[k] = f
-                t_reason[k] = ev
-                t_cash_exit[k] = cash
-                k += 1
-                entry_bar = n  # no position: nothing to protect
-        equity[i] = cash + amount * close[i]
-    is_open = amount > 0.0
-    # An open trade occupies slot k (entry fields filled, exit fields not).
-    m = k + 1 if is_open else k
-    return (equity, k, is_open, cash, amount, fees_paid, entry_fee,
-            t_entry[:m].copy(), t_exit[:k].copy(), t_entry_price[:m].copy(), t_exit_price[:k].copy(),
-            t_amount[:m].copy(), t_entry_fee[:m].copy(), t_exit_fee[:k].copy(), t_reason[:k].copy(),
-            t_cash_entry[:m].copy(), t_cash_exit[:k].copy())
+            r = rec[m]
+            r[0] = i
+            r[1] = ev
+            r[2] = p
+            r[3] = a
+            r[4] = f
+            r[5] = cash
+            m += 1
+            entry_bar = i if ev == EV_BUY else n  # flat: nothing to protect
+        equity[i] = cash + amount * ci
+    return equity, rec[:m].copy(), cash, amount, fees_paid
 
 
 @njit(cache=True)
-def _state_arrays(n, initial, entry_bar, exit_bar, amount, cash_entry, cash_exit):
-    """Per-bar cash and position (after each candle's fill) rebuilt from the trade records."""
+def _state_arrays(n, initial, events):
+    """Per-candle cash and position (after each candle's fill) rebuilt from the fill events."""
     cash = np.empty(n, np.float64)
     pos = np.zeros(n, np.float64)
     c = initial
+    a = 0.0
     j = 0
-    for t in range(entry_bar.shape[0]):
-        e = entry_bar[t]
-        cash[j:e] = c
-        x = exit_bar[t] if t < exit_bar.shape[0] else n
-        cash[e:x] = cash_entry[t]
-        pos[e:x] = amount[t]
-        if t < exit_bar.shape[0]:
-            c = cash_exit[t]
-        j = x
+    for r in range(events.shape[0]):
+        b = int(events[r, 0])
+        cash[j:b] = c
+        pos[j:b] = a
+        c = events[r, 5]
+        a = events[r, 3] if events[r, 1] == EV_BUY else 0.0
+        j = b
     cash[j:] = c
+    pos[j:] = a
     return cash, pos
 
 
 @dataclass
 class SimResult:
-    """What `simulate` returns. `trades` is a structured array (TRADE_DTYPE) of CLOSED trades in time order."""
+    """What `simulate` returns. Closed trades in time order: `columns` (one array per TRADE_DTYPE field, exit_reason
+    as int8 code `exit_code`), `trades` (the same as a structured array, built on first access)."""
 
-    trades: np.ndarray
+    columns: dict[str, np.ndarray]
     open_trade: dict[str, Any] | None
     equity: np.ndarray
     final_equity: float
@@ -255,15 +241,26 @@ class SimResult:
     initial_balance: float
     final_cash: float
     final_position: float
-    _entry_bar_all: np.ndarray = field(repr=False)
-    _cash_entry_all: np.ndarray = field(repr=False)
-    _amount_all: np.ndarray = field(repr=False)
+    events: np.ndarray = field(repr=False)
+
+    @property
+    def n_trades(self) -> int:
+        return int(self.columns["pnl"].shape[0])
+
+    @cached_property
+    def trades(self) -> np.ndarray:
+        """Closed trades as a structured array (TRADE_DTYPE)."""
+        out = np.empty(self.n_trades, dtype=TRADE_DTYPE)
+        for name in TRADE_DTYPE.names:
+            if name == "exit_reason":
+                out[name] = _REASON_NAMES[self.columns["exit_code"]]
+            else:
+                out[name] = self.columns[name]
+        return out
 
     @cached_property
     def _state(self) -> tuple[np.ndarray, np.ndarray]:
-        return _state_arrays(len(self.equity), self.initial_balance, self._entry_bar_all,
-                             np.ascontiguousarray(self.trades["exit_bar"]), self._amount_all, self._cash_entry_all,
-                             np.ascontiguousarray(self.trades["cash_after_exit"]))
+        return _state_arrays(len(self.equity), self.initial_balance, self.events)
 
     @property
     def cash(self) -> np.ndarray:
@@ -306,44 +303,39 @@ def simulate(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np
     lo = _as(low, np.float64, "low", n)
     c = _as(close, np.float64, "close", n)
     act = _as(action, np.int8, "action", n)
-    (equity, k, is_open, cash, amount, fees_paid, entry_fee, e_bar, x_bar, e_price, x_price, amt, e_fee, x_fee,
-     reason, cash_e, cash_x) = _simulate_kernel(o, h, lo, c, act, float(rules.initial_balance), *rules._kernel_args())
-
-    trades = np.empty(k, dtype=TRADE_DTYPE)
-    trades["entry_bar"] = e_bar[:k]
-    trades["exit_bar"] = x_bar
-    trades["entry_time"] = ts[e_bar[:k]]
-    trades["exit_time"] = ts[x_bar]
-    trades["entry_price"] = e_price[:k]
-    trades["exit_price"] = x_price
-    trades["amount"] = amt[:k]
-    trades["entry_fee"] = e_fee[:k]
-    trades["exit_fee"] = x_fee
-    trades["fees"] = e_fee[:k] + x_fee
-    cost = amt[:k] * e_price[:k]
-    proceeds = amt[:k] * x_price
-    pnl = (proceeds - x_fee) - (cost + e_fee[:k])
-    trades["pnl"] = pnl
+    equity, events, cash, amount, fees_paid = _simulate_kernel(o, h, lo, c, act, float(rules.initial_balance),
+                                                               *rules._kernel_args())
+    k = events.shape[0] // 2
+    ent, ext = events[0:2 * k:2], events[1:2 * k:2]
+    e_bar = ent[:, 0].astype(np.int64)
+    x_bar = ext[:, 0].astype(np.int64)
+    e_price, x_price, amt = ent[:, 2].copy(), ext[:, 2].copy(), ent[:, 3].copy()
+    e_fee, x_fee = ent[:, 4].copy(), ext[:, 4].copy()
+    cost = amt * e_price
+    pnl = (amt * x_price - x_fee) - (cost + e_fee)
     with np.errstate(divide="ignore", invalid="ignore"):
-        trades["return_pct"] = pnl / cost * 100.0
-    trades["exit_reason"] = _REASON_NAMES[reason]
-    trades["cash_after_entry"] = cash_e[:k]
-    trades["cash_after_exit"] = cash_x
+        ret = pnl / cost * 100.0
+    columns = {
+        "entry_bar": e_bar, "exit_bar": x_bar, "entry_time": ts[e_bar], "exit_time": ts[x_bar],
+        "entry_price": e_price, "exit_price": x_price, "amount": amt, "entry_fee": e_fee, "exit_fee": x_fee,
+        "fees": e_fee + x_fee, "pnl": pnl, "return_pct": ret, "exit_code": ext[:, 1].astype(np.int8),
+        "cash_after_entry": ent[:, 5].copy(), "cash_after_exit": ext[:, 5].copy(),
+    }
 
     open_trade = None
     final_equity = float(equity[-1]) if n else float(rules.initial_balance)
-    if is_open:
-        eb = int(e_bar[k])
-        ep = float(e_price[k])
-        a = float(amt[k])
+    if events.shape[0] % 2:
+        last_ev = events[-1]
+        eb = int(last_ev[0])
+        ep, a, fe = float(last_ev[2]), float(last_ev[3]), float(last_ev[4])
         last = float(c[-1])
-        upnl = a * last - (a * ep + float(e_fee[k]))
+        upnl = a * last - (a * ep + fe)
         open_trade = {
             "entry_time": int(ts[eb]),
             "entry_bar": eb,
             "entry_price": ep,
             "amount": a,
-            "fees": float(e_fee[k]),
+            "fees": fe,
             "last_price": last,
             "last_time": int(ts[-1]),
             "unrealized_pnl": upnl,
@@ -351,9 +343,9 @@ def simulate(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np
             "bars_held": n - 1 - eb,
         }
     return SimResult(
-        trades=trades, open_trade=open_trade, equity=equity, final_equity=final_equity, fees_paid=float(fees_paid),
+        columns=columns, open_trade=open_trade, equity=equity, final_equity=final_equity, fees_paid=float(fees_paid),
         initial_balance=float(rules.initial_balance), final_cash=float(cash), final_position=float(amount),
-        _entry_bar_all=e_bar, _cash_entry_all=cash_e, _amount_all=amt,
+        events=events,
     )
 
 

@@ -62,84 +62,88 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 
 
-@njit(cache=True)
-def _equity_stats(equity, initial):
-    """One pass (plus one for the variance) over the equity curve: return moments and drawdown facts."""
+@njit(cache=True, fastmath=True)
+def _return_moments(equity, initial):
+    """mean, std (ddof=1) and downside deviation of the per-candle returns. Branch-free sums so LLVM vectorizes them
+    (fastmath reassociates the sums: deterministic for a given build, equal to a sequential sum to ~1e-15)."""
     n = equity.shape[0]
-    s = 0.0
-    down2 = 0.0
-    prev = initial
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    first = equity[0] / initial - 1.0
+    s = first
+    d2 = min(first, 0.0) ** 2
+    for i in range(1, n):
+        r = equity[i] / equity[i - 1] - 1.0
+        s += r
+        d2 += min(r, 0.0) ** 2
+    mean = s / n
+    v = (first - mean) ** 2
+    for i in range(1, n):
+        r = equity[i] / equity[i - 1] - 1.0
+        v += (r - mean) ** 2
+    std = math.sqrt(v / (n - 1)) if n > 1 else math.nan
+    return mean, std, math.sqrt(d2 / n)
+
+
+@njit(cache=True)
+def _drawdowns(equity, initial):
+    """Drawdown facts in one pass without a division per candle: within an episode the peak is fixed, so its
+    deepest point is its lowest equity (depth = trough / peak - 1, computed once per episode)."""
+    n = equity.shape[0]
     peak = initial
     peak_idx = 0  # bar of the current peak (0 also stands for the initial balance)
+    in_dd = False
+    trough = 0.0
+    trough_idx = 0
     max_dd = 0.0
     dd_peak = 0
     dd_trough = 0
     dd_end = -1
-    in_dd = False
-    ep_start = 0
-    ep_depth = 0.0
     n_ep = 0
     sum_depth = 0.0
-    longest = 0
+    longest = -1
     lg_start = 0
     lg_end = 0
-    cur_is_max = False
     for i in range(n):
         e = equity[i]
-        r = e / prev - 1.0 if prev > 0.0 else 0.0
-        s += r
-        if r < 0.0:
-            down2 += r * r
-        prev = e
         if e >= peak:
             if in_dd:
-                dur = i - ep_start
-                if dur > longest:
-                    longest = dur
-                    lg_start = ep_start
-                    lg_end = i
-                sum_depth += ep_depth
+                depth = trough / peak - 1.0
+                sum_depth += depth
                 n_ep += 1
-                if cur_is_max:
+                if depth < max_dd:
+                    max_dd = depth
+                    dd_peak = peak_idx
+                    dd_trough = trough_idx
                     dd_end = i
+                if i - peak_idx > longest:
+                    longest = i - peak_idx
+                    lg_start = peak_idx
+                    lg_end = i
                 in_dd = False
-                cur_is_max = False
             peak = e
             peak_idx = i
-        else:
-            dd = e / peak - 1.0
-            if not in_dd:
-                in_dd = True
-                ep_start = peak_idx
-                ep_depth = 0.0
-            if dd < ep_depth:
-                ep_depth = dd
-            if dd < max_dd:
-                max_dd = dd
-                dd_peak = peak_idx
-                dd_trough = i
-                dd_end = -1
-                cur_is_max = True
+        elif not in_dd:
+            in_dd = True
+            trough = e
+            trough_idx = i
+        elif e < trough:
+            trough = e
+            trough_idx = i
     if in_dd:
-        dur = n - 1 - ep_start
-        if dur > longest:
-            longest = dur
-            lg_start = ep_start
-            lg_end = n - 1
-        sum_depth += ep_depth
+        depth = trough / peak - 1.0
+        sum_depth += depth
         n_ep += 1
-    mean = s / n if n > 0 else 0.0
-    var = 0.0
-    prev = initial
-    for i in range(n):
-        e = equity[i]
-        r = e / prev - 1.0 if prev > 0.0 else 0.0
-        var += (r - mean) * (r - mean)
-        prev = e
-    std = math.sqrt(var / (n - 1)) if n > 1 else math.nan
-    downside = math.sqrt(down2 / n) if n > 0 else math.nan
+        if depth < max_dd:
+            max_dd = depth
+            dd_peak = peak_idx
+            dd_trough = trough_idx
+            dd_end = -1
+        if n - 1 - peak_idx > longest:
+            lg_start = peak_idx
+            lg_end = n - 1
     avg_depth = sum_depth / n_ep if n_ep > 0 else 0.0
-    return mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
+    return max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
 
 
 @njit(cache=True)
@@ -189,7 +193,7 @@ def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, ti
     final = float(sim.final_equity)
     m: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     m.update(bars=n, initial_balance=initial, final_equity=final, fees_paid=float(sim.fees_paid),
-             total_return_pct=(final / initial - 1.0) * 100.0, closed_trades=int(len(sim.trades)),
+             total_return_pct=(final / initial - 1.0) * 100.0, closed_trades=sim.n_trades,
              max_drawdown_pct=0.0, exposure_pct=0.0, max_consecutive_wins=0, max_consecutive_losses=0)
     if n == 0:
         return {k: _num(v) for k, v in m.items()}
@@ -206,8 +210,8 @@ def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, ti
     if close[0] > 0:
         m["buy_hold_return_pct"] = (close[-1] / close[0] - 1.0) * 100.0
 
-    mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = _equity_stats(
-        equity, initial)
+    mean, std, downside = _return_moments(equity, initial)
+    max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = _drawdowns(equity, initial)
     if std == std:  # not NaN
         m["volatility_pct"] = std * sqrt_ppy * 100.0
         m["sharpe"] = mean / std * sqrt_ppy if std > 0.0 else None
@@ -229,28 +233,30 @@ def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, ti
         m["max_drawdown_duration_bars"] = 0
         m["max_drawdown_duration_ms"] = 0
 
-    t = sim.trades
-    k = len(t)
+    t = sim.columns
+    k = sim.n_trades
     exposed = int(np.sum(t["exit_bar"] - t["entry_bar"] + 1)) if k else 0
     if sim.open_trade is not None:
         exposed += n - int(sim.open_trade["entry_bar"])
     m["exposure_pct"] = exposed / n * 100.0
     if k:
-        pnl = np.ascontiguousarray(t["pnl"])
-        ret = np.ascontiguousarray(t["return_pct"])
+        pnl = t["pnl"]
+        ret = t["return_pct"]
         bars = t["exit_bar"] - t["entry_bar"]
         held = t["exit_time"] - t["entry_time"]
         gross_profit = float(pnl[pnl > 0].sum())
         gross_loss = float(-pnl[pnl < 0].sum())
+        mean_pnl = float(pnl.mean())
         m["win_rate_pct"] = float(np.count_nonzero(pnl > 0)) / k * 100.0
         m["gross_profit"] = gross_profit
         m["gross_loss"] = gross_loss
         m["profit_factor"] = gross_profit / gross_loss if gross_loss > 0 else None
-        m["expectancy"] = float(pnl.mean())
+        m["expectancy"] = mean_pnl
         m["expectancy_pct"] = float(ret.mean())
         if k > 1:
-            sd = float(pnl.std(ddof=1))
-            m["sqn"] = math.sqrt(k) * float(pnl.mean()) / sd if sd > 0 else None
+            scale = float(np.abs(pnl).max())  # huge balances: scale so the squares cannot overflow
+            sd = float((pnl / scale).std(ddof=1)) * scale if scale > 0 else 0.0
+            m["sqn"] = math.sqrt(k) * mean_pnl / sd if sd > 0 else None
         m["best_trade_pct"] = float(ret.max())
         m["worst_trade_pct"] = float(ret.min())
         growth = 1.0 + ret / 100.0
