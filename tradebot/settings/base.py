@@ -141,5 +141,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
-    "loggers": {"apps": {"level": os.environ.get("LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "apps": {"level": os.environ.get("LOG_LEVEL", "INFO")},
+        # kombu warns that the in-memory transport has no hostname on every eager chord: noise on the embedded default
+        "kombu.connection": {"level": "ERROR"},
+    },
 }
