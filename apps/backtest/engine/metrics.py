@@ -64,24 +64,30 @@ METRIC_KEYS: tuple[str, ...] = (
 
 @njit(cache=True, fastmath=True)
 def _return_moments(equity, initial):
-    """mean, std (ddof=1) and downside deviation of the per-candle returns. Branch-free sums so LLVM vectorizes them
-    (fastmath reassociates the sums: deterministic for a given build, equal to a sequential sum to ~1e-15)."""
+    """mean, std (ddof=1) and downside deviation of the per-candle returns in one branch-free pass, so LLVM
+    vectorizes it. The variance uses sums shifted by K = the mean of the first 1000 returns (the shifted-data
+    algorithm: no cancellation when K is near the mean). fastmath reassociates the sums: deterministic for a given
+    build, equal to a sequential two-pass computation to ~1e-12 relative."""
     n = equity.shape[0]
     if n == 0:
         return math.nan, math.nan, math.nan
     first = equity[0] / initial - 1.0
-    s = first
+    m0 = min(n, 1000)
+    k = first
+    for i in range(1, m0):
+        k += equity[i] / equity[i - 1] - 1.0
+    k /= m0
+    s1 = first - k
+    s2 = (first - k) ** 2
     d2 = min(first, 0.0) ** 2
     for i in range(1, n):
         r = equity[i] / equity[i - 1] - 1.0
-        s += r
+        x = r - k
+        s1 += x
+        s2 += x * x
         d2 += min(r, 0.0) ** 2
-    mean = s / n
-    v = (first - mean) ** 2
-    for i in range(1, n):
-        r = equity[i] / equity[i - 1] - 1.0
-        v += (r - mean) ** 2
-    std = math.sqrt(v / (n - 1)) if n > 1 else math.nan
+    mean = k + s1 / n
+    std = math.sqrt(max(s2 - s1 * s1 / n, 0.0) / (n - 1)) if n > 1 else math.nan
     return mean, std, math.sqrt(d2 / n)
 
 
