@@ -295,7 +295,8 @@ def _as(arr: Any, dtype: Any, name: str, n: int | None) -> np.ndarray:
 
 def simulate(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
              action: np.ndarray, rules: FillRules) -> SimResult:
-    """Fill `action` (int8: 1 buy, -1 sell, 0 hold; one per candle) over the candles with `rules` (see module doc)."""
+    """Fill `action` (int8: 1 buy, -1 sell, anything else hold; one per candle) over the candles with `rules`
+    (see the module docstring). Deterministic: the same inputs give bit-identical results."""
     ts = _as(timestamp, np.int64, "timestamp", None)
     n = ts.shape[0]
     o = _as(open_, np.float64, "open", n)
