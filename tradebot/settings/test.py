@@ -1,6 +1,6 @@
 """Test settings: the suite runs on real PostgreSQL and Redis (started by `make test`), never on the embedded default.
 
-Tasks run eagerly unless a test is about workers; those start real `celery worker` processes (tests/workers.py).
+Tasks run eagerly unless a test is about workers; those start real `celery worker` processes (tests/celery_workers.py).
 """
 
 import os
