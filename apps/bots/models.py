@@ -46,6 +46,7 @@ class Bot(models.Model):
     )
     restart_times = models.JSONField(default=list, blank=True, help_text="Restart times (ms) in the rolling hour")
     restart_count = models.PositiveIntegerField(default=0)
+    failed_at = models.DateTimeField(null=True, blank=True, help_text="Last tick failure not yet restarted")
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

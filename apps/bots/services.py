@@ -223,13 +223,16 @@ def _apply(bot: Bot, frame: pd.DataFrame, decided: pd.DataFrame, first_new: int,
 
 
 def record_tick_error(bot_id: int, exc: BaseException) -> None:
-    """A tick that raised: keep the error on the bot and tell the world; other bots are unaffected."""
+    """A tick that raised: keep the error on the bot (still `running`, marked failed) for the monitor to restart;
+    other bots are unaffected."""
     message = f"{type(exc).__name__}: {exc}"
     with transaction.atomic():
         bot = Bot.objects.select_for_update().get(pk=bot_id)
-        _set_status(bot, Bot.Status.ERROR, error=message)
-        transaction.on_commit(lambda: publish(SYSTEM_CHANNEL, {"event": "bot_error", "bot_id": bot_id,
-                                                               "error": message}))
+        bot.last_error = message
+        bot.failed_at = timezone.now()
+        bot.save(update_fields=["last_error", "failed_at", "updated_at"])
+        payload = {"bot_id": bot_id, "name": bot.name, "status": bot.status, "event": "tick_failed", "error": message}
+        transaction.on_commit(lambda: publish(status_channel(bot_id), payload))
 
 
 def tick_market(exchange: str, symbol: str, timeframe: str, *, until: int | None = None) -> list[TickReport]:
@@ -240,6 +243,7 @@ def tick_market(exchange: str, symbol: str, timeframe: str, *, until: int | None
     for bot_id in bot_ids:
         try:
             reports.append(tick_bot(bot_id, until=until))
+            Bot.objects.filter(pk=bot_id, failed_at__isnull=False).update(failed_at=None)
         except Exception as exc:  # noqa: BLE001 - recorded on the bot, the batch goes on
             logger.exception("tick of bot %s failed", bot_id)
             record_tick_error(bot_id, exc)
@@ -252,3 +256,73 @@ def replay_bot(bot: Bot, *, start: int | None = None, end: int | None = None) ->
     reset_portfolio(bot, history_start=start)
     start_bot(bot)
     return tick_bot(bot.pk, until=end)
+
+
+# --- supervision ----------------------------------------------------------------------------------------------------
+
+MAX_RESTARTS_PER_HOUR = 3
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class MonitorReport:
+    restarted: list[int] = field(default_factory=list)
+    gave_up: list[int] = field(default_factory=list)
+
+
+def _pending_work(bot: Bot) -> bool:
+    """A silent bot has candles it should have decided: its market has a newer closed candle than its last one."""
+    from apps.market.selectors import last_candle_timestamp
+
+    newest = last_candle_timestamp(bot.exchange, bot.symbol, bot.timeframe)
+    return newest is not None and (bot.last_candle_timestamp is None or newest > bot.last_candle_timestamp)
+
+
+def monitor_bots(*, now_ms: int | None = None) -> MonitorReport:
+    """Restart failed or silent running bots, at most MAX_RESTARTS_PER_HOUR in a rolling hour; past that the bot goes
+    to status error and a system event is published. Silent = no heartbeat for 2 timeframes (at least 2 minutes)
+    while its market has candles it has not decided."""
+    from apps.bots.tasks import tick_bot_task
+
+    now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
+    report = MonitorReport()
+    for bot in Bot.objects.filter(status=Bot.Status.RUNNING):
+        silence_ms = max(2 * timeframe_ms(bot.timeframe), 120_000)
+        beat_ms = int(bot.heartbeat_at.timestamp() * 1000) if bot.heartbeat_at else None
+        silent = (beat_ms is None or now_ms - beat_ms > silence_ms) and _pending_work(bot)
+        if bot.failed_at is None and not silent:
+            continue
+        with transaction.atomic():
+            bot = Bot.objects.select_for_update().get(pk=bot.pk)
+            recent = [t for t in bot.restart_times if now_ms - int(t) < HOUR_MS]
+            reason = bot.last_error if bot.failed_at else "silent: no heartbeat while candles are pending"
+            if len(recent) >= MAX_RESTARTS_PER_HOUR:
+                bot.restart_times = recent
+                bot.failed_at = None
+                bot.save(update_fields=["restart_times", "failed_at", "updated_at"])
+                _set_status(bot, Bot.Status.ERROR, error=f"gave up after {len(recent)} restarts in an hour; "
+                                                          f"last: {reason}")
+                event = {"event": "bot_gave_up", "bot_id": bot.pk, "name": bot.name, "error": reason}
+                transaction.on_commit(lambda event=event: publish(SYSTEM_CHANNEL, event))
+                report.gave_up.append(bot.pk)
+                continue
+            bot.restart_times = [*recent, now_ms]
+            bot.restart_count += 1
+            bot.failed_at = None
+            bot.save(update_fields=["restart_times", "restart_count", "failed_at", "updated_at"])
+            payload = {"bot_id": bot.pk, "name": bot.name, "status": bot.status, "event": "restarted",
+                       "reason": reason}
+            transaction.on_commit(lambda payload=payload: publish(status_channel(payload["bot_id"]), payload))
+            transaction.on_commit(lambda pk=bot.pk: tick_bot_task.delay(pk))
+            report.restarted.append(bot.pk)
+    return report
+
+
+def resume_running_bots() -> list[int]:
+    """On worker start: every running bot catches up from its last processed candle (one tick each, enqueued)."""
+    from apps.bots.tasks import tick_bot_task
+
+    ids = list(Bot.objects.filter(status=Bot.Status.RUNNING).values_list("pk", flat=True))
+    for pk in ids:
+        tick_bot_task.delay(pk)
+    return ids
