@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/market/", include("apps.market.api.urls")),
     path("api/backtest/", include("apps.backtest.api.urls")),
+    path("api/", include("apps.bots.api.urls")),
 ]

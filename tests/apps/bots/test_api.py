@@ -1,0 +1,47 @@
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from apps.bots.models import Bot
+
+pytestmark = pytest.mark.django_db
+
+BODY = {"name": "api-bot", "strategy": "sma_cross", "parameters": {"fast": 5}, "exchange": "binance",
+        "symbol": "BTC/USDT", "timeframe": "5m"}
+
+
+@pytest.fixture
+def client():
+    api = APIClient()
+    api.force_authenticate(User.objects.create_user("bob", password="pw-123456789"))
+    return api
+
+
+def test_given_valid_body_when_creating_a_bot_then_parameters_get_defaults_and_it_can_start_and_stop(client):
+    resp = client.post("/api/bots/", BODY, format="json")
+    assert resp.status_code == 201, resp.content
+    assert resp.json()["parameters"] == {"fast": 5, "slow": 50}
+    bot_id = resp.json()["id"]
+
+    assert client.post(f"/api/bots/{bot_id}/start/").json()["status"] == "running"
+    assert Bot.objects.get(pk=bot_id).status == Bot.Status.RUNNING
+    assert client.post(f"/api/bots/{bot_id}/stop/").json()["status"] == "stopped"
+    assert client.get(f"/api/bots/{bot_id}/signals/").json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "text"),
+    [
+        ({"strategy": "nope"}, "strategy", "unknown strategy 'nope'"),
+        ({"parameters": {"fast": 60}}, "parameters", "'fast'"),
+        ({"timeframe": "3m"}, "timeframe", "3m"),
+    ],
+)
+def test_given_bad_body_when_creating_a_bot_then_400_names_the_field(client, change, field, text):
+    resp = client.post("/api/bots/", {**BODY, **change}, format="json")
+    assert resp.status_code == 400
+    assert text in str(resp.json()[field])
+
+
+def test_given_anonymous_user_when_creating_a_bot_then_refused():
+    assert APIClient().post("/api/bots/", BODY, format="json").status_code in (401, 403)
