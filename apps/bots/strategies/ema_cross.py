@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from apps.bots.strategies import indicators as ind
-from apps.bots.strategies.base import Action, BaseStrategy, IndicatorCache, Param, StrategyOutput, finish
+from apps.bots.strategies.base import BaseStrategy, IndicatorCache, Param, StrategyOutput
 from apps.bots.strategies.registry import register
-from apps.bots.strategies.sma_cross import CROSS_TOLERANCE, cross_confidence
+from apps.bots.strategies.sma_cross import cross_signals
 
 
 @register
@@ -43,8 +41,5 @@ class EmaCross(BaseStrategy):
         fast_n, slow_n = self.parameters["fast"], self.parameters["slow"]
         fast = self.cached(cache, ("ema", "close", fast_n), lambda: ind.ema(close, fast_n))
         slow = self.cached(cache, ("ema", "close", slow_n), lambda: ind.ema(close, slow_n))
-        tol = np.abs(slow) * CROSS_TOLERANCE
-        action = np.where(ind.crossed_above(fast, slow, tol), Action.BUY,
-                          np.where(ind.crossed_below(fast, slow, tol), Action.SELL, Action.HOLD))
-        act, conf = finish(action, cross_confidence(fast, slow), self.warmup_mask(len(close)))
+        act, conf = cross_signals(fast, slow, self.warmup)
         return StrategyOutput(act, conf, {"ema_fast": fast, "ema_slow": slow})

@@ -1,11 +1,13 @@
 """Technical indicators over float64 arrays (pure numpy + numba), NaN where undefined.
 
 Two families, and why they differ:
-- WINDOW indicators (sma, rolling_std, bollinger): the value at t is computed from the n values x[t-n+1..t] alone,
-  summed in a fixed order. A running cumsum/rolling sum would carry rounding from every earlier row, so the value at t
-  would depend on where the series starts, and a live bot deciding on the last `slow + 1` rows could disagree with the
-  backtest over the whole history when two averages are within float noise. Here the value is a function of the
-  window only: bit-identical however long the series is. Cost O(len * n) in compiled code (1M rows, n=50: ~20 ms).
+- WINDOW indicators (sma, rolling_std, bollinger): the value at t is a function of the n values x[t-n+1..t] alone.
+  A plain running float sum would carry rounding from every earlier row, so the value at t would depend on where the
+  series starts, and a live bot deciding on the last `slow + 1` rows could disagree with the backtest over the whole
+  history when two averages are within float noise. SMA(n)[t] = (the CORRECTLY ROUNDED exact sum of the window) / n:
+  the exact sum is a function of the window only, so is its rounding, bit-identical however long the series is, and
+  an EXACT running sum (integer limbs in float64, or Shewchuk partials for extreme magnitudes) gets it in O(len)
+  whatever n (1M rows: ~0.5 ms). rolling_std is a two-pass sum around the window's mean in a fixed order, O(len * n).
 - RECURSIVE indicators (ema, rsi, macd): the value at t depends on every value <= t (still no lookahead). They are
   prefix-consistent: computing on x[:t+1] gives exactly the value at t of the full computation.
 
@@ -16,33 +18,203 @@ the first `period` changes (the classic definition).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
+_PARTIALS = 96  # more than the ~41 non-overlapping float64 partials an exact sum can ever need
+
 
 @njit(cache=True)
-def _window_sum(x: np.ndarray, n: int) -> np.ndarray:
-    """out[t] = sum(x[t-n+1..t]) in a fixed order (4 interleaved partial sums), NaN for t < n-1."""
+def _scan(x: np.ndarray) -> tuple[float, float, int]:
+    """(smallest non-zero |x|, largest finite |x|, number of non-finite values): what fixes the fast path's scale."""
+    lo = np.inf
+    hi = 0.0
+    special = 0
+    for v in x:
+        a = abs(v)
+        if a <= 1.7976931348623157e308:  # finite (False for NaN)
+            hi = max(hi, a)
+            lo = min(lo, a if a > 0.0 else np.inf)
+        else:
+            special += 1
+    return lo, hi, special
+
+
+@njit(cache=True)
+def _special_value(n_nan: int, n_pos: int, n_neg: int, s: float) -> float:
+    """IEEE semantics of a sum with non-finite terms: NaN, or +-inf, or the finite sum `s`."""
+    if n_nan > 0 or (n_pos > 0 and n_neg > 0):
+        return np.nan
+    if n_pos > 0:
+        return np.inf
+    if n_neg > 0:
+        return -np.inf
+    return s
+
+
+@njit(cache=True)
+def _window_sum_limbs(x: np.ndarray, n: int, inv_u: float, u: float, k: int, special: bool,
+                      divisor: float) -> np.ndarray:
+    """out[t] = correctly rounded sum(x[t-n+1..t]) / divisor, O(len) via an EXACT running sum.
+
+    Every finite x is an integer multiple of u (the smallest ulp in x); x/u = hi * 2^k + lo with integer limbs
+    hi, lo (lo in [0, 2^k)), both float64 integers. The caller guarantees that n + 8 limbs of either kind sum below
+    2^53, so the running limb sums H, L are exact in float64 (order does not matter), (H * 2^k) and L are exact
+    doubles and ONE rounded addition gives the correctly rounded window sum; * u is exact (power of two, no
+    underflow). Non-finite inputs count as 0 in the limbs and are tracked by counts (NaN / +inf / -inf)."""
+    limb = 2.0**k
+    inv_limb = 2.0**-k
     size = x.shape[0]
-    out = np.full(size, np.nan)
-    for t in range(n - 1, size):
-        start = t - n + 1
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        j = 0
-        while j + 4 <= n:
-            a0 += x[start + j]
-            a1 += x[start + j + 1]
-            a2 += x[start + j + 2]
-            a3 += x[start + j + 3]
-            j += 4
-        while j < n:
-            a0 += x[start + j]
-            j += 1
-        out[t] = (a0 + a1) + (a2 + a3)
+    out = np.empty(size)
+    for t in range(min(n - 1, size)):
+        out[t] = np.nan
+    h_sum = 0.0
+    l_sum = 0.0
+    n_nan = 0
+    n_pos = 0
+    n_neg = 0
+    for t in range(size):
+        v = x[t]
+        if special and not abs(v) <= 1.7976931348623157e308:
+            if v != v:
+                n_nan += 1
+            elif v > 0:
+                n_pos += 1
+            else:
+                n_neg += 1
+            hv = 0.0
+            lv = 0.0
+        else:
+            xs = v * inv_u
+            hv = np.floor(xs * inv_limb)
+            lv = xs - hv * limb
+        if t >= n:
+            w = x[t - n]
+            if special and not abs(w) <= 1.7976931348623157e308:
+                if w != w:
+                    n_nan -= 1
+                elif w > 0:
+                    n_pos -= 1
+                else:
+                    n_neg -= 1
+            else:
+                ws = w * inv_u
+                hw = np.floor(ws * inv_limb)
+                hv -= hw
+                lv -= ws - hw * limb
+        h_sum += hv
+        l_sum += lv
+        if t >= n - 1:
+            s = (h_sum * limb + l_sum) * u
+            if special:
+                s = _special_value(n_nan, n_pos, n_neg, s)
+            out[t] = s / divisor
     return out
+
+
+@njit(cache=True)
+def _msum_add(p: np.ndarray, m: int, x: float) -> int:
+    """Add x exactly to the non-overlapping partials p[:m] (Shewchuk's msum, as in CPython's math.fsum)."""
+    i = 0
+    for j in range(m):
+        y = p[j]
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            p[i] = lo
+            i += 1
+        x = hi
+    if x != 0.0:
+        p[i] = x
+        i += 1
+    return i
+
+
+@njit(cache=True)
+def _msum_round(p: np.ndarray, m: int) -> float:
+    """The correctly rounded (half-even) value of the exact sum held by the partials (CPython's fsum ending)."""
+    if m == 0:
+        return 0.0
+    k = m - 1
+    hi = p[k]
+    lo = 0.0
+    while k > 0:
+        x = hi
+        k -= 1
+        y = p[k]
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            break
+    if k > 0 and ((lo < 0.0 and p[k - 1] < 0.0) or (lo > 0.0 and p[k - 1] > 0.0)):
+        y = lo * 2.0
+        x = hi + y
+        if y == x - hi:
+            hi = x
+    return hi
+
+
+@njit(cache=True)
+def _window_sum_msum(x: np.ndarray, n: int, divisor: float) -> np.ndarray:
+    """The general path (any magnitudes): an exact running sum as non-overlapping partials, correctly rounded per t.
+
+    Slower (a few partials per step) but, like the fast path, a function of the window alone. Finite |x| must stay
+    below ~2^1000 so partials cannot overflow."""
+    size = x.shape[0]
+    out = np.empty(size)
+    for t in range(min(n - 1, size)):
+        out[t] = np.nan
+    p = np.empty(_PARTIALS)
+    m = 0
+    n_nan = 0
+    n_pos = 0
+    n_neg = 0
+    for t in range(size):
+        v = x[t]
+        if abs(v) <= 1.7976931348623157e308:
+            m = _msum_add(p, m, v)
+        elif v != v:
+            n_nan += 1
+        elif v > 0:
+            n_pos += 1
+        else:
+            n_neg += 1
+        if t >= n:
+            w = x[t - n]
+            if abs(w) <= 1.7976931348623157e308:
+                m = _msum_add(p, m, -w)
+            elif w != w:
+                n_nan -= 1
+            elif w > 0:
+                n_pos -= 1
+            else:
+                n_neg -= 1
+        if t >= n - 1:
+            out[t] = _special_value(n_nan, n_pos, n_neg, _msum_round(p, m)) / divisor
+    return out
+
+
+def _window_sum(x: np.ndarray, n: int, divisor: float = 1.0) -> np.ndarray:
+    """out[t] = (correctly rounded exact sum of x[t-n+1..t]) / divisor, NaN for t < n-1. O(len) whatever n.
+
+    The exact sum of a window does not depend on anything outside it, so neither does its correctly rounded value:
+    start-independent by construction. Fast path when all finite values fit two 32-bit limbs at one scale (prices:
+    always); otherwise the general exact-partials path gives the same values, slower."""
+    lo, hi, special = _scan(x)
+    if hi > 0.0:
+        e_min = math.frexp(lo)[1]
+        e_max = math.frexp(hi)[1]
+        bits = e_max - e_min + 53  # |x / u| < 2^bits
+        k = (bits + 1) // 2  # limbs of k and bits - k bits
+        if e_min >= -900 and e_max <= 900 and (n + 8.0) * 2.0**k <= 2.0**53:
+            return _window_sum_limbs(x, n, 2.0 ** (53 - e_min), 2.0 ** (e_min - 53), k, special > 0, float(divisor))
+        return _window_sum_msum(x, n, float(divisor))
+    # every finite value is 0: the limb path with u = 1 is exact
+    return _window_sum_limbs(x, n, 1.0, 1.0, 32, special > 0, float(divisor))
 
 
 @njit(cache=True)
@@ -135,7 +307,7 @@ def _check_window(n: int, what: str) -> None:
 def sma(x: np.ndarray, n: int) -> np.ndarray:
     """Simple moving average over the last n values; NaN for the first n-1 rows. Window-only (see module doc)."""
     _check_window(n, "sma")
-    return _window_sum(_as_float(x), int(n)) / n
+    return _window_sum(_as_float(x), int(n), float(n))
 
 
 def rolling_std(x: np.ndarray, n: int, mean: np.ndarray | None = None) -> np.ndarray:
