@@ -14,21 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from apps.backtest.formatting import format_value
+
 MAX_POINTS = 5000
 MAX_TRADE_ROWS = 1000
 MAX_MARKERS = 5000
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.2f}"
-    return str(value)
 
 
 def _time(ms: Any) -> str:
@@ -99,23 +89,23 @@ def render_report(*, title: str, df: pd.DataFrame, result: Mapping[str, Any]) ->
     trades = list(result.get("trades") or [])
     rows = [{
         "entry": _time(t.get("entry_time")), "exit": _time(t.get("exit_time")),
-        "entry_price": _fmt(t.get("entry_price")), "exit_price": _fmt(t.get("exit_price")),
-        "amount": _fmt(t.get("amount")), "fees": _fmt(t.get("fees")), "pnl": _fmt(t.get("pnl")),
-        "return_pct": _fmt(t.get("return_pct")), "exit_reason": t.get("exit_reason", ""),
+        "entry_price": format_value(t.get("entry_price")), "exit_price": format_value(t.get("exit_price")),
+        "amount": format_value(t.get("amount")), "fees": format_value(t.get("fees")), "pnl": format_value(t.get("pnl")),
+        "return_pct": format_value(t.get("return_pct")), "exit_reason": t.get("exit_reason", ""),
         "win": (t.get("pnl") or 0) > 0,
     } for t in trades[:MAX_TRADE_ROWS]]
     ts = df["timestamp"].to_numpy(dtype=np.int64) if len(df) else np.array([], dtype=np.int64)
     period = f"{_time(ts[0])} → {_time(ts[-1])}" if len(ts) else "no candles"
     ot = result.get("open_trade")
-    open_rows = [(k, _time(v) if k.endswith("_time") else _fmt(v)) for k, v in ot.items()] if ot else []
+    open_rows = [(k, _time(v) if k.endswith("_time") else format_value(v)) for k, v in ot.items()] if ot else []
     return render_to_string("backtest/report.html", {
         "title": title,
         "period": period,
         "n_candles": f"{len(df):,}",
         "generated": datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "warnings": list(result.get("warnings") or []),
-        "metrics": [(k, _fmt(v)) for k, v in (result.get("metrics") or {}).items()]
-        + [("final_equity", _fmt(result.get("final_equity")))],
+        "metrics": [(k, format_value(v)) for k, v in (result.get("metrics") or {}).items()]
+        + [("final_equity", format_value(result.get("final_equity")))],
         "figure": figure_html,
         "open_trade": open_rows,
         "n_trades": len(trades),

@@ -4,14 +4,7 @@ from django.contrib import admin
 
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.market.timeframes import format_ms
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
+from tradebot.admin import ReadOnlyAdmin
 
 
 @admin.register(Bot)

@@ -4,14 +4,7 @@ from django.contrib import admin
 
 from apps.market.models import Candle, CoveredRange, DataGap, Market, RawTrade
 from apps.market.timeframes import format_ms
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
+from tradebot.admin import ReadOnlyAdmin
 
 
 class CoveredRangeInline(admin.TabularInline):

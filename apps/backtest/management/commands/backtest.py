@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.backtest.formatting import format_value
 from apps.market.timeframes import TIMEFRAMES, format_ms, parse_time
 
 
@@ -99,18 +100,6 @@ def rules_options(options: dict[str, Any]) -> dict[str, Any]:
 def model_rules(rules: dict[str, Any]) -> dict[str, Any]:
     """Rules for model fields: drop Nones of non-nullable fields so model defaults apply."""
     return {k: v for k, v in rules.items() if v is not None or k in ("stop_loss", "take_profit")}
-
-
-def format_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.2f}"
-    return str(value)
 
 
 def format_metric(key: str, value: Any) -> str:
