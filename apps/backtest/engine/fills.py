@@ -167,15 +167,33 @@ def _bar(cash, amount, entry_price, may_exit_early, o, h, l, c, action,  # noqa:
 
 
 @njit(cache=True)
+def record_event(rec, m, i, ev, p, a, f, cash):
+    """Append one fill event (bar, event, price, amount, fee, cash after) to `rec`, doubling it when full."""
+    if m == rec.shape[0]:
+        grown = np.empty((2 * rec.shape[0], 6), np.float64)
+        grown[:m] = rec
+        rec = grown
+    r = rec[m]
+    r[0] = i
+    r[1] = ev
+    r[2] = p
+    r[3] = a
+    r[4] = f
+    r[5] = cash
+    return rec
+
+
+@njit(cache=True)
 def _simulate_kernel(open_, high, low, close, action, initial, fee, slippage, fraction, use_sl, sl, use_tp, tp):
     """The fill loop over all candles: equity per candle + one event row per fill.
 
     Event rows (float64): bar, event, price, amount, fee, cash after. Buys and exits alternate, so rows 0, 2, 4...
     are entries and 1, 3, 5... their exits; a trailing unmatched buy is the open trade. One records array (rather
-    than one array per field) keeps the loop's live state small, which keeps it fast."""
+    than one array per field) keeps the loop's live state small, which keeps it fast; it starts small and doubles
+    (a 1M-candle run has ~30k events: no 48 MB allocation whose pages the kernel must map)."""
     n = close.shape[0]
     equity = np.empty(n, np.float64)
-    rec = np.empty((n + 1, 6), np.float64)
+    rec = np.empty((1024, 6), np.float64)
     cash = initial
     amount = 0.0
     entry_price = 0.0
@@ -195,13 +213,7 @@ def _simulate_kernel(open_, high, low, close, action, initial, fee, slippage, fr
         )
         if ev != EV_NONE:
             fees_paid += f
-            r = rec[m]
-            r[0] = i
-            r[1] = ev
-            r[2] = p
-            r[3] = a
-            r[4] = f
-            r[5] = cash
+            rec = record_event(rec, m, i, ev, p, a, f, cash)
             m += 1
             entry_bar = i if ev == EV_BUY else n  # flat: nothing to protect
         equity[i] = cash + amount * ci
@@ -306,6 +318,16 @@ def simulate(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np
     act = _as(action, np.int8, "action", n)
     equity, events, cash, amount, fees_paid = _simulate_kernel(o, h, lo, c, act, float(rules.initial_balance),
                                                                *rules._kernel_args())
+    final_equity = float(equity[-1]) if n else float(rules.initial_balance)
+    return SimResult(
+        columns=trade_columns(ts, events), open_trade=open_trade_of(ts, c, events), equity=equity,
+        final_equity=final_equity, fees_paid=float(fees_paid), initial_balance=float(rules.initial_balance),
+        final_cash=float(cash), final_position=float(amount), events=events,
+    )
+
+
+def trade_columns(ts: np.ndarray, events: np.ndarray) -> dict[str, np.ndarray]:
+    """The closed trades (SimResult.columns) from the kernel's event rows: entries at even rows, exits at odd."""
     k = events.shape[0] // 2
     ent, ext = events[0:2 * k:2], events[1:2 * k:2]
     e_bar = ent[:, 0].astype(np.int64)
@@ -316,38 +338,36 @@ def simulate(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np
     pnl = (amt * x_price - x_fee) - (cost + e_fee)
     with np.errstate(divide="ignore", invalid="ignore"):
         ret = pnl / cost * 100.0
-    columns = {
+    return {
         "entry_bar": e_bar, "exit_bar": x_bar, "entry_time": ts[e_bar], "exit_time": ts[x_bar],
         "entry_price": e_price, "exit_price": x_price, "amount": amt, "entry_fee": e_fee, "exit_fee": x_fee,
         "fees": e_fee + x_fee, "pnl": pnl, "return_pct": ret, "exit_code": ext[:, 1].astype(np.int8),
         "cash_after_entry": ent[:, 5].copy(), "cash_after_exit": ext[:, 5].copy(),
     }
 
-    open_trade = None
-    final_equity = float(equity[-1]) if n else float(rules.initial_balance)
-    if events.shape[0] % 2:
-        last_ev = events[-1]
-        eb = int(last_ev[0])
-        ep, a, fe = float(last_ev[2]), float(last_ev[3]), float(last_ev[4])
-        last = float(c[-1])
-        upnl = a * last - (a * ep + fe)
-        open_trade = {
-            "entry_time": int(ts[eb]),
-            "entry_bar": eb,
-            "entry_price": ep,
-            "amount": a,
-            "fees": fe,
-            "last_price": last,
-            "last_time": int(ts[-1]),
-            "unrealized_pnl": upnl,
-            "return_pct": upnl / (a * ep) * 100.0,
-            "bars_held": n - 1 - eb,
-        }
-    return SimResult(
-        columns=columns, open_trade=open_trade, equity=equity, final_equity=final_equity, fees_paid=float(fees_paid),
-        initial_balance=float(rules.initial_balance), final_cash=float(cash), final_position=float(amount),
-        events=events,
-    )
+
+def open_trade_of(ts: np.ndarray, c: np.ndarray, events: np.ndarray) -> dict[str, Any] | None:
+    """The position still open after the last candle (a trailing unmatched buy event), marked at the last close."""
+    if events.shape[0] % 2 == 0:
+        return None
+    n = ts.shape[0]
+    last_ev = events[-1]
+    eb = int(last_ev[0])
+    ep, a, fe = float(last_ev[2]), float(last_ev[3]), float(last_ev[4])
+    last = float(c[-1])
+    upnl = a * last - (a * ep + fe)
+    return {
+        "entry_time": int(ts[eb]),
+        "entry_bar": eb,
+        "entry_price": ep,
+        "amount": a,
+        "fees": fe,
+        "last_price": last,
+        "last_time": int(ts[-1]),
+        "unrealized_pnl": upnl,
+        "return_pct": upnl / (a * ep) * 100.0,
+        "bars_held": n - 1 - eb,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ Definitions (n = number of candles, E_i = equity after candle i's fill, E_-1 = i
   backtesting.py's Sharpe, which uses daily resampled returns, geometric mean annualisation and a different volatility
   formula; on 1m data the two differ widely, so we do not compare it.
 * sortino = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(ppy) (downside deviation over ALL returns, target 0).
+  mean and std come from sums of r - K in candle order, K = the mean of the first 1000 returns (the shifted-data
+  algorithm: no cancellation when K is near the mean); one pass with the drawdowns (`equity_stats`), and the sweep's
+  fused kernel feeds the same helpers the same equity values, so both give bit-identical metrics.
 * Drawdown at candle i: E_i / max(E_-1..E_i) - 1 (the initial balance is the first peak). max_drawdown_pct is its
   minimum * 100, NEGATIVE (as backtesting.py), 0 when equity never fell. Equity here includes a fill's fee on the fill
   candle; backtesting.py books the fee of a close-filled order one candle later, so its close-to-close drawdown can
@@ -62,80 +65,85 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 
 
-@njit(cache=True, fastmath=True)
-def _return_moments(equity, initial):
-    """mean, std (ddof=1) and downside deviation of the per-candle returns in one branch-free pass, so LLVM
-    vectorizes it. The variance uses sums shifted by K = the mean of the first 1000 returns (the shifted-data
-    algorithm: no cancellation when K is near the mean). fastmath reassociates the sums: deterministic for a given
-    build, equal to a sequential two-pass computation to ~1e-12 relative."""
-    n = equity.shape[0]
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    first = equity[0] / initial - 1.0
-    m0 = min(n, 1000)
-    k = first
-    for i in range(1, m0):
-        k += equity[i] / equity[i - 1] - 1.0
-    k /= m0
-    s1 = first - k
-    s2 = (first - k) ** 2
-    d2 = min(first, 0.0) ** 2
-    for i in range(1, n):
-        r = equity[i] / equity[i - 1] - 1.0
-        x = r - k
-        s1 += x
-        s2 += x * x
-        d2 += min(r, 0.0) ** 2
+# --- the equity pass, shared bar by bar with the sweep's fused fills + metrics kernel ----------------------------
+# Both call these helpers in the same order on the same equity values, so their results are bit-identical.
+
+K_WINDOW = 1000  # the shift of the return moments is the mean of the first K_WINDOW returns
+
+
+@njit(cache=True)
+def shift_of(first: np.ndarray, m0: int, initial: float) -> float:
+    """K = mean of the first m0 per-candle returns (first[i] = equity after candle i)."""
+    k = 0.0
+    prev = initial
+    for i in range(m0):
+        k += first[i] / prev - 1.0
+        prev = first[i]
+    return k / m0
+
+
+@njit(cache=True)
+def moments_step(r, k, s1, s2, d2):
+    """One return into the shifted sums (no cancellation when K is near the mean) and the downside sum."""
+    x = r - k
+    m = min(r, 0.0)
+    return s1 + x, s2 + x * x, d2 + m * m
+
+
+@njit(cache=True)
+def moments_final(n, k, s1, s2, d2):
+    """(mean, std ddof=1, downside deviation) of the n returns."""
     mean = k + s1 / n
     std = math.sqrt(max(s2 - s1 * s1 / n, 0.0) / (n - 1)) if n > 1 else math.nan
     return mean, std, math.sqrt(d2 / n)
 
 
 @njit(cache=True)
-def _drawdowns(equity, initial):
-    """Drawdown facts in one pass without a division per candle: within an episode the peak is fixed, so its
-    deepest point is its lowest equity (depth = trough / peak - 1, computed once per episode)."""
-    n = equity.shape[0]
-    peak = initial
-    peak_idx = 0  # bar of the current peak (0 also stands for the initial balance)
-    in_dd = False
-    trough = 0.0
-    trough_idx = 0
-    max_dd = 0.0
-    dd_peak = 0
-    dd_trough = 0
-    dd_end = -1
-    n_ep = 0
-    sum_depth = 0.0
-    longest = -1
-    lg_start = 0
-    lg_end = 0
-    for i in range(n):
-        e = equity[i]
-        if e >= peak:
-            if in_dd:
-                depth = trough / peak - 1.0
-                sum_depth += depth
-                n_ep += 1
-                if depth < max_dd:
-                    max_dd = depth
-                    dd_peak = peak_idx
-                    dd_trough = trough_idx
-                    dd_end = i
-                if i - peak_idx > longest:
-                    longest = i - peak_idx
-                    lg_start = peak_idx
-                    lg_end = i
-                in_dd = False
-            peak = e
-            peak_idx = i
-        elif not in_dd:
-            in_dd = True
-            trough = e
-            trough_idx = i
-        elif e < trough:
-            trough = e
-            trough_idx = i
+def dd_init(initial):
+    """Drawdown state: peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep,
+    sum_depth, longest, lg_start, lg_end. The initial balance is the first peak (index 0 stands for it)."""
+    return (initial, 0, False, 0.0, 0, 0.0, 0, 0, -1, 0, 0.0, -1, 0, 0)
+
+
+@njit(cache=True)
+def dd_step(i, e, st):
+    """One candle of the drawdown pass. No division per candle: within an episode the peak is fixed, so its deepest
+    point is its lowest equity (depth = trough / peak - 1, computed once per episode)."""
+    (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
+     lg_start, lg_end) = st
+    if e >= peak:
+        if in_dd:
+            depth = trough / peak - 1.0
+            sum_depth += depth
+            n_ep += 1
+            if depth < max_dd:
+                max_dd = depth
+                dd_peak = peak_idx
+                dd_trough = trough_idx
+                dd_end = i
+            if i - peak_idx > longest:
+                longest = i - peak_idx
+                lg_start = peak_idx
+                lg_end = i
+            in_dd = False
+        peak = e
+        peak_idx = i
+    elif not in_dd:
+        in_dd = True
+        trough = e
+        trough_idx = i
+    elif e < trough:
+        trough = e
+        trough_idx = i
+    return (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
+            lg_start, lg_end)
+
+
+@njit(cache=True)
+def dd_final(n, st):
+    """(max_dd, dd_peak, dd_trough, dd_end (-1 = not recovered), avg_depth, lg_start, lg_end) after n candles."""
+    (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
+     lg_start, lg_end) = st
     if in_dd:
         depth = trough / peak - 1.0
         sum_depth += depth
@@ -150,6 +158,27 @@ def _drawdowns(equity, initial):
             lg_end = n - 1
     avg_depth = sum_depth / n_ep if n_ep > 0 else 0.0
     return max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
+
+
+@njit(cache=True, error_model="numpy")
+def equity_stats(equity, initial):
+    """One pass over the equity: (mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start,
+    lg_end); returns r_i = E_i / E_(i-1) - 1 with E_-1 = initial."""
+    n = equity.shape[0]
+    k = shift_of(equity, min(n, K_WINDOW), initial)
+    s1 = 0.0
+    s2 = 0.0
+    d2 = 0.0
+    prev = initial
+    st = dd_init(initial)
+    for i in range(n):
+        e = equity[i]
+        s1, s2, d2 = moments_step(e / prev - 1.0, k, s1, s2, d2)
+        prev = e
+        st = dd_step(i, e, st)
+    mean, std, downside = moments_final(n, k, s1, s2, d2)
+    max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = dd_final(n, st)
+    return mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
 
 
 @njit(cache=True)
@@ -187,7 +216,6 @@ def _num(x: Any) -> float | int | None:
 def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, timeframe: str
                     ) -> dict[str, float | int | None]:
     """All metrics of one simulation (definitions in the module docstring); keys in METRIC_KEYS order."""
-    ppy = periods_per_year(timeframe)
     close = np.asarray(close, dtype=np.float64)
     ts = np.asarray(timestamp, dtype=np.int64)
     equity = np.ascontiguousarray(sim.equity, dtype=np.float64)
@@ -195,14 +223,27 @@ def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, ti
     if close.shape[0] != n or ts.shape[0] != n:
         raise ValueError(f"compute_metrics: close ({close.shape[0]}), timestamp ({ts.shape[0]}) and equity ({n}) "
                          "must have the same length")
-    initial = float(sim.initial_balance)
-    final = float(sim.final_equity)
+    stats = equity_stats(equity, float(sim.initial_balance)) if n else None
+    open_entry = None if sim.open_trade is None else int(sim.open_trade["entry_bar"])
+    return assemble_metrics(stats, close, ts, timeframe, initial=float(sim.initial_balance),
+                            final=float(sim.final_equity), fees_paid=float(sim.fees_paid), columns=sim.columns,
+                            open_entry_bar=open_entry)
+
+
+def assemble_metrics(stats: tuple | None, close: np.ndarray, ts: np.ndarray, timeframe: str, *, initial: float,
+                     final: float, fees_paid: float, columns: dict[str, np.ndarray], open_entry_bar: int | None
+                     ) -> dict[str, float | int | None]:
+    """The metrics dict from `equity_stats` (None when there are no candles), the closed trades' columns (as
+    `SimResult.columns`) and the run's scalars: shared by compute_metrics and the sweep's fused kernel."""
+    ppy = periods_per_year(timeframe)
+    n = ts.shape[0]
+    k = int(columns["pnl"].shape[0])
     m: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
-    m.update(bars=n, initial_balance=initial, final_equity=final, fees_paid=float(sim.fees_paid),
-             total_return_pct=(final / initial - 1.0) * 100.0, closed_trades=sim.n_trades,
+    m.update(bars=n, initial_balance=initial, final_equity=final, fees_paid=fees_paid,
+             total_return_pct=(final / initial - 1.0) * 100.0, closed_trades=k,
              max_drawdown_pct=0.0, exposure_pct=0.0, max_consecutive_wins=0, max_consecutive_losses=0)
-    if n == 0:
-        return {k: _num(v) for k, v in m.items()}
+    if n == 0 or stats is None:
+        return {key: _num(v) for key, v in m.items()}
 
     sqrt_ppy = math.sqrt(ppy)
     m["start"] = int(ts[0])
@@ -216,8 +257,7 @@ def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, ti
     if close[0] > 0:
         m["buy_hold_return_pct"] = (close[-1] / close[0] - 1.0) * 100.0
 
-    mean, std, downside = _return_moments(equity, initial)
-    max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = _drawdowns(equity, initial)
+    mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = stats
     if std == std:  # not NaN
         m["volatility_pct"] = std * sqrt_ppy * 100.0
         m["sharpe"] = mean / std * sqrt_ppy if std > 0.0 else None
@@ -239,11 +279,10 @@ def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, ti
         m["max_drawdown_duration_bars"] = 0
         m["max_drawdown_duration_ms"] = 0
 
-    t = sim.columns
-    k = sim.n_trades
+    t = columns
     exposed = int(np.sum(t["exit_bar"] - t["entry_bar"] + 1)) if k else 0
-    if sim.open_trade is not None:
-        exposed += n - int(sim.open_trade["entry_bar"])
+    if open_entry_bar is not None:
+        exposed += n - int(open_entry_bar)
     m["exposure_pct"] = exposed / n * 100.0
     if k:
         pnl = t["pnl"]

@@ -16,10 +16,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
+
+from apps.backtest.engine.fills import EV_BUY, EV_NONE, _bar, open_trade_of, record_event, trade_columns
+from apps.backtest.engine.metrics import (
+    K_WINDOW,
+    assemble_metrics,
+    dd_final,
+    dd_init,
+    dd_step,
+    moments_final,
+    moments_step,
+    shift_of,
+)
+from apps.bots.strategies.sma_cross import _cross_signal
 
 # Metrics where smaller is better; every other metric ranks descending. A leading "-" on the metric flips the order.
+# Every name is a key of metrics.METRIC_KEYS (a test checks it).
 LOWER_IS_BETTER = frozenset({"max_drawdown_duration_bars", "max_drawdown_duration_ms", "longest_drawdown_bars",
-                             "longest_drawdown_ms", "fees_paid", "volatility_pct", "max_consecutive_losses"})
+                             "longest_drawdown_ms", "fees_paid", "volatility_pct", "max_consecutive_losses",
+                             "avg_holding_time_ms", "max_holding_time_ms", "avg_holding_bars", "max_holding_bars"})
 
 
 class SweepSpaceError(ValueError):
@@ -193,12 +209,125 @@ def evaluate(arrays: CandleArrays, actions: np.ndarray, rules: Any, timeframe: s
     return sim, _jsonable(dict(metrics))
 
 
+@njit(cache=True, error_model="numpy")
+def _fused_run(close, open_, high, low, action, fast, slow, use_lines, warmup, tol_rel, initial,
+               fee, slippage, fraction, use_sl, sl, use_tp, tp):
+    """simulate + the equity pass of compute_metrics in ONE loop, without per-candle arrays (nothing but the fill
+    events is written). The actions are `action[i]`, or with `use_lines` the sma_cross crossover of fast/slow
+    decided on the fly (`_cross_signal`, the rule of `cross_signals`). Same `_bar` calls, same equity values, same
+    metric helpers in the same order as simulate + equity_stats: bit-identical results. The first K_WINDOW equities
+    are buffered to fix the moments' shift before they are accumulated."""
+    n = close.shape[0]
+    rec = np.empty((1024, 6), np.float64)
+    m = 0
+    cash = initial
+    amount = 0.0
+    entry_price = 0.0
+    entry_bar = -1
+    fees_paid = 0.0
+    protect = use_sl or use_tp
+    m0 = min(n, K_WINDOW)
+    head = np.empty(m0, np.float64)
+    k = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    d2 = 0.0
+    prev = initial
+    st = dd_init(initial)
+    e = initial
+    for i in range(n):
+        ci = close[i]
+        if protect:
+            oi, hi, li = open_[i], high[i], low[i]
+        else:
+            oi = hi = li = ci
+        if use_lines:
+            act = 0
+            if i >= warmup and i >= 1:
+                act = _cross_signal(fast[i - 1], slow[i - 1], fast[i], slow[i], tol_rel)
+        else:
+            act = action[i]
+        cash, amount, entry_price, ev, p, a, f = _bar(
+            cash, amount, entry_price, i > entry_bar, oi, hi, li, ci, act,
+            fee, slippage, fraction, use_sl, sl, use_tp, tp,
+        )
+        if ev != EV_NONE:
+            fees_paid += f
+            rec = record_event(rec, m, i, ev, p, a, f, cash)
+            m += 1
+            entry_bar = i if ev == EV_BUY else n
+        e = cash + amount * ci
+        if i < m0:
+            head[i] = e
+            if i == m0 - 1:
+                k = shift_of(head, m0, initial)
+                for j in range(m0):
+                    s1, s2, d2 = moments_step(head[j] / prev - 1.0, k, s1, s2, d2)
+                    prev = head[j]
+                    st = dd_step(j, head[j], st)
+        else:
+            s1, s2, d2 = moments_step(e / prev - 1.0, k, s1, s2, d2)
+            prev = e
+            st = dd_step(i, e, st)
+    mean, std, downside = moments_final(n, k, s1, s2, d2)
+    max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = dd_final(n, st)
+    stats = (mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end)
+    return stats, rec[:m].copy(), fees_paid, e
+
+
+_NO_F8 = np.zeros(0, np.float64)
+_NO_I1 = np.zeros(0, np.int8)
+
+
+def _sma_cross_lines(strategy: Any, arrays: CandleArrays, cache: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(SMA fast, SMA slow) from the shared cache (same keys and values as SmaCross.compute) when `strategy` is a
+    plain sma_cross (compute not overridden), else None (the generic path runs the strategy's own compute)."""
+    from apps.bots.strategies import indicators as ind
+    from apps.bots.strategies.sma_cross import SmaCross
+
+    if not isinstance(strategy, SmaCross) or type(strategy).compute is not SmaCross.compute:
+        return None
+    fast_n, slow_n = int(strategy.parameters["fast"]), int(strategy.parameters["slow"])
+    keys = (("sma", "close", fast_n), ("sma", "close", slow_n))
+    missing = [n for key, n in zip(keys, (fast_n, slow_n), strict=True) if key not in cache]
+    if missing:  # one scan of the closes for both windows
+        for n, values in zip(missing, ind.window_means(arrays.close, missing), strict=True):
+            strategy.cached(cache, ("sma", "close", n), lambda v=values: v)
+    return cache[keys[0]], cache[keys[1]]
+
+
+def evaluate_fast(arrays: CandleArrays, rules: Any, timeframe: str, *, action: np.ndarray | None = None,
+                  lines: tuple[np.ndarray, np.ndarray, int] | None = None) -> dict[str, Any]:
+    """The metrics of `evaluate` (bit-identical) through the fused kernel: given actions, or (fast, slow, warmup)
+    of a two-line crossover decided inside the loop. JSON-safe dict."""
+    from apps.bots.strategies.sma_cross import CROSS_TOLERANCE
+
+    ts, close = arrays.timestamp, arrays.close
+    if lines is not None:
+        fast, slow, warmup = lines
+        act, use_lines = _NO_I1, True
+    else:
+        fast = slow = _NO_F8
+        warmup, act, use_lines = 0, np.ascontiguousarray(action, dtype=np.int8), False
+    initial = float(rules.initial_balance)
+    stats, events, fees_paid, final = _fused_run(
+        close, arrays.open, arrays.high, arrays.low, act, fast, slow, use_lines, int(warmup), CROSS_TOLERANCE,
+        initial, *rules._kernel_args())
+    open_trade = open_trade_of(ts, close, events)
+    metrics = assemble_metrics(stats, close, ts, timeframe, initial=initial, final=float(final),
+                               fees_paid=float(fees_paid), columns=trade_columns(ts, events),
+                               open_entry_bar=None if open_trade is None else int(open_trade["entry_bar"]))
+    return _jsonable(metrics)
+
+
 def run_chunk(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[Any], rules: Any,
               timeframe: str, *, cache: dict | None = None) -> list[dict[str, Any]]:
     """Evaluate param sets on one data set: [{index, parameters, metrics, error, compute_seconds}] in input order.
 
     `param_sets` items are dicts, or (index, dict) pairs / {"index", "parameters"} dicts to keep sweep indexes.
     A set that fails (bad parameters, or an error while computing) is reported with its reason; the rest run.
+    Per set: the strategy's actions (indicators shared through the chunk's cache; a plain sma_cross decides its
+    crossover inside the kernel), then ONE compiled pass for fills + metrics (`evaluate_fast`).
     """
     shared = {} if cache is None else cache
     results = []
@@ -207,8 +336,14 @@ def run_chunk(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[Any
         t0 = time.perf_counter()
         try:
             strategy = strategy_cls(dict(params))
-            actions = compute_actions(strategy, arrays, shared)
-            _, metrics = evaluate(arrays, actions, rules, timeframe)
+            if len(arrays) == 0:
+                _, metrics = evaluate(arrays, compute_actions(strategy, arrays, shared), rules, timeframe)
+            else:
+                lines = _sma_cross_lines(strategy, arrays, shared)
+                if lines is not None:
+                    metrics = evaluate_fast(arrays, rules, timeframe, lines=(*lines, int(strategy.warmup)))
+                else:
+                    metrics = evaluate_fast(arrays, rules, timeframe, action=compute_actions(strategy, arrays, shared))
             full = _jsonable(dict(getattr(strategy, "parameters", params)))
             results.append({"index": index, "parameters": full, "metrics": metrics, "error": "",
                             "compute_seconds": time.perf_counter() - t0})
