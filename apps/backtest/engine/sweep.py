@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from apps.backtest.engine.fills import EV_BUY, EV_NONE, _bar, open_trade_of, record_event, trade_columns
+from apps.backtest.engine.fills import EV_BUY, EV_NONE, _bar, open_trade_of, trade_columns
 from apps.backtest.engine.metrics import (
     K_WINDOW,
     assemble_metrics,
@@ -209,16 +209,20 @@ def evaluate(arrays: CandleArrays, actions: np.ndarray, rules: Any, timeframe: s
     return sim, _jsonable(dict(metrics))
 
 
+_FUSED_BLOCK = 4096  # > K_WINDOW: the first block fixes the moments' shift
+
+
 @njit(cache=True, error_model="numpy")
 def _fused_run(close, open_, high, low, action, fast, slow, use_lines, warmup, tol_rel, initial,
                fee, slippage, fraction, use_sl, sl, use_tp, tp):
-    """simulate + the equity pass of compute_metrics in ONE loop, without per-candle arrays (nothing but the fill
-    events is written). The actions are `action[i]`, or with `use_lines` the sma_cross crossover of fast/slow
-    decided on the fly (`_cross_signal`, the rule of `cross_signals`). Same `_bar` calls, same equity values, same
-    metric helpers in the same order as simulate + equity_stats: bit-identical results. The first K_WINDOW equities
-    are buffered to fix the moments' shift before they are accumulated."""
+    """simulate + the equity pass of compute_metrics without per-candle arrays: per block of 4096 candles, the fill
+    loop writes the equity to a small cache-resident buffer, then the metric helpers consume it. The actions are
+    `action[i]`, or with `use_lines` the sma_cross crossover of fast/slow decided on the fly (`_cross_signal`, the
+    rule of `cross_signals`). Same `_bar` calls, same equity values, same helpers in the same order as simulate +
+    equity_stats: bit-identical results. Two short loops instead of one long one keep each loop's state in
+    registers (one fused loop measured 40 % slower)."""
     n = close.shape[0]
-    rec = np.empty((1024, 6), np.float64)
+    rec = np.empty((n + 1, 6), np.float64)
     m = 0
     cash = initial
     amount = 0.0
@@ -226,8 +230,7 @@ def _fused_run(close, open_, high, low, action, fast, slow, use_lines, warmup, t
     entry_bar = -1
     fees_paid = 0.0
     protect = use_sl or use_tp
-    m0 = min(n, K_WINDOW)
-    head = np.empty(m0, np.float64)
+    buf = np.empty(_FUSED_BLOCK, np.float64)
     k = 0.0
     s1 = 0.0
     s2 = 0.0
@@ -235,37 +238,40 @@ def _fused_run(close, open_, high, low, action, fast, slow, use_lines, warmup, t
     prev = initial
     st = dd_init(initial)
     e = initial
-    for i in range(n):
-        ci = close[i]
-        if protect:
-            oi, hi, li = open_[i], high[i], low[i]
-        else:
-            oi = hi = li = ci
-        if use_lines:
-            act = 0
-            if i >= warmup and i >= 1:
-                act = _cross_signal(fast[i - 1], slow[i - 1], fast[i], slow[i], tol_rel)
-        else:
-            act = action[i]
-        cash, amount, entry_price, ev, p, a, f = _bar(
-            cash, amount, entry_price, i > entry_bar, oi, hi, li, ci, act,
-            fee, slippage, fraction, use_sl, sl, use_tp, tp,
-        )
-        if ev != EV_NONE:
-            fees_paid += f
-            rec = record_event(rec, m, i, ev, p, a, f, cash)
-            m += 1
-            entry_bar = i if ev == EV_BUY else n
-        e = cash + amount * ci
-        if i < m0:
-            head[i] = e
-            if i == m0 - 1:
-                k = shift_of(head, m0, initial)
-                for j in range(m0):
-                    s1, s2, d2 = moments_step(head[j] / prev - 1.0, k, s1, s2, d2)
-                    prev = head[j]
-                    st = dd_step(j, head[j], st)
-        else:
+    for b0 in range(0, n, _FUSED_BLOCK):
+        b1 = min(b0 + _FUSED_BLOCK, n)
+        for i in range(b0, b1):
+            ci = close[i]
+            if protect:
+                oi, hi, li = open_[i], high[i], low[i]
+            else:
+                oi = hi = li = ci
+            if use_lines:
+                act = 0
+                if i >= warmup and i >= 1:
+                    act = _cross_signal(fast[i - 1], slow[i - 1], fast[i], slow[i], tol_rel)
+            else:
+                act = action[i]
+            cash, amount, entry_price, ev, p, a, f = _bar(
+                cash, amount, entry_price, i > entry_bar, oi, hi, li, ci, act,
+                fee, slippage, fraction, use_sl, sl, use_tp, tp,
+            )
+            if ev != EV_NONE:
+                fees_paid += f
+                r = rec[m]
+                r[0] = i
+                r[1] = ev
+                r[2] = p
+                r[3] = a
+                r[4] = f
+                r[5] = cash
+                m += 1
+                entry_bar = i if ev == EV_BUY else n
+            buf[i - b0] = cash + amount * ci
+        if b0 == 0:
+            k = shift_of(buf, min(n, K_WINDOW), initial)
+        for i in range(b0, b1):
+            e = buf[i - b0]
             s1, s2, d2 = moments_step(e / prev - 1.0, k, s1, s2, d2)
             prev = e
             st = dd_step(i, e, st)

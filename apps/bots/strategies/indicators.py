@@ -18,6 +18,8 @@ the first `period` changes (the classic definition).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -25,22 +27,19 @@ _PARTIALS = 96  # more than the ~41 non-overlapping float64 partials an exact su
 
 
 @njit(cache=True)
-def _scan(x: np.ndarray) -> tuple[int, int, int, int]:
-    """Over the float64 bit patterns (integer ops only, so it vectorizes): the smallest and largest biased exponent
-    of the finite non-zero values, the number of non-finite values and of subnormal values."""
-    bits = x.view(np.int64)
-    e_lo = 2047
-    e_hi = 0
+def _scan(x: np.ndarray) -> tuple[float, float, int]:
+    """(smallest non-zero |x|, largest finite |x|, number of non-finite values): what fixes the fast path's scale."""
+    lo = np.inf
+    hi = 0.0
     special = 0
-    subnormal = 0
-    for b in bits:
-        e = (b >> 52) & 2047
-        m = b & 4503599627370495
-        special += e == 2047
-        subnormal += (e == 0) & (m != 0)
-        e_hi = max(e_hi, e if e != 2047 else 0)
-        e_lo = min(e_lo, e if e != 0 else 2047)
-    return e_lo, e_hi, special, subnormal
+    for v in x:
+        a = abs(v)
+        if a <= 1.7976931348623157e308:  # finite (False for NaN)
+            hi = max(hi, a)
+            lo = min(lo, a if a > 0.0 else np.inf)
+        else:
+            special += 1
+    return lo, hi, special
 
 
 @njit(cache=True)
@@ -112,83 +111,6 @@ def _window_sum_limbs(x: np.ndarray, n: int, inv_u: float, u: float, k: int, spe
             if special:
                 s = _special_value(n_nan, n_pos, n_neg, s)
             out[t] = s / divisor
-    return out
-
-
-_BLOCK = 512
-
-
-@njit(cache=True)
-def _split_diff(x, t0, t1, lag, inv_u, limb, inv_limb, hb, lb):
-    """hb[i], lb[i] = limbs of x[t] minus limbs of x[t - lag] (0 before the start) for t in [t0, t1): exact."""
-    for t in range(t0, min(t1, lag)):
-        xs = x[t] * inv_u
-        hv = np.floor(xs * inv_limb)
-        hb[t - t0] = hv
-        lb[t - t0] = xs - hv * limb
-    for t in range(max(t0, lag), t1):
-        xs = x[t] * inv_u
-        hv = np.floor(xs * inv_limb)
-        ws = x[t - lag] * inv_u
-        hw = np.floor(ws * inv_limb)
-        hb[t - t0] = hv - hw
-        lb[t - t0] = (xs - hv * limb) - (ws - hw * limb)
-
-
-@njit(cache=True)
-def _window_means_blocked(x, windows, inv_u, u, k):
-    """out[j, t] = correctly rounded sum(x[t-n+1..t]) / n for n = windows[j] (NaN for t < n-1): all finite x, the
-    caller checked the limb bounds. Per block of 512 rows and window: limb differences (vectorized), an exact running
-    sum (integers in float64: any association is exact, so the chain advances 4 rows per dependent add), then the
-    rounded sum * u and the division (vectorized)."""
-    size = x.shape[0]
-    nw = windows.shape[0]
-    out = np.empty((nw, size))
-    limb = 2.0**k
-    inv_limb = 2.0**-k
-    hb = np.empty(_BLOCK + 4)
-    lb = np.empty(_BLOCK + 4)
-    h_run = np.zeros(nw)
-    l_run = np.zeros(nw)
-    for b0 in range(0, size, _BLOCK):
-        b1 = min(b0 + _BLOCK, size)
-        m = b1 - b0
-        for j in range(nw):
-            n = windows[j]
-            o = out[j]
-            _split_diff(x, b0, b1, n, inv_u, limb, inv_limb, hb, lb)
-            for i in range(m, m + 4):
-                hb[i] = 0.0
-                lb[i] = 0.0
-            h = h_run[j]
-            lo = l_run[j]
-            for i in range(0, m, 4):
-                h0 = hb[i]
-                h1 = h0 + hb[i + 1]
-                h2 = h1 + hb[i + 2]
-                h3 = h2 + hb[i + 3]
-                l0 = lb[i]
-                l1 = l0 + lb[i + 1]
-                l2 = l1 + lb[i + 2]
-                l3 = l2 + lb[i + 3]
-                hb[i] = h + h0
-                hb[i + 1] = h + h1
-                hb[i + 2] = h + h2
-                hb[i + 3] = h + h3
-                lb[i] = lo + l0
-                lb[i + 1] = lo + l1
-                lb[i + 2] = lo + l2
-                lb[i + 3] = lo + l3
-                h = h + h3
-                lo = lo + l3
-            h_run[j] = h
-            l_run[j] = lo
-            d = float(n)
-            for i in range(m):
-                o[b0 + i] = ((hb[i] * limb + lb[i]) * u) / d
-    for j in range(nw):
-        for t in range(min(windows[j] - 1, size)):
-            out[j, t] = np.nan
     return out
 
 
@@ -276,19 +198,19 @@ def _window_sum_msum(x: np.ndarray, n: int, divisor: float) -> np.ndarray:
     return out
 
 
-def _limb_plan(x: np.ndarray, longest: int) -> tuple[str, float, float, int]:
-    """Which exact path fits x: ("blocked" | "limbs" | "msum", 1/u, u, k) with u the smallest ulp in x and k the
+def _limb_plan(x: np.ndarray, longest: int) -> tuple[str, float, float, int, bool]:
+    """Which exact path fits x: ("limbs" | "msum", 1/u, u, k, any non-finite) with u the smallest ulp in x and k the
     limb split (limbs of k and bits - k bits; n + 8 limbs must sum below 2^53 to stay exact in float64)."""
-    e_lo, e_hi, special, subnormal = _scan(x)
-    if e_hi == 0:  # every finite value is 0 (or there is none): u = 1 is exact
-        return ("limbs" if special else "blocked"), 1.0, 1.0, 32
-    e_min = int(e_lo) - 1022  # frexp exponents
-    e_max = int(e_hi) - 1022
+    lo, hi, special = _scan(x)
+    if hi == 0.0:  # every finite value is 0 (or there is none): u = 1 is exact
+        return "limbs", 1.0, 1.0, 32, special > 0
+    e_min = math.frexp(lo)[1]
+    e_max = math.frexp(hi)[1]
     bits = e_max - e_min + 53  # |x / u| < 2^bits
     k = (bits + 1) // 2
-    if subnormal or e_min < -900 or e_max > 900 or (longest + 8.0) * 2.0**k > 2.0**53:
-        return "msum", 1.0, 1.0, 0
-    return ("limbs" if special else "blocked"), 2.0 ** (53 - e_min), 2.0 ** (e_min - 53), k
+    if e_min < -900 or e_max > 900 or (longest + 8.0) * 2.0**k > 2.0**53:
+        return "msum", 1.0, 1.0, 0, special > 0
+    return "limbs", 2.0 ** (53 - e_min), 2.0 ** (e_min - 53), k, special > 0
 
 
 def window_means(x: np.ndarray, windows: list[int] | tuple[int, ...]) -> list[np.ndarray]:
@@ -299,12 +221,9 @@ def window_means(x: np.ndarray, windows: list[int] | tuple[int, ...]) -> list[np
     ns = [int(n) for n in windows]
     if not ns:
         return []
-    path, inv_u, u, k = _limb_plan(arr, max(ns))
-    if path == "blocked":
-        out = _window_means_blocked(arr, np.array(ns, dtype=np.int64), inv_u, u, k)
-        return [out[j] for j in range(len(ns))]
+    path, inv_u, u, k, special = _limb_plan(arr, max(ns))
     if path == "limbs":
-        return [_window_sum_limbs(arr, n, inv_u, u, k, True, float(n)) for n in ns]
+        return [_window_sum_limbs(arr, n, inv_u, u, k, special, float(n)) for n in ns]
     return [_window_sum_msum(arr, n, float(n)) for n in ns]
 
 
