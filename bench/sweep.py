@@ -155,7 +155,8 @@ def main() -> None:
     try:
         for workers in (1, 2):
             app.control.purge()
-            proc, _ = start_worker(concurrency=workers, database_name=db_name)
+            # Celery processes are the parallelism: one numba thread per worker process.
+            proc, _ = start_worker(concurrency=workers, database_name=db_name, extra_env={"NUMBA_NUM_THREADS": "1"})
             try:
                 _one_sweep(path, args.chunk_size)  # warm-up: imports, numba cache load in every child
                 walls, computes = [], []

@@ -100,7 +100,13 @@ class SmaCross(BaseStrategy):
 
     def compute(self, close, high, low, open_, volume, *, cache: IndicatorCache | None = None) -> StrategyOutput:
         fast_n, slow_n = self.parameters["fast"], self.parameters["slow"]
-        fast = self.cached(cache, ("sma", "close", fast_n), lambda: ind.sma(close, fast_n))
-        slow = self.cached(cache, ("sma", "close", slow_n), lambda: ind.sma(close, slow_n))
+        fast_key, slow_key = ("sma", "close", fast_n), ("sma", "close", slow_n)
+        if cache is None or (fast_key not in cache and slow_key not in cache):
+            both = ind.window_means(close, [fast_n, slow_n])  # one scan of the closes for both lines
+            fast = self.cached(cache, fast_key, lambda: both[0])
+            slow = self.cached(cache, slow_key, lambda: both[1])
+        else:
+            fast = self.cached(cache, fast_key, lambda: ind.sma(close, fast_n))
+            slow = self.cached(cache, slow_key, lambda: ind.sma(close, slow_n))
         act, conf = cross_signals(fast, slow, self.warmup)
         return StrategyOutput(act, conf, {"sma_fast": fast, "sma_slow": slow})
