@@ -78,8 +78,8 @@ class Command(BaseCommand):
         equal = (both[["open", "high", "low", "close"]].to_numpy() == both[["open_x", "high_x", "low_x",
                                                                             "close_x"]].to_numpy()).all(axis=1)
         equal &= np.isclose(both["volume"], both["volume_x"], rtol=1e-9, atol=1e-6)
-        self.say(f"   {resampled.stored} complete 1h candles built; equal to Binance's 1h candles on "
-                 f"{int(equal.sum())}/{len(both)} overlapping hours")
+        self.say(f"   {len(ours)} complete 1h candles stored ({len(resampled.new_timestamps)} new this run); equal to "
+                 f"Binance's own 1h candles on {int(equal.sum())}/{len(both)} overlapping hours")
 
         self.step(4, f"Backtest {STRATEGY} {PARAMS} on BTC/USDT 1h (fee 0.1% per fill, fill at the signal close)")
         run = backtest_services.create_run(strategy=STRATEGY, parameters=PARAMS, exchange="binance",
