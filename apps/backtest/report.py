@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from apps.backtest.formatting import format_value
+from apps.backtest.formatting import format_metric, format_value, metric_label
 
 MAX_POINTS = 5000
 MAX_TRADE_ROWS = 1000
@@ -80,10 +80,12 @@ def build_figure(df: pd.DataFrame, result: Mapping[str, Any]):
     return fig
 
 
-def render_report(*, title: str, df: pd.DataFrame, result: Mapping[str, Any]) -> str:
-    """HTML text of the report. `result` is the BacktestResult.to_dict() shape plus `equity_curve`."""
+def render_report(*, title: str, df: pd.DataFrame, result: Any) -> str:
+    """HTML text of the report. `result` is an engine BacktestResult, or its to_dict() shape plus `equity_curve`."""
     from django.template.loader import render_to_string
 
+    if hasattr(result, "to_dict"):
+        result = {**result.to_dict(), "equity_curve": result.equity_curve(max_points=MAX_POINTS)}
     fig = build_figure(df, result)
     figure_html = fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
     trades = list(result.get("trades") or [])
@@ -104,8 +106,7 @@ def render_report(*, title: str, df: pd.DataFrame, result: Mapping[str, Any]) ->
         "n_candles": f"{len(df):,}",
         "generated": datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "warnings": list(result.get("warnings") or []),
-        "metrics": [(k, format_value(v)) for k, v in (result.get("metrics") or {}).items()]
-        + [("final_equity", format_value(result.get("final_equity")))],
+        "metrics": [(metric_label(k), format_metric(k, v)) for k, v in (result.get("metrics") or {}).items()],
         "figure": figure_html,
         "open_trade": open_rows,
         "n_trades": len(trades),
@@ -114,7 +115,7 @@ def render_report(*, title: str, df: pd.DataFrame, result: Mapping[str, Any]) ->
     })
 
 
-def write_report(path: str | Path, *, title: str, df: pd.DataFrame, result: Mapping[str, Any]) -> Path:
+def write_report(path: str | Path, *, title: str, df: pd.DataFrame, result: Any) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_report(title=title, df=df, result=result), encoding="utf-8")

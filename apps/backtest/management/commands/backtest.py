@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.backtest.formatting import format_value
+from apps.backtest.formatting import format_metric, format_value
 from apps.market.timeframes import TIMEFRAMES, format_ms, parse_time
 
 
@@ -100,20 +100,6 @@ def rules_options(options: dict[str, Any]) -> dict[str, Any]:
 def model_rules(rules: dict[str, Any]) -> dict[str, Any]:
     """Rules for model fields: drop Nones of non-nullable fields so model defaults apply."""
     return {k: v for k, v in rules.items() if v is not None or k in ("stop_loss", "take_profit")}
-
-
-def format_metric(key: str, value: Any) -> str:
-    """Times as UTC dates and *_ms durations as d/h/m, everything else as a number."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if key in ("start", "end") or key.endswith(("_start", "_trough", "_end")):
-            return format_ms(value) + " UTC"
-        if key.endswith("_ms"):
-            days, rest = divmod(value // 1000, 86_400)
-            hours, rest = divmod(rest, 3600)
-            return f"{days}d {hours:02d}h {rest // 60:02d}m"
-    if isinstance(value, float) and key.endswith("_ms"):
-        return format_metric(key, int(value))
-    return format_value(value)
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:

@@ -100,7 +100,7 @@ class Command(BaseCommand):
         df_1h = ours
         result = run_backtest(df_1h, create_strategy(STRATEGY, PARAMS), FillRules(), "1h")
         report = write_report(out_dir / "backtest_sma_cross_btc_1h.html", title=f"{STRATEGY} {PARAMS} BTC/USDT 1h",
-                              df=df_1h, result=result.to_dict())
+                              df=df_1h, result=result)
         self.say(f"   HTML report (offline, plotly embedded): {report}")
 
         self.step(5, "Parameter sweep over Celery (eager here; real workers with REDIS_URL set)")
