@@ -31,4 +31,5 @@ def test_given_a_fresh_data_dir_when_the_demo_runs_then_every_step_reports_succe
     html = report.read_text()
     assert report.stat().st_size > 1_000_000  # plotly.js is embedded
     assert re.search(r"<script[^>]*\ssrc=", html) is None and "Plotly" in html  # offline: nothing fetched
+    assert '"name":"equity"' in html and '"name":"drawdown %"' in html  # all three panels have data
     assert (tmp_path / "tradebot.sqlite3").exists()
