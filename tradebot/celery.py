@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradebot.settings.base")
@@ -28,3 +29,11 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def _tune_worker_allocator(**_kwargs) -> None:
+    """Each prefork child keeps freed large arrays for reuse (tradebot.memory: backtests re-allocate them per run)."""
+    from tradebot.memory import tune_allocator
+
+    tune_allocator()

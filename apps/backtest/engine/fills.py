@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from apps.backtest.engine.equity import K_WINDOW, STATS_BLOCK, dd_init, shift_of, stats_block, stats_final
+
 # Events of one candle (what `_bar` did).
 EV_NONE = 0
 EV_BUY = 1
@@ -166,14 +168,17 @@ def _bar(cash, amount, entry_price, may_exit_early, o, h, l, c, action,  # noqa:
     return cash, amount, entry_price, EV_NONE, 0.0, 0.0, 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _simulate_kernel(open_, high, low, close, action, initial, fee, slippage, fraction, use_sl, sl, use_tp, tp):
-    """The fill loop over all candles: equity per candle + one event row per fill.
+    """The fill loop over all candles: equity per candle + one event row per fill + the equity pass of the metrics.
 
     Event rows (float64): bar, event, price, amount, fee, cash after. Buys and exits alternate, so rows 0, 2, 4...
     are entries and 1, 3, 5... their exits; a trailing unmatched buy is the open trade. One records array (rather
     than one array per field) keeps the loop's live state small, which keeps it fast (sized for the worst case, an
-    event per candle: only the rows written are ever touched; a growable buffer costs 50 % more here)."""
+    event per candle: only the rows written are ever touched; a growable buffer costs 50 % more here).
+    Per block of STATS_BLOCK candles the fill loop writes the equity, then `equity.stats_block` reads it back while
+    it is still in cache (compute_metrics then needs no second pass over 8 MB per million candles; two short loops
+    keep each loop's state in registers, one fused loop measured 40 % slower)."""
     n = close.shape[0]
     equity = np.empty(n, np.float64)
     rec = np.empty((n + 1, 6), np.float64)
@@ -184,29 +189,41 @@ def _simulate_kernel(open_, high, low, close, action, initial, fee, slippage, fr
     fees_paid = 0.0
     m = 0
     protect = use_sl or use_tp
-    for i in range(n):
-        ci = close[i]
-        if protect:
-            oi, hi, li = open_[i], high[i], low[i]
-        else:  # open/high/low are not used without stop-loss/take-profit: do not load them
-            oi = hi = li = ci
-        cash, amount, entry_price, ev, p, a, f = _bar(
-            cash, amount, entry_price, i > entry_bar, oi, hi, li, ci, action[i],
-            fee, slippage, fraction, use_sl, sl, use_tp, tp,
-        )
-        if ev != EV_NONE:
-            fees_paid += f
-            r = rec[m]
-            r[0] = i
-            r[1] = ev
-            r[2] = p
-            r[3] = a
-            r[4] = f
-            r[5] = cash
-            m += 1
-            entry_bar = i if ev == EV_BUY else n  # flat: nothing to protect
-        equity[i] = cash + amount * ci
-    return equity, rec[:m].copy(), cash, amount, fees_paid
+    k = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    d2 = 0.0
+    prev = initial
+    st = dd_init(initial)
+    rbuf = np.empty(STATS_BLOCK, np.float64)
+    for b0 in range(0, n, STATS_BLOCK):
+        b1 = min(b0 + STATS_BLOCK, n)
+        for i in range(b0, b1):
+            ci = close[i]
+            if protect:
+                oi, hi, li = open_[i], high[i], low[i]
+            else:  # open/high/low are not used without stop-loss/take-profit: do not load them
+                oi = hi = li = ci
+            cash, amount, entry_price, ev, p, a, f = _bar(
+                cash, amount, entry_price, i > entry_bar, oi, hi, li, ci, action[i],
+                fee, slippage, fraction, use_sl, sl, use_tp, tp,
+            )
+            if ev != EV_NONE:
+                fees_paid += f
+                r = rec[m]
+                r[0] = i
+                r[1] = ev
+                r[2] = p
+                r[3] = a
+                r[4] = f
+                r[5] = cash
+                m += 1
+                entry_bar = i if ev == EV_BUY else n  # flat: nothing to protect
+            equity[i] = cash + amount * ci
+        if b0 == 0:
+            k = shift_of(equity, min(n, K_WINDOW), initial)
+        prev, s1, s2, d2, st = stats_block(equity[b0:b1], b0, prev, k, s1, s2, d2, st, rbuf)
+    return equity, rec[:m].copy(), cash, amount, fees_paid, stats_final(n, k, s1, s2, d2, st)
 
 
 @njit(cache=True)
@@ -243,6 +260,8 @@ class SimResult:
     final_cash: float
     final_position: float
     events: np.ndarray = field(repr=False)
+    #: equity.stats_block's result over `equity` (computed by the fill kernel; None: compute_metrics recomputes it)
+    stats: tuple | None = field(default=None, repr=False)
 
     @property
     def n_trades(self) -> int:
@@ -305,13 +324,14 @@ def simulate(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np
     lo = _as(low, np.float64, "low", n)
     c = _as(close, np.float64, "close", n)
     act = _as(action, np.int8, "action", n)
-    equity, events, cash, amount, fees_paid = _simulate_kernel(o, h, lo, c, act, float(rules.initial_balance),
-                                                               *rules._kernel_args())
+    equity, events, cash, amount, fees_paid, stats = _simulate_kernel(o, h, lo, c, act,
+                                                                      float(rules.initial_balance),
+                                                                      *rules._kernel_args())
     final_equity = float(equity[-1]) if n else float(rules.initial_balance)
     return SimResult(
         columns=trade_columns(ts, events), open_trade=open_trade_of(ts, c, events), equity=equity,
         final_equity=final_equity, fees_paid=float(fees_paid), initial_balance=float(rules.initial_balance),
-        final_cash=float(cash), final_position=float(amount), events=events,
+        final_cash=float(cash), final_position=float(amount), events=events, stats=stats if n else None,
     )
 
 

@@ -65,120 +65,18 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 
 
-# --- the equity pass, shared bar by bar with the sweep's fused fills + metrics kernel ----------------------------
-# Both call these helpers in the same order on the same equity values, so their results are bit-identical.
-
-K_WINDOW = 1000  # the shift of the return moments is the mean of the first K_WINDOW returns
-
-
-@njit(cache=True)
-def shift_of(first: np.ndarray, m0: int, initial: float) -> float:
-    """K = mean of the first m0 per-candle returns (first[i] = equity after candle i)."""
-    k = 0.0
-    prev = initial
-    for i in range(m0):
-        k += first[i] / prev - 1.0
-        prev = first[i]
-    return k / m0
-
-
-@njit(cache=True)
-def moments_step(r, k, s1, s2, d2):
-    """One return into the shifted sums (no cancellation when K is near the mean) and the downside sum."""
-    x = r - k
-    m = min(r, 0.0)
-    return s1 + x, s2 + x * x, d2 + m * m
-
-
-@njit(cache=True)
-def moments_final(n, k, s1, s2, d2):
-    """(mean, std ddof=1, downside deviation) of the n returns."""
-    mean = k + s1 / n
-    std = math.sqrt(max(s2 - s1 * s1 / n, 0.0) / (n - 1)) if n > 1 else math.nan
-    return mean, std, math.sqrt(d2 / n)
-
-
-@njit(cache=True)
-def dd_init(initial):
-    """Drawdown state: peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep,
-    sum_depth, longest, lg_start, lg_end. The initial balance is the first peak (index 0 stands for it)."""
-    return (initial, 0, False, 0.0, 0, 0.0, 0, 0, -1, 0, 0.0, -1, 0, 0)
-
-
-@njit(cache=True)
-def dd_step(i, e, st):
-    """One candle of the drawdown pass. No division per candle: within an episode the peak is fixed, so its deepest
-    point is its lowest equity (depth = trough / peak - 1, computed once per episode)."""
-    (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
-     lg_start, lg_end) = st
-    if e >= peak:
-        if in_dd:
-            depth = trough / peak - 1.0
-            sum_depth += depth
-            n_ep += 1
-            if depth < max_dd:
-                max_dd = depth
-                dd_peak = peak_idx
-                dd_trough = trough_idx
-                dd_end = i
-            if i - peak_idx > longest:
-                longest = i - peak_idx
-                lg_start = peak_idx
-                lg_end = i
-            in_dd = False
-        peak = e
-        peak_idx = i
-    elif not in_dd:
-        in_dd = True
-        trough = e
-        trough_idx = i
-    elif e < trough:
-        trough = e
-        trough_idx = i
-    return (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
-            lg_start, lg_end)
-
-
-@njit(cache=True)
-def dd_final(n, st):
-    """(max_dd, dd_peak, dd_trough, dd_end (-1 = not recovered), avg_depth, lg_start, lg_end) after n candles."""
-    (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
-     lg_start, lg_end) = st
-    if in_dd:
-        depth = trough / peak - 1.0
-        sum_depth += depth
-        n_ep += 1
-        if depth < max_dd:
-            max_dd = depth
-            dd_peak = peak_idx
-            dd_trough = trough_idx
-            dd_end = -1
-        if n - 1 - peak_idx > longest:
-            lg_start = peak_idx
-            lg_end = n - 1
-    avg_depth = sum_depth / n_ep if n_ep > 0 else 0.0
-    return max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
-
-
-@njit(cache=True, error_model="numpy")
-def equity_stats(equity, initial):
-    """One pass over the equity: (mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start,
-    lg_end); returns r_i = E_i / E_(i-1) - 1 with E_-1 = initial."""
-    n = equity.shape[0]
-    k = shift_of(equity, min(n, K_WINDOW), initial)
-    s1 = 0.0
-    s2 = 0.0
-    d2 = 0.0
-    prev = initial
-    st = dd_init(initial)
-    for i in range(n):
-        e = equity[i]
-        s1, s2, d2 = moments_step(e / prev - 1.0, k, s1, s2, d2)
-        prev = e
-        st = dd_step(i, e, st)
-    mean, std, downside = moments_final(n, k, s1, s2, d2)
-    max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = dd_final(n, st)
-    return mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
+# The equity pass (returns' moments + drawdowns) lives in engine/equity.py, shared bar by bar by simulate's fill
+# kernel, equity_stats below and the sweep's fused kernel: same helpers, same order, bit-identical results.
+from apps.backtest.engine.equity import (  # noqa: E402,F401 - re-exported: the sweep kernel imports them from here
+    K_WINDOW,
+    dd_final,
+    dd_init,
+    dd_step,
+    equity_stats,
+    moments_final,
+    moments_step,
+    shift_of,
+)
 
 
 @njit(cache=True)
@@ -223,7 +121,9 @@ def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, ti
     if close.shape[0] != n or ts.shape[0] != n:
         raise ValueError(f"compute_metrics: close ({close.shape[0]}), timestamp ({ts.shape[0]}) and equity ({n}) "
                          "must have the same length")
-    stats = equity_stats(equity, float(sim.initial_balance)) if n else None
+    stats = getattr(sim, "stats", None)  # the fill kernel's equity pass over this same equity
+    if stats is None and n:
+        stats = equity_stats(equity, float(sim.initial_balance))
     open_entry = None if sim.open_trade is None else int(sim.open_trade["entry_bar"])
     return assemble_metrics(stats, close, ts, timeframe, initial=float(sim.initial_balance),
                             final=float(sim.final_equity), fees_paid=float(sim.fees_paid), columns=sim.columns,

@@ -26,20 +26,43 @@ from numba import njit
 _PARTIALS = 96  # more than the ~41 non-overlapping float64 partials an exact sum can ever need
 
 
+_ABS_MASK = 0x7FFFFFFFFFFFFFFF  # clears the sign bit of a float64's bits
+_INF_BITS = 0x7FF0000000000000  # |x| bits at or above this: inf or NaN
+_NO_BITS = 0x7FFFFFFFFFFFFFFF
+
+
+@njit(cache=True)
+def _bits_to_float(b: int) -> float:
+    return np.array([b], np.int64).view(np.float64)[0]
+
+
 @njit(cache=True)
 def _scan(x: np.ndarray) -> tuple[float, float, int]:
-    """(smallest non-zero |x|, largest finite |x|, number of non-finite values): what fixes the fast path's scale."""
-    lo = np.inf
-    hi = 0.0
+    """(smallest non-zero |x|, largest finite |x|, number of non-finite values): what fixes the fast path's scale.
+
+    On the bits: for non-negative floats the integer order of the bits is the value order, and integer min/max
+    reductions vectorize where float ones (NaN semantics) do not (1M values: ~0.15 ms instead of ~0.7 ms).
+    (a - 1) & mask maps 0 to the largest value, so the minimum skips zeros; a second pass only with non-finites."""
+    bits = x.view(np.int64)
+    size = bits.shape[0]
+    lo = _NO_BITS
+    hi = 0
     special = 0
-    for v in x:
-        a = abs(v)
-        if a <= 1.7976931348623157e308:  # finite (False for NaN)
-            hi = max(hi, a)
-            lo = min(lo, a if a > 0.0 else np.inf)
-        else:
-            special += 1
-    return lo, hi, special
+    for i in range(size):
+        a = bits[i] & _ABS_MASK
+        special += a >= _INF_BITS
+        hi = max(hi, a)
+        lo = min(lo, (a - 1) & _ABS_MASK)
+    if special:  # the maximum above may be inf/NaN bits: recompute it over the finite values only
+        hi = 0
+        lo = _NO_BITS
+        for i in range(size):
+            a = bits[i] & _ABS_MASK
+            if a < _INF_BITS:
+                hi = max(hi, a)
+                lo = min(lo, (a - 1) & _ABS_MASK)
+    lo_value = np.inf if lo >= _INF_BITS - 1 else _bits_to_float(lo + 1)
+    return lo_value, _bits_to_float(hi), special
 
 
 @njit(cache=True)

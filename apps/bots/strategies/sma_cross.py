@@ -68,6 +68,117 @@ def cross_signals(fast: np.ndarray, slow: np.ndarray, warmup: int) -> tuple[np.n
                          int(warmup), CROSS_TOLERANCE)
 
 
+_BLOCK = 1024  # candles per block of the fused kernel: its working set (~6 arrays x 8 KiB) stays in L1/L2
+
+
+@njit(cache=True, error_model="numpy")
+def _sma_cross_limbs(x, nf, ns, inv_u, u, k, warmup, tol_rel):
+    """SMA(nf), SMA(ns), actions and confidence in ONE blocked pass over the closes (no special values in x).
+
+    The same exact-limb definition as indicators._window_sum_limbs (the exact window sum of the integer limbs, ONE
+    rounding to a double, * u exact, / n), so the lines are bit-identical to `indicators.sma`; the crossover is
+    `_cross_kernel`'s rule with the same operations (branch-free booleans instead of nested ifs: same results).
+    Per block of >= 1024 candles, short loops that each run at their own speed on data still in cache (one long
+    loop measured 2x slower: the divisions and the limb split do not vectorize inside the loop-carried sums):
+    1. the limbs of x (vectorized) after the previous block's last `span` limbs (the windows' outgoing values);
+    2. the exact running limb sums of both windows (the only loop-carried work), rounded to the window sums;
+    3. the divisions by n (vectorized: scalar divisions cost ~5 cycles per value each);
+    4. the crossover decision; 5. on the rare crossing rows (found 8 actions at a time), the confidence."""
+    size = x.shape[0]
+    limb = 2.0**k
+    inv_limb = 2.0**-k
+    fdiv = float(nf)
+    sdiv = float(ns)
+    fast = np.empty(size)
+    slow = np.empty(size)
+    action = np.empty(size, np.int8)
+    conf = np.empty(size)
+    span = max(nf, ns)
+    block = max(_BLOCK, span)
+    hr = np.zeros(span + block)  # limbs: [0, span) the previous rows (zeros before the first), then the block
+    lr = np.zeros(span + block)
+    hf = 0.0
+    lf = 0.0
+    hs = 0.0
+    ls = 0.0
+    first = max(warmup, 1)
+    d0 = np.nan
+    t0 = np.nan
+    for b0 in range(0, size, block):
+        b1 = min(b0 + block, size)
+        m = b1 - b0
+        xb = x[b0:b1]
+        fb = fast[b0:b1]
+        sb = slow[b0:b1]
+        ab = action[b0:b1]
+        cb = conf[b0:b1]
+        if b0 > 0:
+            for j in range(span):
+                hr[j] = hr[block + j]
+                lr[j] = lr[block + j]
+        hb = hr[span:span + m]
+        lb = lr[span:span + m]
+        for j in range(m):
+            xs = xb[j] * inv_u
+            hv = np.floor(xs * inv_limb)
+            hb[j] = hv
+            lb[j] = xs - hv * limb
+        hfo = hr[span - nf:span - nf + m]
+        lfo = lr[span - nf:span - nf + m]
+        hso = hr[span - ns:span - ns + m]
+        lso = lr[span - ns:span - ns + m]
+        for j in range(m):
+            hf += hb[j] - hfo[j]
+            lf += lb[j] - lfo[j]
+            hs += hb[j] - hso[j]
+            ls += lb[j] - lso[j]
+            fb[j] = (hf * limb + lf) * u
+            sb[j] = (hs * limb + ls) * u
+        for j in range(m):
+            fb[j] = fb[j] / fdiv
+        for j in range(m):
+            sb[j] = sb[j] / sdiv
+        for t in range(b0, min(b1, nf - 1)):
+            fast[t] = np.nan
+        for t in range(b0, min(b1, ns - 1)):
+            slow[t] = np.nan
+        for j in range(m):
+            s1 = sb[j]
+            d1 = fb[j] - s1
+            t1 = abs(s1) * tol_rel
+            live = b0 + j >= first
+            up = (d1 > t1) & (d0 <= t0) & live
+            down = (d1 < -t1) & (d0 >= -t0) & live
+            ab[j] = np.int8(up) - np.int8(down)
+            d0 = d1
+            t0 = t1
+        for j in range(m):
+            cb[j] = 0.0
+        m8 = m // 8 * 8
+        words = ab[:m8].view(np.int64)
+        for w in range(m8 // 8):
+            if words[w] != 0:
+                for j in range(8 * w, 8 * w + 8):
+                    if ab[j] != 0:
+                        cb[j] = _confidence(fb[j], sb[j])
+        for j in range(m8, m):
+            if ab[j] != 0:
+                cb[j] = _confidence(fb[j], sb[j])
+    return fast, slow, action, conf
+
+
+def sma_cross_lines(close: np.ndarray, fast_n: int, slow_n: int, warmup: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(SMA fast, SMA slow, action, confidence) = (sma, sma, *cross_signals) bit for bit, in one fused pass when the
+    closes fit the exact-limb fast path (any finite prices of a normal range), else composed from the general path."""
+    x = np.ascontiguousarray(close, dtype=np.float64)
+    path, inv_u, u, k, special = ind._limb_plan(x, max(fast_n, slow_n))
+    if path == "limbs" and not special and x.shape[0]:
+        return _sma_cross_limbs(x, int(fast_n), int(slow_n), inv_u, u, int(k), int(warmup), CROSS_TOLERANCE)
+    fast, slow = ind.window_means(x, [fast_n, slow_n])
+    return (fast, slow, *cross_signals(fast, slow, warmup))
+
+
 @register
 class SmaCross(BaseStrategy):
     """Buy/sell on SMA(fast) crossing SMA(slow).
@@ -102,11 +213,13 @@ class SmaCross(BaseStrategy):
         fast_n, slow_n = self.parameters["fast"], self.parameters["slow"]
         fast_key, slow_key = ("sma", "close", fast_n), ("sma", "close", slow_n)
         if cache is None or (fast_key not in cache and slow_key not in cache):
-            both = ind.window_means(close, [fast_n, slow_n])  # one scan of the closes for both lines
-            fast = self.cached(cache, fast_key, lambda: both[0])
-            slow = self.cached(cache, slow_key, lambda: both[1])
+            # one fused pass: both lines, the crossover and the confidence (sma_cross_lines)
+            lines = sma_cross_lines(close, fast_n, slow_n, self.warmup)
+            fast = self.cached(cache, fast_key, lambda: lines[0])
+            slow = self.cached(cache, slow_key, lambda: lines[1])
+            act, conf = lines[2], lines[3]
         else:
             fast = self.cached(cache, fast_key, lambda: ind.sma(close, fast_n))
             slow = self.cached(cache, slow_key, lambda: ind.sma(close, slow_n))
-        act, conf = cross_signals(fast, slow, self.warmup)
+            act, conf = cross_signals(fast, slow, self.warmup)
         return StrategyOutput(act, conf, {"sma_fast": fast, "sma_slow": slow})

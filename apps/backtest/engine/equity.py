@@ -1,0 +1,150 @@
+"""The equity pass of the metrics: per-candle returns' moments and the drawdowns, in one streaming pass.
+
+Pure numba, no Django. Three callers feed the SAME helpers the SAME equity values in the same order, so their results
+are bit-identical: `simulate` (fills.py) right after its fill loop writes each block of equity, `equity_stats` over a
+stored equity array (compute_metrics of a SimResult built elsewhere), and the sweep's fused kernel over a
+cache-resident block buffer. Blocks of STATS_BLOCK candles: the per-candle returns r_i = E_i / E_(i-1) - 1 are
+computed for a whole block first (one vectorized loop; a division per candle costs ~5 cycles scalar), then one
+sequential loop adds them to the shifted sums and steps the drawdown state (the definitions are in metrics.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+STATS_BLOCK = 4096  # candles per block; > K_WINDOW, so the first block fixes the moments' shift
+
+K_WINDOW = 1000  # the shift of the return moments is the mean of the first K_WINDOW returns
+
+
+@njit(cache=True)
+def shift_of(first: np.ndarray, m0: int, initial: float) -> float:
+    """K = mean of the first m0 per-candle returns (first[i] = equity after candle i)."""
+    k = 0.0
+    prev = initial
+    for i in range(m0):
+        k += first[i] / prev - 1.0
+        prev = first[i]
+    return k / m0
+
+
+@njit(cache=True)
+def moments_step(r, k, s1, s2, d2):
+    """One return into the shifted sums (no cancellation when K is near the mean) and the downside sum."""
+    x = r - k
+    m = min(r, 0.0)
+    return s1 + x, s2 + x * x, d2 + m * m
+
+
+@njit(cache=True)
+def moments_final(n, k, s1, s2, d2):
+    """(mean, std ddof=1, downside deviation) of the n returns."""
+    mean = k + s1 / n
+    std = math.sqrt(max(s2 - s1 * s1 / n, 0.0) / (n - 1)) if n > 1 else math.nan
+    return mean, std, math.sqrt(d2 / n)
+
+
+@njit(cache=True)
+def dd_init(initial):
+    """Drawdown state: peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep,
+    sum_depth, longest, lg_start, lg_end. The initial balance is the first peak (index 0 stands for it)."""
+    return (initial, 0, False, 0.0, 0, 0.0, 0, 0, -1, 0, 0.0, -1, 0, 0)
+
+
+@njit(cache=True)
+def dd_step(i, e, st):
+    """One candle of the drawdown pass. No division per candle: within an episode the peak is fixed, so its deepest
+    point is its lowest equity (depth = trough / peak - 1, computed once per episode)."""
+    (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
+     lg_start, lg_end) = st
+    if e >= peak:
+        if in_dd:
+            depth = trough / peak - 1.0
+            sum_depth += depth
+            n_ep += 1
+            if depth < max_dd:
+                max_dd = depth
+                dd_peak = peak_idx
+                dd_trough = trough_idx
+                dd_end = i
+            if i - peak_idx > longest:
+                longest = i - peak_idx
+                lg_start = peak_idx
+                lg_end = i
+            in_dd = False
+        peak = e
+        peak_idx = i
+    elif not in_dd:
+        in_dd = True
+        trough = e
+        trough_idx = i
+    elif e < trough:
+        trough = e
+        trough_idx = i
+    return (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
+            lg_start, lg_end)
+
+
+@njit(cache=True)
+def dd_final(n, st):
+    """(max_dd, dd_peak, dd_trough, dd_end (-1 = not recovered), avg_depth, lg_start, lg_end) after n candles."""
+    (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
+     lg_start, lg_end) = st
+    if in_dd:
+        depth = trough / peak - 1.0
+        sum_depth += depth
+        n_ep += 1
+        if depth < max_dd:
+            max_dd = depth
+            dd_peak = peak_idx
+            dd_trough = trough_idx
+            dd_end = -1
+        if n - 1 - peak_idx > longest:
+            lg_start = peak_idx
+            lg_end = n - 1
+    avg_depth = sum_depth / n_ep if n_ep > 0 else 0.0
+    return max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
+
+
+@njit(cache=True, error_model="numpy")
+def stats_block(e, i0, prev, k, s1, s2, d2, st, rbuf):
+    """Feed equity values e (candles i0, i0+1, ...; E before them = prev) into the moments and the drawdown state.
+
+    Returns (last equity, s1, s2, d2, st). rbuf: scratch of at least len(e) floats."""
+    m = e.shape[0]
+    r = rbuf[:m]
+    r[0] = e[0] / prev - 1.0
+    for j in range(1, m):  # vectorized: no loop-carried state
+        r[j] = e[j] / e[j - 1] - 1.0
+    for j in range(m):
+        s1, s2, d2 = moments_step(r[j], k, s1, s2, d2)
+        st = dd_step(i0 + j, e[j], st)
+    return e[m - 1], s1, s2, d2, st
+
+
+@njit(cache=True, error_model="numpy")
+def stats_final(n, k, s1, s2, d2, st):
+    """The stats tuple of `equity_stats` from the running state after n candles."""
+    mean, std, downside = moments_final(n, k, s1, s2, d2)
+    max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = dd_final(n, st)
+    return mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
+
+
+@njit(cache=True, error_model="numpy")
+def equity_stats(equity, initial):
+    """One pass over the equity: (mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start,
+    lg_end); returns r_i = E_i / E_(i-1) - 1 with E_-1 = initial."""
+    n = equity.shape[0]
+    k = shift_of(equity, min(n, K_WINDOW), initial)
+    s1 = 0.0
+    s2 = 0.0
+    d2 = 0.0
+    prev = initial
+    st = dd_init(initial)
+    rbuf = np.empty(STATS_BLOCK)
+    for b0 in range(0, n, STATS_BLOCK):
+        prev, s1, s2, d2, st = stats_block(equity[b0:min(b0 + STATS_BLOCK, n)], b0, prev, k, s1, s2, d2, st, rbuf)
+    return stats_final(n, k, s1, s2, d2, st)
