@@ -9,27 +9,17 @@ an `exchange_outage` hole stays one (also when part of it is backfilled); a hole
 from __future__ import annotations
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max, Min
 
+from apps.market import selectors
 from apps.market.models import Candle, CoveredRange, DataGap, Market
 from apps.market.timeframes import timeframe_ms
 
 
 def stored_timestamps(market: Market, lo: int | None = None, hi: int | None = None) -> np.ndarray:
     """Ascending close times stored for the market, optionally within [lo, hi]."""
-    sql = "SELECT timestamp FROM market_data WHERE exchange = %s AND symbol = %s AND timeframe = %s"
-    params: list = [market.exchange, market.symbol, market.timeframe]
-    if lo is not None:
-        sql += " AND timestamp >= %s"
-        params.append(int(lo))
-    if hi is not None:
-        sql += " AND timestamp <= %s"
-        params.append(int(hi))
-    with connection.cursor() as cur:
-        cur.execute(sql + " ORDER BY timestamp", params)
-        rows = cur.fetchall()
-    return np.array(rows, dtype=np.int64).reshape(-1)
+    return selectors.stored_timestamps(market.exchange, market.symbol, market.timeframe, lo, hi)
 
 
 def runs(ts: np.ndarray, tf: int) -> tuple[np.ndarray, np.ndarray]:

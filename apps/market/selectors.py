@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,27 @@ from django.db.models import Count, Max, Min, Sum
 from apps.market.models import Candle, DataGap, Market
 from apps.market.timeframes import timeframe_ms
 from apps.market.validation import PRICE_COLUMNS, empty_candle_frame
+
+_COPY_HEADER_LEN = 19  # signature (11) + flags (4) + header extension length (4, always 0 here)
+_CANDLE_OUT = np.dtype(
+    [("n", ">i2"), ("l_ts", ">i4"), ("timestamp", ">i8")]
+    + [item for name in PRICE_COLUMNS for item in ((f"l_{name}", ">i4"), (name, ">f8"))]
+)
+_TS_OUT = np.dtype([("n", ">i2"), ("l_ts", ">i4"), ("timestamp", ">i8")])
+
+
+def fetch_fixed(sql: str, params: list[Any], dtype: np.dtype) -> np.ndarray | list[tuple]:
+    """Rows of a query whose columns are all NOT NULL bigint/float8: on PostgreSQL one binary COPY TO parsed by numpy
+    (about 10x faster than fetchall for a million rows), elsewhere the plain tuples."""
+    with connection.cursor() as cur:
+        if connection.vendor != "postgresql":
+            cur.execute(sql, params)
+            return cur.fetchall()
+        query = cur.mogrify(sql, params).decode()
+        buf = io.BytesIO()
+        cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", buf)
+    body = buf.getbuffer()[_COPY_HEADER_LEN:-2]  # minus header and the -1 trailer
+    return np.frombuffer(body, dtype=dtype)
 
 
 def candle_frame(
@@ -30,16 +52,34 @@ def candle_frame(
     if end is not None:
         sql += " AND timestamp <= %s"
         params.append(int(end))
-    with connection.cursor() as cur:
-        cur.execute(sql + " ORDER BY timestamp", params)
-        rows = cur.fetchall()
-    if not rows:
+    rows = fetch_fixed(sql + " ORDER BY timestamp", params, _CANDLE_OUT)
+    if len(rows) == 0:
         return empty_candle_frame()
-    arr = np.array(rows, dtype=np.float64)
+    if isinstance(rows, np.ndarray):
+        return pd.DataFrame({c: rows[c].astype(np.int64 if c == "timestamp" else np.float64) for c in
+                             ("timestamp", *PRICE_COLUMNS)})
     frame = pd.DataFrame({"timestamp": np.array([r[0] for r in rows], dtype=np.int64)})
+    arr = np.array(rows, dtype=np.float64)
     for i, name in enumerate(PRICE_COLUMNS, start=1):
         frame[name] = arr[:, i]
     return frame
+
+
+def stored_timestamps(exchange: str, symbol: str, timeframe: str, lo: int | None = None,
+                      hi: int | None = None) -> np.ndarray:
+    """Ascending stored close times of a market, optionally within [lo, hi] (inclusive)."""
+    sql = "SELECT timestamp FROM market_data WHERE exchange = %s AND symbol = %s AND timeframe = %s"
+    params: list[Any] = [exchange, symbol, timeframe]
+    if lo is not None:
+        sql += " AND timestamp >= %s"
+        params.append(int(lo))
+    if hi is not None:
+        sql += " AND timestamp <= %s"
+        params.append(int(hi))
+    rows = fetch_fixed(sql + " ORDER BY timestamp", params, _TS_OUT)
+    if isinstance(rows, np.ndarray):
+        return rows["timestamp"].astype(np.int64)
+    return np.array(rows, dtype=np.int64).reshape(-1)
 
 
 def last_candle_timestamp(exchange: str, symbol: str, timeframe: str) -> int | None:

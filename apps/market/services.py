@@ -82,6 +82,8 @@ def ingest_candles(
         logger.warning("%s %s: %d more rejected rows", label, timeframe, len(rejected) - MAX_LOGGED_REJECTIONS)
     with transaction.atomic():
         market = get_or_create_market(exchange, symbol, timeframe)
+        # Serialise ingests of one market (collector vs backfill): upsert and ledger then see a stable table.
+        Market.objects.select_for_update().filter(pk=market.pk).first()
         up = upsert_candles(exchange=exchange, symbol=symbol, timeframe=timeframe, df=valid)
         if len(valid) and (up.inserted or up.updated):
             ts = valid["timestamp"].to_numpy()

@@ -3,7 +3,8 @@
 PostgreSQL: the batch is streamed with ONE binary COPY (built with a numpy structured array: no per-row Python and no
 float formatting, so values round-trip bit-exactly) into a temp table without indexes, then a single
 `INSERT .. SELECT .. ON CONFLICT DO UPDATE .. WHERE (..) IS DISTINCT FROM (..)`: re-ingesting identical data rewrites
-nothing. `RETURNING (xmax = 0)` tells inserted rows from updated ones.
+nothing. `RETURNING (xmax = 0)` tells inserted rows from updated ones. When nothing is stored yet in the batch's time
+range (the common "new candles" and bulk-history case) a plain INSERT .. SELECT is used instead (~1.5x faster).
 SQLite (embedded default): pre-select the stored rows of the range, write only new/changed rows with `executemany`.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 PRICE_FIELDS = ("open", "high", "low", "close", "volume")
 _PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
@@ -60,10 +61,8 @@ def upsert_candles(*, exchange: str, symbol: str, timeframe: str, df: pd.DataFra
 
 
 def _upsert_candles_pg(exchange: str, symbol: str, timeframe: str, df: pd.DataFrame) -> UpsertResult:
-    cols = ", ".join(PRICE_FIELDS)
-    target = ", ".join(f"market_data.{c}" for c in PRICE_FIELDS)
-    excluded = ", ".join(f"EXCLUDED.{c}" for c in PRICE_FIELDS)
-    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in PRICE_FIELDS)
+    ts = df["timestamp"].to_numpy(dtype=np.int64)
+    key = [exchange, symbol, timeframe]
     with connection.cursor() as cur:
         cur.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (ts bigint, open float8, high float8, low float8, "
@@ -72,23 +71,44 @@ def _upsert_candles_pg(exchange: str, symbol: str, timeframe: str, df: pd.DataFr
         cur.execute(f"TRUNCATE {_STAGE}")
         cur.copy_expert(f"COPY {_STAGE} FROM STDIN WITH (FORMAT binary)", io.BytesIO(candles_copy_buffer(df)))
         cur.execute(
-            f"""
-            WITH up AS (
-                INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {cols})
-                SELECT %s, %s, %s, ts, {cols} FROM {_STAGE}
-                ON CONFLICT (exchange, symbol, timeframe, timestamp) DO UPDATE SET {sets}
-                WHERE ({target}) IS DISTINCT FROM ({excluded})
-                RETURNING timestamp, (xmax = 0) AS inserted
-            )
-            SELECT count(*) FILTER (WHERE NOT inserted),
-                   coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE inserted), '')
-            FROM up
-            """,
-            [exchange, symbol, timeframe],
+            "SELECT EXISTS (SELECT 1 FROM market_data WHERE exchange = %s AND symbol = %s AND timeframe = %s "
+            "AND timestamp BETWEEN %s AND %s)",
+            [*key, int(ts.min()), int(ts.max())],
         )
+        if not cur.fetchone()[0]:
+            # Nothing stored in the batch's range: a plain INSERT (no speculative insertion, no RETURNING). A
+            # concurrent writer outside ingest_candles would make it fail on the unique key: fall back to the upsert.
+            try:
+                with transaction.atomic():
+                    cur.execute(
+                        f"INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {_COLS}) "
+                        f"SELECT %s, %s, %s, ts, {_COLS} FROM {_STAGE}",
+                        key,
+                    )
+                return UpsertResult(inserted=ts.tolist(), updated=0, unchanged=0)
+            except IntegrityError:
+                pass
+        cur.execute(_UPSERT_SQL, key)
         updated, inserted_text = cur.fetchone()
     inserted = np.array(inserted_text.split(","), dtype=np.int64).tolist() if inserted_text else []
     return UpsertResult(inserted=inserted, updated=int(updated), unchanged=len(df) - len(inserted) - int(updated))
+
+
+_COLS = ", ".join(PRICE_FIELDS)
+_UPSERT_SQL = f"""
+    WITH up AS (
+        INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {_COLS})
+        SELECT %s, %s, %s, ts, {_COLS} FROM {_STAGE}
+        ON CONFLICT (exchange, symbol, timeframe, timestamp) DO UPDATE
+        SET {", ".join(f"{c} = EXCLUDED.{c}" for c in PRICE_FIELDS)}
+        WHERE ({", ".join(f"market_data.{c}" for c in PRICE_FIELDS)})
+              IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in PRICE_FIELDS)})
+        RETURNING timestamp, (xmax = 0) AS inserted
+    )
+    SELECT count(*) FILTER (WHERE NOT inserted),
+           coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE inserted), '')
+    FROM up
+"""
 
 
 def _upsert_candles_generic(exchange: str, symbol: str, timeframe: str, df: pd.DataFrame) -> UpsertResult:

@@ -152,3 +152,55 @@ def test_given_existing_market_when_get_or_create_with_options_then_updated_once
     assert (m1.watched, m1.provider) == (True, "replay")
     with pytest.raises(TimeframeError):
         get_or_create_market(EX, SYM, "7m")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_given_concurrent_writer_when_fresh_insert_collides_then_falls_back_to_upsert(btc_1m):
+    """Another connection inserts a candle of the batch's range and commits while our plain INSERT waits on it."""
+    import threading
+    import time
+
+    import psycopg2
+    from django.db import connection, connections
+
+    batch = btc_1m.iloc[:100]
+    x = batch.iloc[50]
+    s = connection.settings_dict
+    other = psycopg2.connect(host=s["HOST"], port=s["PORT"], user=s["USER"], dbname=s["NAME"])
+    with other.cursor() as cur:  # uncommitted: invisible to our existence check, but holds the unique key
+        cur.execute(
+            "INSERT INTO market_data (exchange, symbol, timeframe, timestamp, open, high, low, close, volume) "
+            "VALUES (%s, %s, '1m', %s, %s, %s, %s, %s, %s)",
+            [EX, SYM, int(x.timestamp), *(float(x[c]) for c in ("open", "high", "low", "close")), float(x.volume) + 1],
+        )
+    out: dict = {}
+
+    def ingest() -> None:
+        try:
+            out["result"] = ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=batch, publish=False)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=ingest)
+    worker.start()
+    watcher = psycopg2.connect(host=s["HOST"], port=s["PORT"], user=s["USER"], dbname=s["NAME"])
+    watcher.autocommit = True  # pg_stat_activity is a per-transaction snapshot: poll outside a transaction
+    with watcher.cursor() as cur:
+        for _ in range(6000):  # wait (bounded) until our INSERT blocks on the other transaction's row
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+                        "AND query LIKE 'INSERT INTO market_data%%'", [s["NAME"]])
+            if cur.fetchone()[0]:
+                break
+            time.sleep(0.01)
+        else:
+            other.rollback()
+            raise AssertionError("the ingest never waited on the concurrent row")
+    watcher.close()
+    other.commit()
+    other.close()
+    worker.join()
+
+    result = out["result"]
+    assert int(x.timestamp) not in result.new_timestamps
+    assert (len(result.new_timestamps), result.updated, result.stored) == (99, 1, 100)
+    pd.testing.assert_frame_equal(_stored(), batch.reset_index(drop=True))
