@@ -85,9 +85,8 @@ def ingest_candles(
         # Serialise ingests of one market (collector vs backfill): upsert and ledger then see a stable table.
         Market.objects.select_for_update().filter(pk=market.pk).first()
         up = upsert_candles(exchange=exchange, symbol=symbol, timeframe=timeframe, df=valid)
-        if len(valid) and (up.inserted or up.updated):
-            ts = valid["timestamp"].to_numpy()
-            refresh_ledger(market, start=int(ts[0]), end=int(ts[-1]))
+        if up.inserted:  # only new rows change coverage
+            refresh_ledger(market, start=up.inserted[0], end=up.inserted[-1])
         if publish and up.inserted:
             new = _new_rows(valid, up.inserted)
             transaction.on_commit(lambda: _announce(market, new))

@@ -85,7 +85,7 @@ def _upsert_candles_pg(exchange: str, symbol: str, timeframe: str, df: pd.DataFr
                         f"SELECT %s, %s, %s, ts, {_COLS} FROM {_STAGE}",
                         key,
                     )
-                return UpsertResult(inserted=ts.tolist(), updated=0, unchanged=0)
+                return UpsertResult(inserted=np.sort(ts).tolist(), updated=0, unchanged=0)
             except IntegrityError:
                 pass
         cur.execute(_UPSERT_SQL, key)
