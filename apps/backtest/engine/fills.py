@@ -43,7 +43,15 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from apps.backtest.engine.equity import K_WINDOW, STATS_BLOCK, dd_init, shift_of, stats_block, stats_final
+from apps.backtest.engine.equity import (
+    K_WINDOW,
+    STATS_BLOCK,
+    dd_init,
+    moments_init,
+    shift_of,
+    stats_block,
+    stats_final,
+)
 
 # Events of one candle (what `_bar` did).
 EV_NONE = 0
@@ -168,6 +176,40 @@ def _bar(cash, amount, entry_price, may_exit_early, o, h, l, c, action,  # noqa:
     return cash, amount, entry_price, EV_NONE, 0.0, 0.0, 0.0
 
 
+@njit(cache=True)
+def fill_block(b0, o, h, lo, c, act, out, state, rec, m, n, fee, slippage, fraction, use_sl, sl, use_tp, tp):
+    """The fill loop over one block of candles (b0 = index of its first): slices o/h/lo/c/act in, equity into
+    `out` (same length), fill events appended to rec from row m. state = (cash, amount, entry_price, entry_bar,
+    fees_paid); returns (state, m). Block-local slices let the compiler drop negative-index handling (measured
+    ~15 % faster than indexing the full arrays). Shared by `simulate` and the sweep's fused kernel."""
+    cash, amount, entry_price, entry_bar, fees_paid = state
+    protect = use_sl or use_tp
+    for j in range(c.shape[0]):
+        cj = c[j]
+        if protect:
+            oj, hj, lj = o[j], h[j], lo[j]
+        else:  # open/high/low are not used without stop-loss/take-profit: do not load them
+            oj = hj = lj = cj
+        i = b0 + j
+        cash, amount, entry_price, ev, p, a, f = _bar(
+            cash, amount, entry_price, i > entry_bar, oj, hj, lj, cj, act[j],
+            fee, slippage, fraction, use_sl, sl, use_tp, tp,
+        )
+        if ev != EV_NONE:
+            fees_paid += f
+            r = rec[m]
+            r[0] = i
+            r[1] = ev
+            r[2] = p
+            r[3] = a
+            r[4] = f
+            r[5] = cash
+            m += 1
+            entry_bar = i if ev == EV_BUY else n  # flat: nothing to protect
+        out[j] = cash + amount * cj
+    return (cash, amount, entry_price, entry_bar, fees_paid), m
+
+
 @njit(cache=True, error_model="numpy")
 def _simulate_kernel(open_, high, low, close, action, initial, fee, slippage, fraction, use_sl, sl, use_tp, tp):
     """The fill loop over all candles: equity per candle + one event row per fill + the equity pass of the metrics.
@@ -176,54 +218,30 @@ def _simulate_kernel(open_, high, low, close, action, initial, fee, slippage, fr
     are entries and 1, 3, 5... their exits; a trailing unmatched buy is the open trade. One records array (rather
     than one array per field) keeps the loop's live state small, which keeps it fast (sized for the worst case, an
     event per candle: only the rows written are ever touched; a growable buffer costs 50 % more here).
-    Per block of STATS_BLOCK candles the fill loop writes the equity, then `equity.stats_block` reads it back while
+    Per block of STATS_BLOCK candles `fill_block` writes the equity, then `equity.stats_block` reads it back while
     it is still in cache (compute_metrics then needs no second pass over 8 MB per million candles; two short loops
-    keep each loop's state in registers, one fused loop measured 40 % slower)."""
+    keep each loop's state in registers, one fused loop measured 40 % slower). Visiting only the signal candles
+    (state is constant between them without stop-loss/take-profit) measured 60 % SLOWER at sma_cross's density of
+    a signal every ~36 candles: the per-run overhead and mispredicted exits cost more than the ~5 cycles a candle."""
     n = close.shape[0]
     equity = np.empty(n, np.float64)
     rec = np.empty((n + 1, 6), np.float64)
-    cash = initial
-    amount = 0.0
-    entry_price = 0.0
-    entry_bar = -1
-    fees_paid = 0.0
+    state = (initial, 0.0, 0.0, -1, 0.0)
     m = 0
-    protect = use_sl or use_tp
     k = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    d2 = 0.0
+    mom = moments_init()
     prev = initial
     st = dd_init(initial)
     rbuf = np.empty(STATS_BLOCK, np.float64)
     for b0 in range(0, n, STATS_BLOCK):
         b1 = min(b0 + STATS_BLOCK, n)
-        for i in range(b0, b1):
-            ci = close[i]
-            if protect:
-                oi, hi, li = open_[i], high[i], low[i]
-            else:  # open/high/low are not used without stop-loss/take-profit: do not load them
-                oi = hi = li = ci
-            cash, amount, entry_price, ev, p, a, f = _bar(
-                cash, amount, entry_price, i > entry_bar, oi, hi, li, ci, action[i],
-                fee, slippage, fraction, use_sl, sl, use_tp, tp,
-            )
-            if ev != EV_NONE:
-                fees_paid += f
-                r = rec[m]
-                r[0] = i
-                r[1] = ev
-                r[2] = p
-                r[3] = a
-                r[4] = f
-                r[5] = cash
-                m += 1
-                entry_bar = i if ev == EV_BUY else n  # flat: nothing to protect
-            equity[i] = cash + amount * ci
+        state, m = fill_block(b0, open_[b0:b1], high[b0:b1], low[b0:b1], close[b0:b1], action[b0:b1],
+                              equity[b0:b1], state, rec, m, n, fee, slippage, fraction, use_sl, sl, use_tp, tp)
         if b0 == 0:
             k = shift_of(equity, min(n, K_WINDOW), initial)
-        prev, s1, s2, d2, st = stats_block(equity[b0:b1], b0, prev, k, s1, s2, d2, st, rbuf)
-    return equity, rec[:m].copy(), cash, amount, fees_paid, stats_final(n, k, s1, s2, d2, st)
+        prev, mom, st = stats_block(equity[b0:b1], b0, prev, k, mom, st, rbuf)
+    cash, amount, _, _, fees_paid = state
+    return equity, rec[:m].copy(), cash, amount, fees_paid, stats_final(n, k, mom, st)
 
 
 @njit(cache=True)

@@ -132,8 +132,17 @@ def _candle_arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def tune_allocator_once() -> None:
+    """tradebot.memory.tune_allocator() (idempotent): the backtest/sweep commands and in-process runs get the same
+    allocator settings as the Celery workers (their worker_process_init hook) without each command calling it."""
+    from tradebot.memory import tune_allocator
+
+    tune_allocator()
+
+
 def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, timeframe: str) -> BacktestResult:
     """Signals once over the whole frame (vectorized), then `simulate`, then `compute_metrics`."""
+    tune_allocator_once()
     tf_ms = timeframe_ms(timeframe)  # unknown timeframe -> TimeframeError
     a = _candle_arrays(df)
     n = a["timestamp"].shape[0]

@@ -1,7 +1,9 @@
 """Parameter sweeps (pure: no Django, no Celery): expand a space, validate each set, chunk, run a chunk, rank.
 
 A chunk is the unit of work of one Celery task: it shares one candle load and one indicator cache between all its
-parameter sets, so each distinct indicator (e.g. SMA(20)) is computed once per chunk, not once per set.
+parameter sets, so each distinct indicator (e.g. SMA(20)) is computed once per chunk, not once per set. By default
+that cache is a view of the process-wide `IndicatorLRU` keyed by the data's CONTENT fingerprint, so the next chunks
+of the same data on the same worker process reuse the indicators too (bounded in bytes, least recently used first).
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import os
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,18 +23,9 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from apps.backtest.engine.fills import EV_BUY, EV_NONE, _bar, open_trade_of, trade_columns
-from apps.backtest.engine.metrics import (
-    K_WINDOW,
-    assemble_metrics,
-    dd_final,
-    dd_init,
-    dd_step,
-    moments_final,
-    moments_step,
-    shift_of,
-)
-from apps.bots.strategies.sma_cross import _cross_signal
+from apps.backtest.engine.equity import K_WINDOW, STATS_BLOCK, dd_init, moments_init, shift_of, stats_block, stats_final
+from apps.backtest.engine.fills import fill_block, open_trade_of, trade_columns
+from apps.backtest.engine.metrics import assemble_metrics
 
 # Metrics where smaller is better; every other metric ranks descending. A leading "-" on the metric flips the order.
 # Every name is a key of metrics.METRIC_KEYS (a test checks it).
@@ -74,6 +70,135 @@ class CandleArrays:
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"timestamp": self.timestamp, "open": self.open, "high": self.high, "low": self.low,
                              "close": self.close, "volume": self.volume})
+
+
+# --- the per-process indicator cache ------------------------------------------------------------------------------
+
+#: Byte budget of the process-wide indicator cache (env TRADEBOT_INDICATOR_CACHE_MB): 256 MiB = 32 indicator arrays
+#: of a million candles; a sweep worker's RSS stays well under 1 GB.
+INDICATOR_CACHE_BYTES = int(float(os.environ.get("TRADEBOT_INDICATOR_CACHE_MB", "256")) * 1024 * 1024)
+
+
+@njit(cache=True)
+def _content_hash(bits: np.ndarray) -> int:
+    """A 64-bit content hash of an int64 array: the sum of fmix64(value ^ position-salt) (murmur3's finalizer; a
+    mixed sum vectorizes, ~0.2 ms per million values). For cache identity of candle data, not for security."""
+    h = np.uint64(0)
+    for i in range(bits.shape[0]):
+        z = np.uint64(bits[i]) ^ (np.uint64(i) * np.uint64(0x9E3779B97F4A7C15))
+        z = (z ^ (z >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)
+        z = (z ^ (z >> np.uint64(33))) * np.uint64(0xC4CEB9FE1A85EC53)
+        h += z ^ (z >> np.uint64(33))
+    return h
+
+
+def data_fingerprint(arrays: CandleArrays) -> tuple:
+    """Identity of a candle data set by content: length, first/last timestamp and a hash of every column."""
+    n = len(arrays)
+    if n == 0:
+        return (0,)
+    cols = (arrays.timestamp, arrays.open, arrays.high, arrays.low, arrays.close, arrays.volume)
+    return (n, int(arrays.timestamp[0]), int(arrays.timestamp[-1]),
+            *(int(_content_hash(np.ascontiguousarray(c).view(np.int64))) for c in cols))
+
+
+class IndicatorLRU:
+    """Indicator arrays keyed by (data fingerprint, indicator key), at most `max_bytes` of arrays (least recently
+    used evicted first; the entry just stored is never evicted, so one indicator larger than the budget still
+    serves its chunk). Thread-safe. Arrays are shared read-only (BaseStrategy.cached marks them so)."""
+
+    def __init__(self, max_bytes: int = INDICATOR_CACHE_BYTES) -> None:
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(value: Any) -> int:
+        return int(value.nbytes) if isinstance(value, np.ndarray) else 64
+
+    def get(self, key: tuple, default: Any = None) -> Any:
+        with self._lock:
+            value = self._items.get(key, default)
+            if key in self._items:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            if key in self._items:
+                self.nbytes -= self._size(self._items.pop(key))
+            self._items[key] = value
+            self.nbytes += self._size(value)
+            while self.nbytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.nbytes -= self._size(old)
+
+    def keys_for(self, fingerprint: tuple) -> list[Hashable]:
+        with self._lock:
+            return [k[1] for k in self._items if k[0] == fingerprint]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def view(self, arrays: CandleArrays) -> DataIndicatorCache:
+        """The dict-like cache of one data set (what run_chunk hands to the strategies)."""
+        return DataIndicatorCache(self, arrays)
+
+
+class DataIndicatorCache(MutableMapping):
+    """One data set's indicators inside an IndicatorLRU: a mapping {indicator key: array}. The data's fingerprint
+    is computed on first use (inside the first parameter set's timing)."""
+
+    def __init__(self, lru: IndicatorLRU, arrays: CandleArrays) -> None:
+        self._lru = lru
+        self._arrays = arrays
+        self._fp: tuple | None = None
+
+    @property
+    def fingerprint(self) -> tuple:
+        if self._fp is None:
+            self._fp = data_fingerprint(self._arrays)
+        return self._fp
+
+    def __getitem__(self, key: Hashable) -> Any:
+        value = self._lru.get((self.fingerprint, key), _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        value = self._lru.get((self.fingerprint, key), _MISSING)
+        return default if value is _MISSING else value
+
+    def __contains__(self, key: object) -> bool:
+        return self._lru.get((self.fingerprint, key), _MISSING) is not _MISSING
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        self._lru.put((self.fingerprint, key), value)
+
+    def __delitem__(self, key: Hashable) -> None:
+        raise TypeError("indicator cache entries are evicted by the LRU, not deleted")
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._lru.keys_for(self.fingerprint))
+
+    def __len__(self) -> int:
+        return len(self._lru.keys_for(self.fingerprint))
+
+
+_MISSING = object()
+_PROCESS_LRU = IndicatorLRU()
+
+
+def process_indicator_cache() -> IndicatorLRU:
+    """This process's indicator LRU (one per Celery worker process: prefork children each have their own)."""
+    return _PROCESS_LRU
 
 
 # --- expanding a space ------------------------------------------------------------------------------------------
@@ -209,76 +334,65 @@ def evaluate(arrays: CandleArrays, actions: np.ndarray, rules: Any, timeframe: s
     return sim, _jsonable(dict(metrics))
 
 
-_FUSED_BLOCK = 4096  # > K_WINDOW: the first block fixes the moments' shift
+@njit(cache=True)
+def cross_block(fast, slow, b0, b1, first, tol_rel, d0, t0, out):
+    """sma_cross's actions for candles [b0, b1) into out[0:b1-b0]: `_cross_signal` of (t-1, t) with the same
+    operations as branch-free booleans (same results). d0, t0: the line gap and tolerance at b0 - 1 (NaN at 0)."""
+    fb = fast[b0:b1]
+    sb = slow[b0:b1]
+    for j in range(b1 - b0):
+        s1 = sb[j]
+        d1 = fb[j] - s1
+        t1 = abs(s1) * tol_rel
+        live = b0 + j >= first
+        up = (d1 > t1) & (d0 <= t0) & live
+        down = (d1 < -t1) & (d0 >= -t0) & live
+        out[j] = np.int8(up) - np.int8(down)
+        d0 = d1
+        t0 = t1
+    return out
+
+
+_FUSED_BLOCK = STATS_BLOCK  # > K_WINDOW: the first block fixes the moments' shift
 
 
 @njit(cache=True, error_model="numpy")
 def _fused_run(close, open_, high, low, action, fast, slow, use_lines, warmup, tol_rel, initial,
                fee, slippage, fraction, use_sl, sl, use_tp, tp):
     """simulate + the equity pass of compute_metrics without per-candle arrays: per block of 4096 candles, the fill
-    loop writes the equity to a small cache-resident buffer, then the metric helpers consume it. The actions are
-    `action[i]`, or with `use_lines` the sma_cross crossover of fast/slow decided on the fly (`_cross_signal`, the
-    rule of `cross_signals`). Same `_bar` calls, same equity values, same helpers in the same order as simulate +
-    equity_stats: bit-identical results. Two short loops instead of one long one keep each loop's state in
-    registers (one fused loop measured 40 % slower)."""
+    loop (`fills.fill_block`, simulate's own) writes the equity to a small cache-resident buffer, then
+    `equity.stats_block` consumes it. The actions are `action[i]`, or with `use_lines` the sma_cross crossover of
+    fast/slow decided per block (`cross_block`, the rule of `cross_signals`). Same `_bar` calls, same equity values,
+    same helpers in the same order as simulate + compute_metrics: bit-identical results."""
     n = close.shape[0]
     rec = np.empty((n + 1, 6), np.float64)
     m = 0
-    cash = initial
-    amount = 0.0
-    entry_price = 0.0
-    entry_bar = -1
-    fees_paid = 0.0
-    protect = use_sl or use_tp
     buf = np.empty(_FUSED_BLOCK, np.float64)
+    rbuf = np.empty(_FUSED_BLOCK, np.float64)
     k = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    d2 = 0.0
+    mom = moments_init()
     prev = initial
     st = dd_init(initial)
-    e = initial
+    abuf = np.zeros(_FUSED_BLOCK, np.int8)
+    d0 = np.nan
+    t0 = np.nan
+    state = (initial, 0.0, 0.0, -1, 0.0)
     for b0 in range(0, n, _FUSED_BLOCK):
         b1 = min(b0 + _FUSED_BLOCK, n)
-        for i in range(b0, b1):
-            ci = close[i]
-            if protect:
-                oi, hi, li = open_[i], high[i], low[i]
-            else:
-                oi = hi = li = ci
-            if use_lines:
-                act = 0
-                if i >= warmup and i >= 1:
-                    act = _cross_signal(fast[i - 1], slow[i - 1], fast[i], slow[i], tol_rel)
-            else:
-                act = action[i]
-            cash, amount, entry_price, ev, p, a, f = _bar(
-                cash, amount, entry_price, i > entry_bar, oi, hi, li, ci, act,
-                fee, slippage, fraction, use_sl, sl, use_tp, tp,
-            )
-            if ev != EV_NONE:
-                fees_paid += f
-                r = rec[m]
-                r[0] = i
-                r[1] = ev
-                r[2] = p
-                r[3] = a
-                r[4] = f
-                r[5] = cash
-                m += 1
-                entry_bar = i if ev == EV_BUY else n
-            buf[i - b0] = cash + amount * ci
+        if use_lines:  # the block's crossover decisions first: branch-free, off the fill loop's critical path
+            abuf = cross_block(fast, slow, b0, b1, max(warmup, 1), tol_rel, d0, t0, abuf)
+            d0 = fast[b1 - 1] - slow[b1 - 1]
+            t0 = abs(slow[b1 - 1]) * tol_rel
+            act = abuf[:b1 - b0]
+        else:
+            act = action[b0:b1]
+        state, m = fill_block(b0, open_[b0:b1], high[b0:b1], low[b0:b1], close[b0:b1], act, buf[:b1 - b0], state,
+                              rec, m, n, fee, slippage, fraction, use_sl, sl, use_tp, tp)
         if b0 == 0:
             k = shift_of(buf, min(n, K_WINDOW), initial)
-        for i in range(b0, b1):
-            e = buf[i - b0]
-            s1, s2, d2 = moments_step(e / prev - 1.0, k, s1, s2, d2)
-            prev = e
-            st = dd_step(i, e, st)
-    mean, std, downside = moments_final(n, k, s1, s2, d2)
-    max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end = dd_final(n, st)
-    stats = (mean, std, downside, max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end)
-    return stats, rec[:m].copy(), fees_paid, e
+        prev, mom, st = stats_block(buf[:b1 - b0], b0, prev, k, mom, st, rbuf)
+    stats = stats_final(n, k, mom, st)
+    return stats, rec[:m].copy(), state[4], prev
 
 
 _NO_F8 = np.zeros(0, np.float64)
@@ -295,11 +409,13 @@ def _sma_cross_lines(strategy: Any, arrays: CandleArrays, cache: dict) -> tuple[
         return None
     fast_n, slow_n = int(strategy.parameters["fast"]), int(strategy.parameters["slow"])
     keys = (("sma", "close", fast_n), ("sma", "close", slow_n))
-    missing = [n for key, n in zip(keys, (fast_n, slow_n), strict=True) if key not in cache]
+    lines = [cache.get(key) for key in keys]
+    missing = [n for line, n in zip(lines, (fast_n, slow_n), strict=True) if line is None]
     if missing:  # one scan of the closes for both windows
-        for n, values in zip(missing, ind.window_means(arrays.close, missing), strict=True):
-            strategy.cached(cache, ("sma", "close", n), lambda v=values: v)
-    return cache[keys[0]], cache[keys[1]]
+        made = dict(zip(missing, ind.window_means(arrays.close, missing), strict=True))
+        lines = [line if line is not None else strategy.cached(cache, ("sma", "close", n), lambda v=made[n]: v)
+                 for line, n in zip(lines, (fast_n, slow_n), strict=True)]
+    return lines[0], lines[1]
 
 
 def evaluate_fast(arrays: CandleArrays, rules: Any, timeframe: str, *, action: np.ndarray | None = None,
@@ -332,10 +448,14 @@ def run_chunk(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[Any
 
     `param_sets` items are dicts, or (index, dict) pairs / {"index", "parameters"} dicts to keep sweep indexes.
     A set that fails (bad parameters, or an error while computing) is reported with its reason; the rest run.
-    Per set: the strategy's actions (indicators shared through the chunk's cache; a plain sma_cross decides its
-    crossover inside the kernel), then ONE compiled pass for fills + metrics (`evaluate_fast`).
+    Per set: the strategy's actions (indicators shared through `cache`, by default this process's IndicatorLRU
+    for this data, so later chunks of the same data reuse them; a plain sma_cross decides its crossover inside the
+    kernel), then ONE compiled pass for fills + metrics (`evaluate_fast`).
     """
-    shared = {} if cache is None else cache
+    from apps.backtest.engine.run import tune_allocator_once
+
+    tune_allocator_once()  # the sweep command / in-process runs get the workers' allocator settings
+    shared = _PROCESS_LRU.view(arrays) if cache is None else cache
     results = []
     for pos, item in enumerate(param_sets):
         index, params = _unpack(pos, item)
