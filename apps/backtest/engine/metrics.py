@@ -14,9 +14,11 @@ Definitions (n = number of candles, E_i = equity after candle i's fill, E_-1 = i
   backtesting.py's Sharpe, which uses daily resampled returns, geometric mean annualisation and a different volatility
   formula; on 1m data the two differ widely, so we do not compare it.
 * sortino = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(ppy) (downside deviation over ALL returns, target 0).
-  mean and std come from sums of r - K in candle order, K = the mean of the first 1000 returns (the shifted-data
-  algorithm: no cancellation when K is near the mean); one pass with the drawdowns (`equity_stats`), and the sweep's
-  fused kernel feeds the same helpers the same equity values, so both give bit-identical metrics.
+  mean and std come from sums of r - K, K = the mean of the first 1000 returns (the shifted-data algorithm: no
+  cancellation when K is near the mean), each kept as 4 partial sums in candle order (candle i -> lane i % 4, lanes
+  added in a fixed order at the end: deterministic, and no chain of dependent additions); one pass with the
+  drawdowns (engine/equity.py), run by simulate's fill kernel, by `equity_stats` and by the sweep's fused kernel on
+  the same equity values with the same helpers, so all give bit-identical metrics.
 * Drawdown at candle i: E_i / max(E_-1..E_i) - 1 (the initial balance is the first peak). max_drawdown_pct is its
   minimum * 100, NEGATIVE (as backtesting.py), 0 when equity never fell. Equity here includes a fill's fee on the fill
   candle; backtesting.py books the fee of a close-filled order one candle later, so its close-to-close drawdown can
