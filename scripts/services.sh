@@ -38,4 +38,10 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; 
 fi
 psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1 || {
   echo "services: FAILED: cannot connect to PostgreSQL as user postgres" >&2; exit 1; }
+# The default database of the test settings (benchmarks and manage.py with tradebot.settings.test use it; the
+# suite itself runs in pytest-django's test_* copy).
+if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -Atc "select 1 from pg_database where datname='tradebot'")" != "1" ]; then
+  psql -h 127.0.0.1 -U postgres -d postgres -qc 'CREATE DATABASE tradebot' || {
+    echo "services: FAILED: cannot create database tradebot" >&2; exit 1; }
+fi
 echo "services: PostgreSQL and Redis are up"
