@@ -26,6 +26,7 @@ from numba import njit
 from apps.backtest.engine.equity import K_WINDOW, STATS_BLOCK, dd_init, moments_init, shift_of, stats_block, stats_final
 from apps.backtest.engine.fills import fill_block, open_trade_of, trade_columns
 from apps.backtest.engine.metrics import assemble_metrics
+from apps.bots.strategies.sma_cross import cross_run
 
 # Metrics where smaller is better; every other metric ranks descending. A leading "-" on the metric flips the order.
 # Every name is a key of metrics.METRIC_KEYS (a test checks it).
@@ -338,18 +339,7 @@ def evaluate(arrays: CandleArrays, actions: np.ndarray, rules: Any, timeframe: s
 def cross_block(fast, slow, b0, b1, first, tol_rel, d0, t0, out):
     """sma_cross's actions for candles [b0, b1) into out[0:b1-b0]: `_cross_signal` of (t-1, t) with the same
     operations as branch-free booleans (same results). d0, t0: the line gap and tolerance at b0 - 1 (NaN at 0)."""
-    fb = fast[b0:b1]
-    sb = slow[b0:b1]
-    for j in range(b1 - b0):
-        s1 = sb[j]
-        d1 = fb[j] - s1
-        t1 = abs(s1) * tol_rel
-        live = b0 + j >= first
-        up = (d1 > t1) & (d0 <= t0) & live
-        down = (d1 < -t1) & (d0 >= -t0) & live
-        out[j] = np.int8(up) - np.int8(down)
-        d0 = d1
-        t0 = t1
+    cross_run(fast[b0:b1], slow[b0:b1], out[:b1 - b0], first - b0, tol_rel, d0, t0)
     return out
 
 

@@ -23,6 +23,24 @@ def cross_confidence(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.minimum(1.0, spread / FULL_CONFIDENCE_SPREAD)
 
 
+
+@njit(cache=True)
+def cross_run(fb, sb, ab, first_j, tol_rel, d0, t0):  # pragma: no cover - compiled
+    """The crossover rule over one run of candles: ab[j] = +1 / -1 / 0 for lines fb, sb (branch-free booleans, same
+    results as `cross_signals`); rows j < first_j are warm-up. d0, t0: line gap and tolerance of the candle before
+    the run (NaN at the start). Returns them for the next run. Shared by the fused kernel and the sweep."""
+    for j in range(ab.shape[0]):
+        s1 = sb[j]
+        d1 = fb[j] - s1
+        t1 = abs(s1) * tol_rel
+        live = j >= first_j
+        up = (d1 > t1) & (d0 <= t0) & live
+        down = (d1 < -t1) & (d0 >= -t0) & live
+        ab[j] = np.int8(up) - np.int8(down)
+        d0 = d1
+        t0 = t1
+    return d0, t0
+
 @njit(cache=True)
 def _cross_signal(f0, s0, f1, s1, tol_rel):
     """The crossover decision at t from the lines at t-1 (f0, s0) and t (f1, s1): 1 buy, -1 sell, 0 hold.
@@ -142,16 +160,7 @@ def _sma_cross_limbs(x, nf, ns, inv_u, u, k, warmup, tol_rel):
             fast[t] = np.nan
         for t in range(b0, min(b1, ns - 1)):
             slow[t] = np.nan
-        for j in range(m):
-            s1 = sb[j]
-            d1 = fb[j] - s1
-            t1 = abs(s1) * tol_rel
-            live = b0 + j >= first
-            up = (d1 > t1) & (d0 <= t0) & live
-            down = (d1 < -t1) & (d0 >= -t0) & live
-            ab[j] = np.int8(up) - np.int8(down)
-            d0 = d1
-            t0 = t1
+        d0, t0 = cross_run(fb, sb, ab, first - b0, tol_rel, d0, t0)
         for j in range(m):
             cb[j] = 0.0
         m8 = m // 8 * 8
