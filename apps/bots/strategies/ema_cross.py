@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from apps.bots.strategies import indicators as ind
-from apps.bots.strategies.base import BaseStrategy, IndicatorCache, Param, StrategyOutput
+from apps.bots.strategies.base import IndicatorCache, Param, StrategyOutput
 from apps.bots.strategies.registry import register
-from apps.bots.strategies.sma_cross import cross_signals
+from apps.bots.strategies.sma_cross import LineCross, cross_signals
 
 
 @register
-class EmaCross(BaseStrategy):
+class EmaCross(LineCross):
     """Buy/sell on EMA(fast) crossing EMA(slow).
 
     EMA(n): alpha = 2/(n+1), adjust=False, seeded with the first close of the frame (recursive: the value at t uses
@@ -28,14 +26,6 @@ class EmaCross(BaseStrategy):
         Param("fast", int, 12, min=1, help="fast EMA span (candles)"),
         Param("slow", int, 26, min=2, help="slow EMA span (candles), > fast"),
     )
-
-    def validate(self, params: dict[str, Any]) -> None:
-        if params["fast"] >= params["slow"]:
-            raise self.error("fast", f"parameter 'fast' must be < slow ({params['slow']}), got {params['fast']}")
-
-    @property
-    def warmup(self) -> int:
-        return int(self.parameters["slow"])
 
     def compute(self, close, high, low, open_, volume, *, cache: IndicatorCache | None = None) -> StrategyOutput:
         fast_n, slow_n = self.parameters["fast"], self.parameters["slow"]

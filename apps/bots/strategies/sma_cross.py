@@ -188,8 +188,20 @@ def sma_cross_lines(close: np.ndarray, fast_n: int, slow_n: int, warmup: int
     return (fast, slow, *cross_signals(fast, slow, warmup))
 
 
+class LineCross(BaseStrategy):
+    """A fast line crossing a slow one (sma_cross, ema_cross): parameters fast < slow, first signal at t = slow."""
+
+    def validate(self, params: dict[str, Any]) -> None:
+        if params["fast"] >= params["slow"]:
+            raise self.error("fast", f"parameter 'fast' must be < slow ({params['slow']}), got {params['fast']}")
+
+    @property
+    def warmup(self) -> int:
+        return int(self.parameters["slow"])
+
+
 @register
-class SmaCross(BaseStrategy):
+class SmaCross(LineCross):
     """Buy/sell on SMA(fast) crossing SMA(slow).
 
     Exact rule, for candle t (SMA(n)[t] = plain mean of close[t-n+1..t], undefined for t < n-1):
@@ -205,14 +217,6 @@ class SmaCross(BaseStrategy):
         Param("fast", int, 10, min=1, help="fast SMA window (candles)"),
         Param("slow", int, 50, min=2, help="slow SMA window (candles), > fast"),
     )
-
-    def validate(self, params: dict[str, Any]) -> None:
-        if params["fast"] >= params["slow"]:
-            raise self.error("fast", f"parameter 'fast' must be < slow ({params['slow']}), got {params['fast']}")
-
-    @property
-    def warmup(self) -> int:
-        return int(self.parameters["slow"])
 
     @property
     def lookback(self) -> int:
