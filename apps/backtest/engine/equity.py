@@ -89,26 +89,37 @@ def dd_init(initial):
 
 
 @njit(cache=True)
+def _close_episode(st, last, end_mark):
+    """End the drawdown episode that is open in `st` at candle `last`: its depth (trough / peak - 1) counts toward the
+    average and the maximum (which records `end_mark` as its end: the recovery candle, or -1 when never recovered),
+    and its length (peak to `last`) toward the longest."""
+    (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
+     lg_start, lg_end) = st
+    depth = trough / peak - 1.0
+    sum_depth += depth
+    n_ep += 1
+    if depth < max_dd:
+        max_dd = depth
+        dd_peak = peak_idx
+        dd_trough = trough_idx
+        dd_end = end_mark
+    if last - peak_idx > longest:
+        longest = last - peak_idx
+        lg_start = peak_idx
+        lg_end = last
+    return (peak, peak_idx, False, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
+            lg_start, lg_end)
+
+
+@njit(cache=True)
 def dd_step(i, e, st):
     """One candle of the drawdown pass. No division per candle: within an episode the peak is fixed, so its deepest
     point is its lowest equity (depth = trough / peak - 1, computed once per episode)."""
+    if e >= st[0] and st[2]:
+        st = _close_episode(st, i, i)
     (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
      lg_start, lg_end) = st
     if e >= peak:
-        if in_dd:
-            depth = trough / peak - 1.0
-            sum_depth += depth
-            n_ep += 1
-            if depth < max_dd:
-                max_dd = depth
-                dd_peak = peak_idx
-                dd_trough = trough_idx
-                dd_end = i
-            if i - peak_idx > longest:
-                longest = i - peak_idx
-                lg_start = peak_idx
-                lg_end = i
-            in_dd = False
         peak = e
         peak_idx = i
     elif not in_dd:
@@ -164,20 +175,10 @@ def dd_block(e, i0, st):
 @njit(cache=True)
 def dd_final(n, st):
     """(max_dd, dd_peak, dd_trough, dd_end (-1 = not recovered), avg_depth, lg_start, lg_end) after n candles."""
+    if st[2]:
+        st = _close_episode(st, n - 1, -1)
     (peak, peak_idx, in_dd, trough, trough_idx, max_dd, dd_peak, dd_trough, dd_end, n_ep, sum_depth, longest,
      lg_start, lg_end) = st
-    if in_dd:
-        depth = trough / peak - 1.0
-        sum_depth += depth
-        n_ep += 1
-        if depth < max_dd:
-            max_dd = depth
-            dd_peak = peak_idx
-            dd_trough = trough_idx
-            dd_end = -1
-        if n - 1 - peak_idx > longest:
-            lg_start = peak_idx
-            lg_end = n - 1
     avg_depth = sum_depth / n_ep if n_ep > 0 else 0.0
     return max_dd, dd_peak, dd_trough, dd_end, avg_depth, lg_start, lg_end
 
