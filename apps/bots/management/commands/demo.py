@@ -11,9 +11,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from apps.backtest import services as backtest_services
-from apps.backtest.engine.fills import FillRules
 from apps.backtest.engine.run import run_backtest
-from apps.backtest.report import write_report
+from apps.backtest.report import report_for_run
 from apps.bots import services as bot_services
 from apps.bots.models import Bot
 from apps.bots.strategies.registry import create_strategy
@@ -97,10 +96,8 @@ class Command(BaseCommand):
             self.say(f"   {label:<14} {text}{unit if value is not None else ''}")
         for warning in run.warnings or []:
             self.say(f"   warning: {warning}")
-        df_1h = ours
-        result = run_backtest(df_1h, create_strategy(STRATEGY, PARAMS), FillRules(), "1h")
-        report = write_report(out_dir / "backtest_sma_cross_btc_1h.html", title=f"{STRATEGY} {PARAMS} BTC/USDT 1h",
-                              df=df_1h, result=result)
+        report = out_dir / "backtest_sma_cross_btc_1h.html"
+        report.write_text(report_for_run(run), encoding="utf-8")  # the stored run: no second backtest
         self.say(f"   HTML report (offline, plotly embedded): {report}")
 
         self.step(5, "Parameter sweep over Celery (eager here; real workers with REDIS_URL set)")
@@ -125,7 +122,7 @@ class Command(BaseCommand):
         bot_services.start_bot(bot)
         heard: list[dict] = []
         unsubscribe = subscribe("market:BTC/USDT", lambda channel, payload: heard.append(payload))
-        since = int(df_1h["timestamp"].iloc[-REPLAY_CANDLES]) - 1
+        since = int(ours["timestamp"].iloc[-REPLAY_CANDLES]) - 1
         try:
             replay = replay_into("BTC/USDT", "1h", source="binance", target=REPLAY_EXCHANGE, since=since,
                                  speed=None)
