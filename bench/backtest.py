@@ -39,10 +39,10 @@ from numba import njit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from apps.backtest.engine.fills import FillRules, simulate  # noqa: E402
 from apps.backtest.engine.metrics import compute_metrics  # noqa: E402
 from apps.backtest.engine.run import run_backtest  # noqa: E402
 from apps.bots.strategies.sma_cross import CROSS_TOLERANCE, SmaCross  # noqa: E402
+from apps.bots.trading.fills import FillRules, simulate  # noqa: E402
 from tradebot.memory import tune_allocator  # noqa: E402
 
 N = 1_000_000

@@ -49,11 +49,11 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from apps.backtest import services  # noqa: E402
-from apps.backtest.engine.fills import FillRules  # noqa: E402
 from apps.backtest.engine.sweep import CandleArrays, expand_grid, process_indicator_cache, run_chunk  # noqa: E402
 from apps.backtest.models import Status, Sweep, SweepResult  # noqa: E402
 from apps.bots.strategies import indicators as ind  # noqa: E402
 from apps.bots.strategies.sma_cross import CROSS_TOLERANCE, SmaCross  # noqa: E402
+from apps.bots.trading.fills import FillRules  # noqa: E402
 from tests.celery_workers import start_worker, stop_worker  # noqa: E402
 from tradebot.celery import app  # noqa: E402
 from tradebot.memory import tune_allocator  # noqa: E402

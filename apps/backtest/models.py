@@ -25,7 +25,7 @@ class DataArgs(models.Model):
     time_label = models.CharField(max_length=5, blank=True, default="", help_text="open|close label of the CSV")
     start = models.BigIntegerField(null=True, blank=True, help_text="First candle close time, ms UTC (inclusive)")
     end = models.BigIntegerField(null=True, blank=True, help_text="Last candle close time, ms UTC (inclusive)")
-    # Fill rules (apps.backtest.engine.fills.FillRules).
+    # Fill rules (apps.bots.trading.fills.FillRules).
     fee = models.FloatField(default=0.001)
     slippage = models.FloatField(default=0.0)
     initial_balance = models.FloatField(default=10_000.0)

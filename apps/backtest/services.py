@@ -58,7 +58,7 @@ def build_strategy(name: str, parameters: Mapping[str, Any] | None):
 
 def build_rules(**kwargs: Any):
     """FillRules from keyword arguments; None values fall back to the engine's defaults."""
-    from apps.backtest.engine.fills import FillRules
+    from apps.bots.trading.fills import FillRules
 
     clean = {k: v for k, v in kwargs.items() if v is not None or k in ("stop_loss", "take_profit")}
     try:

@@ -2,7 +2,7 @@
 
 A tick decides every candle a bot has not decided yet, in order: signals come from the strategy's vectorized form
 computed once over the window (equal, by the strategy contract, to `process_data` on each prefix), fills from
-`apps.backtest.engine.fills.step` — the backtest's own rules — so a bot replayed over a period makes exactly the
+`apps.bots.trading.fills.step` — the backtest's own rules — so a bot replayed over a period makes exactly the
 backtest's trades over that period.
 """
 
@@ -19,10 +19,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.backtest.engine.fills import Bar, FillRules, PortfolioState, step
 from apps.bots.config import BotConfig, load_config_dir
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.strategies.registry import create_strategy
+from apps.bots.trading.fills import Bar, FillRules, PortfolioState, step
 from apps.market.selectors import candle_frame
 from apps.market.timeframes import timeframe_ms
 from tradebot.notify import SYSTEM_CHANNEL, publish, publish_many, signals_channel, status_channel

@@ -17,7 +17,8 @@ Definitions (n = number of candles, E_i = equity after candle i's fill, E_-1 = i
   mean and std come from sums of r - K, K = the mean of the first 1000 returns (the shifted-data algorithm: no
   cancellation when K is near the mean), each kept as 4 partial sums in candle order (candle i -> lane i % 4, lanes
   added in a fixed order at the end: deterministic, and no chain of dependent additions); one pass with the
-  drawdowns (engine/equity.py), run by simulate's fill kernel, by `equity_stats` and by the sweep's fused kernel on
+  drawdowns (apps/bots/trading/equity.py),
+  run by simulate's fill kernel, by `equity_stats` and by the sweep's fused kernel on
   the same equity values with the same helpers, so all give bit-identical metrics.
 * Drawdown at candle i: E_i / max(E_-1..E_i) - 1 (the initial balance is the first peak). max_drawdown_pct is its
   minimum * 100, NEGATIVE (as backtesting.py), 0 when equity never fell. Equity here includes a fill's fee on the fill
@@ -53,7 +54,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from apps.backtest.engine.fills import SimResult
+from apps.bots.trading.fills import SimResult
 from apps.market.timeframes import periods_per_year
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -67,9 +68,9 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 
 
-# The equity pass (returns' moments + drawdowns) lives in engine/equity.py, shared bar by bar by simulate's fill
+# The equity pass (returns' moments + drawdowns) lives in bots/trading/equity.py, shared bar by bar by simulate's fill
 # kernel, equity_stats below and the sweep's fused kernel: same helpers, same order, bit-identical results.
-from apps.backtest.engine.equity import (  # noqa: E402,F401 - re-exported: the sweep kernel imports them from here
+from apps.bots.trading.equity import (  # noqa: E402,F401 - re-exported: the sweep kernel imports them from here
     K_WINDOW,
     dd_final,
     dd_init,

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from apps.backtest.engine.fills import FillRules, SimResult, simulate
 from apps.backtest.engine.metrics import compute_metrics
+from apps.bots.trading.fills import FillRules, SimResult, simulate
 from apps.market.timeframes import format_ms, timeframe_ms
 
 if TYPE_CHECKING:

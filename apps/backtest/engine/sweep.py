@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from apps.backtest.engine.equity import K_WINDOW, STATS_BLOCK, dd_init, moments_init, shift_of, stats_block, stats_final
-from apps.backtest.engine.fills import fill_block, open_trade_of, trade_columns
 from apps.backtest.engine.metrics import assemble_metrics
 from apps.bots.strategies.sma_cross import cross_run
+from apps.bots.trading.equity import K_WINDOW, STATS_BLOCK, dd_init, moments_init, shift_of, stats_block, stats_final
+from apps.bots.trading.fills import fill_block, open_trade_of, trade_columns
 
 # Metrics where smaller is better; every other metric ranks descending. A leading "-" on the metric flips the order.
 # Every name is a key of metrics.METRIC_KEYS (a test checks it).
@@ -327,8 +327,8 @@ def compute_actions(strategy: Any, arrays: CandleArrays, cache: dict | None = No
 
 def evaluate(arrays: CandleArrays, actions: np.ndarray, rules: Any, timeframe: str) -> tuple[Any, dict[str, Any]]:
     """simulate + metrics on precomputed actions: (SimResult, metrics)."""
-    from apps.backtest.engine.fills import simulate
     from apps.backtest.engine.metrics import compute_metrics
+    from apps.bots.trading.fills import simulate
 
     sim = simulate(arrays.timestamp, arrays.open, arrays.high, arrays.low, arrays.close, actions, rules)
     metrics = compute_metrics(sim, arrays.close, arrays.timestamp, timeframe)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from apps.backtest.engine.fills import FillRules
 from apps.backtest.engine.run import run_backtest
 from apps.backtest.models import BacktestRun, Status, Sweep, WalkForward
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.fills import FillRules
 from apps.market.csvio import read_candle_csv
 from apps.market.services import ingest_candles
 

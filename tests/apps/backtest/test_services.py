@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from apps.backtest import selectors, services
-from apps.backtest.engine.fills import FillRules
 from apps.backtest.engine.run import run_backtest
 from apps.backtest.models import BacktestRun, Status, Sweep, SweepResult
 from apps.backtest.report import report_for_run
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.fills import FillRules
 from apps.market.csvio import read_candle_csv
 from apps.market.selectors import candle_frame
 from apps.market.services import ingest_candles

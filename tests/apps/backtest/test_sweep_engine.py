@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.backtest.engine.fills import FillRules
 from apps.backtest.engine.run import run_backtest
 from apps.backtest.engine.sweep import (
     CandleArrays,
@@ -18,6 +17,7 @@ from apps.backtest.engine.sweep import (
     validate_param_sets,
 )
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.fills import FillRules
 from apps.market.csvio import read_candle_csv
 
 SMA = get_strategy_class("sma_cross")

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.backtest.engine.fills import FillRules
 from apps.backtest.engine.run import run_backtest
 from apps.bots import services
 from apps.bots.config import BotConfigError, load_config_file
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.strategies.registry import create_strategy
+from apps.bots.trading.fills import FillRules
 from apps.market.services import ingest_candles
 
 pytestmark = pytest.mark.django_db(transaction=True)

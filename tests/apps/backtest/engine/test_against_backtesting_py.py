@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from backtesting import Backtest, Strategy
 
-from apps.backtest.engine.fills import FillRules
 from apps.backtest.engine.run import run_backtest
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.fills import FillRules
 
 CASH = 1e12
 FEE = 0.001

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.backtest.engine.fills import FillRules, simulate
 from apps.backtest.engine.metrics import METRIC_KEYS, compute_metrics
 from apps.backtest.engine.sweep import LOWER_IS_BETTER, CandleArrays, evaluate_fast, jsonable, run_chunk
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.fills import FillRules, simulate
 from apps.market.csvio import read_candle_csv
 from tests.conftest import DATA_DIR
 
@@ -69,10 +69,10 @@ def test_given_lower_is_better_when_checked_then_every_name_is_a_real_metric_key
 
 from numba import njit  # noqa: E402
 
-from apps.backtest.engine import equity as eq  # noqa: E402
 from apps.backtest.engine.sweep import IndicatorLRU, data_fingerprint, process_indicator_cache  # noqa: E402
 from apps.bots.strategies import indicators as ind  # noqa: E402
 from apps.bots.strategies.sma_cross import cross_signals, sma_cross_lines  # noqa: E402
+from apps.bots.trading import equity as eq  # noqa: E402
 
 
 @pytest.fixture(scope="module")

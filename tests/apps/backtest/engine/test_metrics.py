@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.backtest.engine.fills import FillRules, simulate
 from apps.backtest.engine.metrics import METRIC_KEYS, compute_metrics
+from apps.bots.trading.fills import FillRules, simulate
 from apps.market.timeframes import periods_per_year
 
 

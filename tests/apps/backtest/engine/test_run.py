@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.backtest.engine.fills import TRADE_FIELDS, FillRules, simulate
 from apps.backtest.engine.metrics import METRIC_KEYS
 from apps.backtest.engine.run import run_backtest
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.fills import TRADE_FIELDS, FillRules, simulate
 from apps.market.timeframes import TimeframeError
 
 

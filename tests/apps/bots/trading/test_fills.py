@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.backtest.engine.fills import Bar, FillRules, PortfolioState, simulate, step
+from apps.bots.trading.fills import Bar, FillRules, PortfolioState, simulate, step
 
 FEE = 0.001
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from apps.backtest.engine.equity import (
+from apps.bots.trading.equity import (
     K_WINDOW,
     STATS_BLOCK,
     dd_init,
