@@ -21,12 +21,13 @@ from django.utils import timezone
 
 from apps.backtest.engine import sweep as sweep_engine
 from apps.backtest.models import BacktestRun, Status, Sweep, SweepResult, WalkForward
+from apps.common.errors import ApplicationError
 from apps.market.timeframes import format_ms, timeframe_ms
 
 logger = logging.getLogger(__name__)
 
 
-class BacktestInputError(ValueError):
+class BacktestInputError(ApplicationError):
     """Bad user input for a run/sweep (unknown strategy, bad parameters, bad space): one readable line."""
 
 

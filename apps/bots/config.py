@@ -1,53 +1,83 @@
-"""Bot JSON configs (config/bots/*.json): schema and loading, with errors that name the file and the field."""
+"""THE bot config validator: one schema for config/bots/*.json, the API, the admin form and commands.
+
+A bot config is what a user may set on a bot (name, strategy and parameters, market, fill rules). Everything else on a
+Bot row (status, virtual portfolio, liveness) is lifecycle state that only the services change. Errors are
+`BotConfigError` (an ApplicationError) naming the field: `strategy`, `parameters.fast`, `fee_rate`, ...
+
+Rules live where their concept lives and are only called from here: strategy names in the strategy registry, parameter
+types and ranges in the strategy's declared `Param`s, fill-rule ranges in `apps.bots.trading.fills.FillRules`,
+timeframes in `apps.market.timeframes`.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from apps.bots.strategies.base import ParameterError
-from apps.bots.strategies.registry import UnknownStrategyError, get_strategy_class
-from apps.market.timeframes import TIMEFRAMES
+from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.fills import FillRules
+from apps.common.errors import ApplicationError
+from apps.market.timeframes import timeframe_ms
+
+# Bot fields named differently in the fill rules.
+_RULE_NAMES = {"fee_rate": "fee", "slippage": "slippage", "fraction": "fraction", "stop_loss": "stop_loss",
+               "take_profit": "take_profit", "initial_balance": "initial_balance"}
+CONFIG_FIELDS: tuple[str, ...] = ("name", "strategy", "parameters", "exchange", "symbol", "timeframe",
+                                  "initial_balance", "fee_rate", "fraction", "slippage", "stop_loss", "take_profit")
 
 
-class BotConfigError(ValueError):
-    """A bot config that cannot be used; the message names the file and the field."""
+class BotConfigError(ApplicationError):
+    """A bot config that cannot be used; the message names the source and the field, `field` holds the field."""
+
+
+def default_fee_rate() -> float:
+    """settings.TRADEBOT_DEFAULT_FEE (the same default fee as backtests), 0.001 outside Django."""
+    try:
+        from django.conf import settings
+
+        return float(getattr(settings, "TRADEBOT_DEFAULT_FEE", 0.001))
+    except Exception:  # noqa: BLE001 - settings not configured (pure use): the documented default
+        return 0.001
 
 
 class BotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    strategy: str
+    strategy: str = Field(min_length=1, max_length=64)
     parameters: dict[str, Any] = Field(default_factory=dict)
     exchange: str = Field(min_length=1, max_length=32)
     symbol: str = Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9]+/[A-Za-z0-9]+$")
     timeframe: str
-    initial_balance: float = Field(default=10_000.0, gt=0)
-    fee_rate: float = Field(default=0.001, ge=0, lt=1)
-    fraction: float = Field(default=1.0, gt=0, le=1)
-    slippage: float = Field(default=0.0, ge=0, lt=1)
-    stop_loss: float | None = Field(default=None, gt=0, lt=1)
-    take_profit: float | None = Field(default=None, gt=0)
+    initial_balance: float = 10_000.0
+    fee_rate: float = Field(default_factory=default_fee_rate)
+    fraction: float = 1.0
+    slippage: float = 0.0
+    stop_loss: float | None = None
+    take_profit: float | None = None
     enabled: bool = True
 
     @field_validator("timeframe")
     @classmethod
     def _known_timeframe(cls, value: str) -> str:
-        if value not in TIMEFRAMES:
-            raise ValueError(f"unknown timeframe {value!r}: expected one of {', '.join(TIMEFRAMES)}")
+        timeframe_ms(value)  # TimeframeError (a ValueError) names the choices
         return value
 
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        try:
-            get_strategy_class(value)
-        except UnknownStrategyError as exc:
-            raise ValueError(str(exc)) from None
+        get_strategy_class(value)  # UnknownStrategyError lists the choices
+        return value
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters_object(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"must be a JSON object {{name: value}}, got {type(value).__name__}")
         return value
 
     @field_validator("parameters")
@@ -56,20 +86,57 @@ class BotConfig(BaseModel):
         name = info.data.get("strategy")
         if name is None:  # the strategy itself was invalid; that error is reported
             return value
+        return dict(get_strategy_class(name)(value).parameters)  # ParameterError names parameters.<name>
+
+    @model_validator(mode="after")
+    def _valid_rules(self) -> BotConfig:
+        self.rules()
+        return self
+
+    def rules(self) -> FillRules:
+        """The fill rules of this bot (FillRules validates the ranges: the backtest's own rule)."""
         try:
-            return dict(get_strategy_class(name)(value).parameters)
-        except ParameterError as exc:
-            raise ValueError(str(exc)) from None
+            return FillRules(**{rule: getattr(self, name) for name, rule in _RULE_NAMES.items()})
+        except ApplicationError as exc:
+            bot_field = next((k for k, v in _RULE_NAMES.items() if v == exc.field), exc.field)
+            message = exc.message.replace(f"{exc.field!r}", f"{bot_field!r}", 1)
+            raise ApplicationError(message, field=bot_field) from None
+
+    def bot_fields(self) -> dict[str, Any]:
+        """The Bot model fields this config sets."""
+        return {name: getattr(self, name) for name in CONFIG_FIELDS}
+
+
+def _field_of(err: Mapping[str, Any]) -> tuple[str, str]:
+    """(field, message) of one pydantic error; domain errors raised inside validators keep their own field."""
+    cause = (err.get("ctx") or {}).get("error")
+    loc = ".".join(str(p) for p in err["loc"])
+    if isinstance(cause, ApplicationError):
+        field = cause.field if cause.field and (not loc or cause.field.startswith(loc)) else (loc or cause.field)
+        return field or "(config)", cause.message
+    return loc or "(config)", err["msg"].removeprefix("Value error, ")
 
 
 def parse_config(data: Any, *, source: str = "<config>") -> BotConfig:
+    """Validate a bot config; the first error raises BotConfigError("<source>: field '<f>': <message>", field=<f>)."""
+    if isinstance(data, BotConfig):
+        return data
     try:
         return BotConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(config)"
-        message = err["msg"].removeprefix("Value error, ")
-        raise BotConfigError(f"{source}: field '{field}': {message}") from None
+        field, message = _field_of(exc.errors()[0])
+        raise BotConfigError(f"{source}: field '{field}': {message}", field=field) from None
+
+
+def validate_config(data: Mapping[str, Any], *, source: str = "bot") -> BotConfig:
+    """The API/admin/command entry: like parse_config, but the message reads "field 'x': ..." without a file."""
+    if isinstance(data, BotConfig):
+        return data
+    try:
+        return BotConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        field, message = _field_of(exc.errors()[0])
+        raise BotConfigError(f"{field}: {message}", field=field, extra={"source": source}) from None
 
 
 def load_config_file(path: Path) -> BotConfig:
@@ -89,7 +156,8 @@ def load_config_dir(directory: Path) -> list[tuple[Path, BotConfig]]:
     for path in sorted(Path(directory).glob("*.json")):
         config = load_config_file(path)
         if config.name in names:
-            raise BotConfigError(f"{path}: field 'name': {config.name!r} is already used by {names[config.name]}")
+            raise BotConfigError(f"{path}: field 'name': {config.name!r} is already used by {names[config.name]}",
+                                 field="name")
         names[config.name] = path
         configs.append((path, config))
     return configs

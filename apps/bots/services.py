@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,10 +21,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.bots.config import BotConfig, load_config_dir
+from apps.bots.config import CONFIG_FIELDS, BotConfig, BotConfigError, load_config_dir, validate_config
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.strategies.registry import create_strategy
 from apps.bots.trading.fills import Bar, FillRules, PortfolioState, step
+from apps.common.errors import ApplicationError
 from apps.market.selectors import candle_frame
 from apps.market.timeframes import timeframe_ms
 from tradebot.notify import SYSTEM_CHANNEL, publish, publish_many, signals_channel, status_channel
@@ -50,25 +53,135 @@ def rules_for(bot: Bot) -> FillRules:
                      take_profit=bot.take_profit, initial_balance=bot.initial_balance)
 
 
-# --- configs and lifecycle ----------------------------------------------------------------------------------------
+# --- lifecycle: every write of a bot's config or status goes through these ---------------------------------------
+# Config fields are validated by THE bot config schema (apps.bots.config.BotConfig); lifecycle fields (LIFECYCLE_FIELDS)
+# are never set from outside: status changes through bot_start / bot_stop, the portfolio through ticks and resets.
+
+LIFECYCLE_FIELDS: tuple[str, ...] = (
+    "status", "cash", "position", "entry_price", "entry_timestamp", "entry_fee", "fees_paid", "peak_equity",
+    "realized_pnl", "last_candle_timestamp", "history_start", "heartbeat_at", "restart_times", "restart_count",
+    "failed_at", "last_error",
+)
+
+
+def bot_config(bot: Bot) -> dict[str, Any]:
+    """The config fields of a stored bot (what bot_update merges changes into)."""
+    return {name: getattr(bot, name) for name in CONFIG_FIELDS}
+
+
+def _refuse_lifecycle(data: Mapping[str, Any]) -> None:
+    for name in data:
+        if name in LIFECYCLE_FIELDS:
+            raise ApplicationError(f"{name!r} is lifecycle state: it changes through start/stop and ticks, not edits",
+                                   field=name)
+
+
+def _publish_status(bot: Bot, *, event: str = "", error: str = "") -> None:
+    payload = {"bot_id": bot.pk, "name": bot.name, "status": bot.status, "error": error}
+    if event:
+        payload["event"] = event
+    transaction.on_commit(lambda: publish(status_channel(payload["bot_id"]), payload))
+
+
+@transaction.atomic
+def bot_create(*, data: Mapping[str, Any] | BotConfig, config_file: str = "") -> Bot:
+    """A stopped bot from a validated config; its virtual portfolio starts at the config's initial balance."""
+    if not isinstance(data, BotConfig):
+        _refuse_lifecycle(data)
+    config = validate_config(data)
+    if Bot.objects.filter(name=config.name).exists():
+        raise BotConfigError(f"name: a bot named {config.name!r} already exists", field="name")
+    bot = Bot.objects.create(**config.bot_fields(), config_file=config_file, cash=config.initial_balance,
+                             peak_equity=config.initial_balance)
+    _publish_status(bot, event="created")
+    return bot
+
+
+@transaction.atomic
+def bot_update(*, bot: Bot, data: Mapping[str, Any] | BotConfig, config_file: str | None = None) -> Bot:
+    """Change a bot's config (partial `data` is merged into the stored config, then validated as a whole).
+
+    Portfolio state is kept: changing a config does not reset a trading bot. A bot that has not decided a candle yet
+    starts from its (new) initial balance. A running bot moved to another market gets that market watched."""
+    bot = Bot.objects.select_for_update().get(pk=bot.pk)
+    if isinstance(data, BotConfig):
+        config = data
+    else:
+        _refuse_lifecycle(data)
+        config = validate_config({**bot_config(bot), **dict(data)})
+    if config.name != bot.name and Bot.objects.filter(name=config.name).exclude(pk=bot.pk).exists():
+        raise BotConfigError(f"name: a bot named {config.name!r} already exists", field="name")
+    fields = config.bot_fields()
+    changed = [k for k, v in fields.items() if getattr(bot, k) != v]
+    for key in changed:
+        setattr(bot, key, fields[key])
+    if config_file is not None and bot.config_file != config_file:
+        bot.config_file = config_file
+        changed.append("config_file")
+    fresh = bot.last_candle_timestamp is None and bot.position == 0 and not bot.trades.exists()
+    if fresh and "initial_balance" in changed:
+        bot.cash = bot.peak_equity = config.initial_balance
+        changed += ["cash", "peak_equity"]
+    if changed:
+        bot.save(update_fields=[*changed, "updated_at"])
+    if bot.status == Bot.Status.RUNNING and {"exchange", "symbol", "timeframe"} & set(changed):
+        _watch_market_of(bot)
+    return bot
+
+
+@transaction.atomic
+def bot_delete(*, bot: Bot) -> None:
+    """Delete a bot with its signals, trades and snapshots; a `deleted` status event is published on commit."""
+    pk, name = bot.pk, bot.name
+    Bot.objects.filter(pk=pk).delete()
+    payload = {"bot_id": pk, "name": name, "status": "deleted", "event": "deleted", "error": ""}
+    transaction.on_commit(lambda: publish(status_channel(pk), payload))
+
+
+def _watch_market_of(bot: Bot) -> None:
+    from apps.market.services import market_watch
+
+    market_watch(exchange=bot.exchange, symbol=bot.symbol, timeframe=bot.timeframe)
+
+
+def _lock(bot: Bot) -> None:
+    Bot.objects.select_for_update().filter(pk=bot.pk).values_list("pk", flat=True).first()
+
+
+@transaction.atomic
+def bot_start(*, bot: Bot) -> Bot:
+    """Running bots are ticked on each new closed candle of their market (which this watches, validated: its provider
+    must serve it); they resume from the last candle decided."""
+    _lock(bot)
+    _watch_market_of(bot)
+    _set_status(bot, Bot.Status.RUNNING)
+    return bot
+
+
+@transaction.atomic
+def bot_stop(*, bot: Bot) -> Bot:
+    """Stop ticking; the virtual portfolio is kept (start resumes). The market stays watched (others may use it)."""
+    _lock(bot)
+    _set_status(bot, Bot.Status.STOPPED)
+    return bot
+
+
+def start_bot(bot: Bot) -> Bot:
+    """Positional alias of bot_start (kept for existing callers)."""
+    return bot_start(bot=bot)
+
+
+def stop_bot(bot: Bot) -> Bot:
+    """Positional alias of bot_stop (kept for existing callers)."""
+    return bot_stop(bot=bot)
+
 
 def upsert_bot_from_config(config: BotConfig, *, config_file: str = "") -> Bot:
-    """Create or update a bot by name. Portfolio state is kept: changing a config does not reset a running bot."""
-    fields = {
-        "strategy": config.strategy, "parameters": config.parameters, "config_file": config_file,
-        "exchange": config.exchange, "symbol": config.symbol, "timeframe": config.timeframe,
-        "initial_balance": config.initial_balance, "fee_rate": config.fee_rate, "fraction": config.fraction,
-        "slippage": config.slippage, "stop_loss": config.stop_loss, "take_profit": config.take_profit,
-    }
-    bot, created = Bot.objects.get_or_create(
-        name=config.name,
-        defaults={**fields, "cash": config.initial_balance, "peak_equity": config.initial_balance},
-    )
-    if not created:
-        for key, value in fields.items():
-            setattr(bot, key, value)
-        bot.save()
-    return bot
+    """Create or update a bot by name (bot_create / bot_update). Portfolio state is kept on update."""
+    existing = Bot.objects.filter(name=config.name).first()
+    if existing is None:
+        return bot_create(data=config, config_file=config_file)
+    return bot_update(bot=existing, data=config, config_file=config_file)
 
 
 def sync_bots_from_configs(directory: Path | None = None) -> list[Bot]:
@@ -85,17 +198,6 @@ def _set_status(bot: Bot, status: str, *, error: str = "") -> None:
     bot.save(update_fields=["status", "last_error", "updated_at"])
     payload = {"bot_id": bot.pk, "name": bot.name, "status": status, "error": error}
     transaction.on_commit(lambda: publish(status_channel(bot.pk), payload))
-
-
-def start_bot(bot: Bot) -> Bot:
-    """Running bots are ticked on each new closed candle of their market; they resume from the last one decided."""
-    _set_status(bot, Bot.Status.RUNNING)
-    return bot
-
-
-def stop_bot(bot: Bot) -> Bot:
-    _set_status(bot, Bot.Status.STOPPED)
-    return bot
 
 
 def reset_portfolio(bot: Bot, *, history_start: int | None = None) -> Bot:

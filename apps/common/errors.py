@@ -20,6 +20,11 @@ class ApplicationError(ValueError):
         self.field = field
         self.extra = dict(extra or {})
 
+    def __reduce__(self):
+        # Subclasses have their own constructors (ParameterError(strategy, parameter, message)); pickle the state, not
+        # the constructor call, so errors cross process boundaries (Celery results) intact, field included.
+        return _restore, (type(self), self.args, self.__dict__)
+
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"detail": self.message}
         if self.field:
@@ -27,3 +32,10 @@ class ApplicationError(ValueError):
         if self.extra:
             body["extra"] = self.extra
         return body
+
+
+def _restore(cls: type, args: tuple, state: dict[str, Any]) -> ApplicationError:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from tqdm import tqdm
 
@@ -77,20 +76,8 @@ def collect_market(market_id: int, *, provider: Provider | None = None) -> Inges
 
 
 def watched_markets() -> list[Market]:
-    """Markets to collect each round: Market.watched, or traded by a running bot (its Market row is created)."""
-    from apps.bots.models import Bot
-
-    ids: set[int] = set()
-    running = (
-        Bot.objects.filter(status=Bot.Status.RUNNING).values_list("exchange", "symbol", "timeframe").distinct()
-    )
-    for exchange, symbol, timeframe in running:
-        provider = "replay" if exchange == "replay" else None
-        market = Market.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe).first()
-        if market is None:
-            market = get_or_create_market(exchange, symbol, timeframe, provider=provider)
-        ids.add(market.pk)
-    return list(Market.objects.filter(Q(watched=True) | Q(pk__in=ids)).order_by("exchange", "symbol", "timeframe"))
+    """Markets to collect each round: those watched (through services.market_watch, e.g. by a starting bot)."""
+    return list(Market.objects.filter(watched=True).order_by("exchange", "symbol", "timeframe"))
 
 
 def market_summary(market: Market, result: IngestResult | None, error: str = "") -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from apps.common.errors import ApplicationError
 from apps.market.timeframes import TimeLabel, from_close_label, timeframe_ms, to_close_label
 
 CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
@@ -23,7 +24,7 @@ PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 TRADE_COLUMNS: tuple[str, ...] = ("timestamp", "price", "amount")
 
 
-class CsvFormatError(ValueError):
+class CsvFormatError(ApplicationError):
     """A CSV file that cannot be read as candles/trades; the message names file, line, field and rule."""
 
 

@@ -8,12 +8,14 @@ candle on `market:{symbol}` and send `candles_closed` for dependent work (bot ti
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from django.db import transaction
 
+from apps.common.errors import ApplicationError
 from apps.market.ledger import refresh_ledger
 from apps.market.models import Market
 from apps.market.partitions import ensure_partitions_for
@@ -63,6 +65,95 @@ def get_or_create_market(
                 setattr(market, k, defaults[k])
             market.save(update_fields=changed)
     return market
+
+
+# --- markets: every write of a Market row's settings goes through these ------------------------------------------
+
+SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9]+$")
+
+
+def default_provider(exchange: str) -> str:
+    """The provider a new market of `exchange` uses when none is given: `replay` for the replay exchange, else ccxt."""
+    return "replay" if exchange == "replay" else "ccxt"
+
+
+def validate_market(*, exchange: str, symbol: str, timeframe: str, provider: str) -> None:
+    """THE market validator: timeframe known, symbol BASE/QUOTE, and the provider (by registry name) can be built for
+    the exchange, i.e. it can serve the market. Raises ApplicationError naming the field."""
+    from apps.market.providers.registry import get_provider
+
+    if not isinstance(exchange, str) or not 1 <= len(exchange) <= 32:
+        raise ApplicationError(f"exchange must be a name of 1..32 characters, got {exchange!r}", field="exchange")
+    if not isinstance(symbol, str) or len(symbol) > 32 or not SYMBOL_PATTERN.match(symbol):
+        raise ApplicationError(f"symbol must look like BASE/QUOTE (e.g. BTC/USDT), got {symbol!r}", field="symbol")
+    timeframe_ms(timeframe)
+    if not isinstance(provider, str) or not provider:
+        raise ApplicationError(f"provider must be a provider name, got {provider!r}", field="provider")
+    try:
+        get_provider(provider, exchange=exchange)
+    except ApplicationError as exc:
+        if exc.field is None:
+            raise ApplicationError(f"provider {provider!r} cannot serve {exchange} {symbol}: {exc.message}",
+                                   field="exchange" if provider == "ccxt" else "provider") from None
+        raise
+
+
+@transaction.atomic
+def market_create(*, exchange: str, symbol: str, timeframe: str, provider: str | None = None,
+                  watched: bool = False) -> Market:
+    """A new Market row, validated; an existing (exchange, symbol, timeframe) is an error naming `symbol`."""
+    provider = provider or default_provider(exchange)
+    validate_market(exchange=exchange, symbol=symbol, timeframe=timeframe, provider=provider)
+    if Market.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe).exists():
+        raise ApplicationError(f"market {exchange} {symbol} {timeframe} already exists", field="symbol")
+    return Market.objects.create(exchange=exchange, symbol=symbol, timeframe=timeframe, provider=provider,
+                                 watched=bool(watched))
+
+
+@transaction.atomic
+def market_update(*, market: Market, provider: str | None = None, watched: bool | None = None) -> Market:
+    """Change a market's provider and/or watched flag (validated: the provider must serve the market)."""
+    market = Market.objects.select_for_update().get(pk=market.pk)
+    changed = []
+    if provider is not None and provider != market.provider:
+        validate_market(exchange=market.exchange, symbol=market.symbol, timeframe=market.timeframe, provider=provider)
+        market.provider = provider
+        changed.append("provider")
+    if watched is not None and bool(watched) != market.watched:
+        if watched:
+            validate_market(exchange=market.exchange, symbol=market.symbol, timeframe=market.timeframe,
+                            provider=market.provider)
+        market.watched = bool(watched)
+        changed.append("watched")
+    if changed:
+        market.save(update_fields=changed)
+    return market
+
+
+@transaction.atomic
+def market_watch(*, exchange: str, symbol: str, timeframe: str, provider: str | None = None) -> Market:
+    """Collect this market on every collection round (created if new). Validated: its provider must serve it.
+
+    Consumers (a starting bot, a user) call this; market code never asks who needs a market."""
+    market = Market.objects.select_for_update().filter(exchange=exchange, symbol=symbol, timeframe=timeframe).first()
+    if market is None:
+        provider = provider or default_provider(exchange)
+        validate_market(exchange=exchange, symbol=symbol, timeframe=timeframe, provider=provider)
+        return Market.objects.create(exchange=exchange, symbol=symbol, timeframe=timeframe, provider=provider,
+                                     watched=True)
+    return market_update(market=market, provider=provider, watched=True)
+
+
+@transaction.atomic
+def market_unwatch(*, market: Market) -> Market:
+    """Stop collecting this market on collection rounds (its candles and ledger stay)."""
+    return market_update(market=market, watched=False)
+
+
+@transaction.atomic
+def market_delete(*, market: Market) -> None:
+    """Delete the Market row and its ledger (coverage, gaps); stored candles stay (they are keyed by name)."""
+    Market.objects.filter(pk=market.pk).delete()
 
 
 def ingest_candles(

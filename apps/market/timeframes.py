@@ -7,9 +7,11 @@ Exchanges and ccxt label by OPEN time: close = open + tf.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+
+from apps.common.errors import ApplicationError
 
 MINUTE_MS = 60_000
 TIMEFRAME_MS: dict[str, int] = {
@@ -28,8 +30,11 @@ YEAR_MS = 365 * 24 * 60 * MINUTE_MS
 TimeLabel = Literal["open", "close"]
 
 
-class TimeframeError(ValueError):
-    """An unknown timeframe, or a timestamp off the timeframe's grid."""
+class TimeframeError(ApplicationError):
+    """An unknown timeframe, or a timestamp off the timeframe's grid (field `timeframe` unless told otherwise)."""
+
+    def __init__(self, message: str, *, field: str | None = "timeframe", extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message, field=field, extra=extra)
 
 
 def timeframe_ms(timeframe: str) -> int:

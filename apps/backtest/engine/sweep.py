@@ -27,6 +27,7 @@ from apps.backtest.engine.metrics import assemble_metrics
 from apps.bots.strategies.sma_cross import cross_run
 from apps.bots.trading.equity import K_WINDOW, STATS_BLOCK, dd_init, moments_init, shift_of, stats_block, stats_final
 from apps.bots.trading.fills import fill_block, open_trade_of, trade_columns
+from apps.common.errors import ApplicationError
 
 # Metrics where smaller is better; every other metric ranks descending. A leading "-" on the metric flips the order.
 # Every name is a key of metrics.METRIC_KEYS (a test checks it).
@@ -35,7 +36,7 @@ LOWER_IS_BETTER = frozenset({"max_drawdown_duration_bars", "max_drawdown_duratio
                              "avg_holding_time_ms", "max_holding_time_ms", "avg_holding_bars", "max_holding_bars"})
 
 
-class SweepSpaceError(ValueError):
+class SweepSpaceError(ApplicationError):
     """A sweep space that cannot be expanded (names the parameter and what is wrong)."""
 
 

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from apps.backtest.engine.sweep import CandleArrays, compute_actions, evaluate, jsonable, rank_results, run_chunk
+from apps.common.errors import ApplicationError
 from apps.market.timeframes import timeframe_ms
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 
 
-class WalkForwardError(ValueError):
+class WalkForwardError(ApplicationError):
     """Windows that cannot be planned (names the size and why)."""
 
 

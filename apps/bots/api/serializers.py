@@ -1,13 +1,13 @@
+"""Bot API shapes. Input serializers only parse JSON types; the rules are THE bot config validator's
+(apps.bots.config.BotConfig), applied by the services, so the API, admin, config files and commands agree."""
+
 from rest_framework import serializers
 
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
-from apps.bots.strategies.base import ParameterError
-from apps.bots.strategies.registry import UnknownStrategyError, create_strategy
-from apps.market.timeframes import TIMEFRAMES
 
 
 class BotSerializer(serializers.ModelSerializer):
-    timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
+    """Output: a bot's config and its lifecycle state (read-only)."""
 
     class Meta:
         model = Bot
@@ -15,19 +15,27 @@ class BotSerializer(serializers.ModelSerializer):
                   "fee_rate", "fraction", "slippage", "stop_loss", "take_profit", "status", "cash", "position",
                   "entry_price", "realized_pnl", "fees_paid", "heartbeat_at", "last_candle_timestamp",
                   "restart_count", "last_error", "config_file", "created_at")
-        read_only_fields = ("status", "cash", "position", "entry_price", "realized_pnl", "fees_paid", "heartbeat_at",
-                            "last_candle_timestamp", "restart_count", "last_error", "config_file", "created_at")
+        read_only_fields = fields
 
-    def validate(self, attrs):
-        strategy = attrs.get("strategy", getattr(self.instance, "strategy", None))
-        parameters = attrs.get("parameters", getattr(self.instance, "parameters", {}))
-        try:
-            attrs["parameters"] = dict(create_strategy(strategy, parameters).parameters)
-        except UnknownStrategyError as exc:
-            raise serializers.ValidationError({"strategy": str(exc)}) from None
-        except ParameterError as exc:
-            raise serializers.ValidationError({"parameters": str(exc)}) from None
-        return attrs
+
+class BotInputSerializer(serializers.Serializer):
+    """Input of create (all of name, strategy, exchange, symbol, timeframe) and update (any subset on PATCH).
+
+    Ranges: initial_balance > 0, 0 <= fee_rate < 1 (default TRADEBOT_DEFAULT_FEE), 0 < fraction <= 1,
+    0 <= slippage < 1, stop_loss null or in (0, 1), take_profit null or > 0; parameters valid for the strategy."""
+
+    name = serializers.CharField()
+    strategy = serializers.CharField(help_text="Strategy registry name")
+    parameters = serializers.JSONField(required=False, help_text="JSON object {parameter: value}")
+    exchange = serializers.CharField()
+    symbol = serializers.CharField(help_text="BASE/QUOTE, e.g. BTC/USDT")
+    timeframe = serializers.CharField(help_text="1m, 5m, 15m, 30m, 1h, 4h or 1d")
+    initial_balance = serializers.FloatField(required=False)
+    fee_rate = serializers.FloatField(required=False)
+    fraction = serializers.FloatField(required=False)
+    slippage = serializers.FloatField(required=False)
+    stop_loss = serializers.FloatField(required=False, allow_null=True)
+    take_profit = serializers.FloatField(required=False, allow_null=True)
 
 
 class SignalSerializer(serializers.ModelSerializer):

@@ -1,28 +1,65 @@
+"""Bots API: reads from the model, every write through apps.bots.services (validated by the bot config schema)."""
+
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.bots import services
-from apps.bots.api.serializers import BotSerializer, PerformanceSerializer, SignalSerializer, TradeSerializer
+from apps.bots.api.serializers import (
+    BotInputSerializer,
+    BotSerializer,
+    PerformanceSerializer,
+    SignalSerializer,
+    TradeSerializer,
+)
 from apps.bots.models import Bot
 
 
-class BotViewSet(viewsets.ModelViewSet):
+def _input(request, *, partial: bool) -> dict:
+    """The body's config fields (JSON types checked); lifecycle fields in the body are refused by the services."""
+    lifecycle = {k: request.data[k] for k in services.LIFECYCLE_FIELDS if hasattr(request.data, "keys")
+                 and k in request.data}
+    serializer = BotInputSerializer(data=request.data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return {**serializer.validated_data, **lifecycle}
+
+
+class BotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Virtual bots. POST start/stop to change the lifecycle; signals, trades and performance are what it did."""
 
     queryset = Bot.objects.all()
     serializer_class = BotSerializer
 
+    @extend_schema(request=BotInputSerializer, responses={201: BotSerializer})
+    def create(self, request, *args, **kwargs):
+        bot = services.bot_create(data=_input(request, partial=False))
+        return Response(BotSerializer(bot).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=BotInputSerializer, responses=BotSerializer)
+    def update(self, request, *args, **kwargs):
+        partial = kwargs.pop("partial", False)
+        bot = services.bot_update(bot=self.get_object(), data=_input(request, partial=partial))
+        return Response(BotSerializer(bot).data)
+
+    @extend_schema(request=BotInputSerializer, responses=BotSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        kwargs["partial"] = True
+        return self.update(request, *args, **kwargs)
+
+    def destroy(self, request, *args, **kwargs):
+        services.bot_delete(bot=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @extend_schema(request=None, responses=BotSerializer)
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
-        return Response(BotSerializer(services.start_bot(self.get_object())).data)
+        return Response(BotSerializer(services.bot_start(bot=self.get_object())).data)
 
     @extend_schema(request=None, responses=BotSerializer)
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
-        return Response(BotSerializer(services.stop_bot(self.get_object())).data)
+        return Response(BotSerializer(services.bot_stop(bot=self.get_object())).data)
 
     def _page(self, queryset, serializer_class):
         page = self.paginate_queryset(queryset)

@@ -20,7 +20,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from apps.common.errors import ApplicationError
+
 CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+# The largest indicator window/span the built-ins accept (candles): 10,000 is a week of 1m or 14 months of 1h
+# candles. A bound, not a taste: windows like 1e30 would otherwise be accepted and fail on every tick.
+MAX_WINDOW = 10_000
 
 
 class Action(IntEnum):
@@ -67,13 +72,13 @@ class StrategyOutput:
     indicators: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class ParameterError(ValueError):
-    """An invalid strategy parameter; the message names the strategy and the parameter."""
+class ParameterError(ApplicationError):
+    """An invalid strategy parameter; the message names the strategy and the parameter (field `parameters.<name>`)."""
 
     def __init__(self, strategy: str, parameter: str | None, message: str) -> None:
+        super().__init__(f"{strategy}: {message}", field=f"parameters.{parameter}" if parameter else "parameters")
         self.strategy = strategy
         self.parameter = parameter
-        super().__init__(f"{strategy}: {message}")
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from apps.bots.strategies import indicators as ind
-from apps.bots.strategies.base import Action, BaseStrategy, IndicatorCache, Param, StrategyOutput, finish
+from apps.bots.strategies.base import MAX_WINDOW, Action, BaseStrategy, IndicatorCache, Param, StrategyOutput, finish
 from apps.bots.strategies.registry import register
 
 #: Differences smaller than this fraction of the close count as zero (float noise on flat stretches).
@@ -28,7 +28,7 @@ class Bollinger(BaseStrategy):
 
     name = "bollinger"
     params = (
-        Param("period", int, 20, min=2, help="SMA / std window (candles)"),
+        Param("period", int, 20, min=2, max=MAX_WINDOW, help="SMA / std window (candles)"),
         Param("k", float, 2.0, min=0.1, max=10.0, help="band width in standard deviations"),
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from apps.bots.strategies import indicators as ind
-from apps.bots.strategies.base import IndicatorCache, Param, StrategyOutput
+from apps.bots.strategies.base import MAX_WINDOW, IndicatorCache, Param, StrategyOutput
 from apps.bots.strategies.registry import register
 from apps.bots.strategies.sma_cross import LineCross, cross_signals
 
@@ -23,8 +23,8 @@ class EmaCross(LineCross):
 
     name = "ema_cross"
     params = (
-        Param("fast", int, 12, min=1, help="fast EMA span (candles)"),
-        Param("slow", int, 26, min=2, help="slow EMA span (candles), > fast"),
+        Param("fast", int, 12, min=1, max=MAX_WINDOW, help="fast EMA span (candles)"),
+        Param("slow", int, 26, min=2, max=MAX_WINDOW, help="slow EMA span (candles), > fast"),
     )
 
     def compute(self, close, high, low, open_, volume, *, cache: IndicatorCache | None = None) -> StrategyOutput:

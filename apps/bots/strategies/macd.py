@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from apps.bots.strategies import indicators as ind
-from apps.bots.strategies.base import Action, BaseStrategy, IndicatorCache, Param, StrategyOutput, finish
+from apps.bots.strategies.base import MAX_WINDOW, Action, BaseStrategy, IndicatorCache, Param, StrategyOutput, finish
 from apps.bots.strategies.registry import register
 
 #: MACD and signal closer than this fraction of the close count as equal (float noise).
@@ -30,9 +30,9 @@ class Macd(BaseStrategy):
 
     name = "macd"
     params = (
-        Param("fast", int, 12, min=1, help="fast EMA span"),
-        Param("slow", int, 26, min=2, help="slow EMA span, > fast"),
-        Param("signal", int, 9, min=1, help="signal-line EMA span"),
+        Param("fast", int, 12, min=1, max=MAX_WINDOW, help="fast EMA span"),
+        Param("slow", int, 26, min=2, max=MAX_WINDOW, help="slow EMA span, > fast"),
+        Param("signal", int, 9, min=1, max=MAX_WINDOW, help="signal-line EMA span"),
     )
 
     def validate(self, params: dict[str, Any]) -> None:

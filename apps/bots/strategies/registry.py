@@ -6,12 +6,16 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from apps.common.errors import ApplicationError
+
 _REGISTRY: dict[str, type] = {}
 
 
-class UnknownStrategyError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+class UnknownStrategyError(ApplicationError):
+    """No strategy registered under that name (field `strategy`)."""
+
+    def __init__(self, message: str, *, field: str | None = "strategy", extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message, field=field, extra=extra)
 
 
 def register(cls: type) -> type:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from apps.bots.strategies import indicators as ind
-from apps.bots.strategies.base import Action, BaseStrategy, IndicatorCache, Param, StrategyOutput, finish
+from apps.bots.strategies.base import MAX_WINDOW, Action, BaseStrategy, IndicatorCache, Param, StrategyOutput, finish
 from apps.bots.strategies.registry import register
 
 
@@ -27,7 +27,7 @@ class Rsi(BaseStrategy):
 
     name = "rsi"
     params = (
-        Param("period", int, 14, min=2, help="RSI period (candles)"),
+        Param("period", int, 14, min=2, max=MAX_WINDOW, help="RSI period (candles)"),
         Param("oversold", float, 30.0, min=0.0, max=100.0, help="buy when RSI rises through this level"),
         Param("overbought", float, 70.0, min=0.0, max=100.0, help="sell when RSI falls through this level"),
     )

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit
 
 from apps.bots.strategies import indicators as ind
-from apps.bots.strategies.base import BaseStrategy, IndicatorCache, Param, StrategyOutput
+from apps.bots.strategies.base import MAX_WINDOW, BaseStrategy, IndicatorCache, Param, StrategyOutput
 from apps.bots.strategies.registry import register
 
 #: Lines closer than this fraction of the slow line count as equal (float noise, not a cross).
@@ -214,8 +214,8 @@ class SmaCross(LineCross):
 
     name = "sma_cross"
     params = (
-        Param("fast", int, 10, min=1, help="fast SMA window (candles)"),
-        Param("slow", int, 50, min=2, help="slow SMA window (candles), > fast"),
+        Param("fast", int, 10, min=1, max=MAX_WINDOW, help="fast SMA window (candles)"),
+        Param("slow", int, 50, min=2, max=MAX_WINDOW, help="slow SMA window (candles), > fast"),
     )
 
     @property

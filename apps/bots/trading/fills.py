@@ -52,6 +52,7 @@ from apps.bots.trading.equity import (
     stats_block,
     stats_final,
 )
+from apps.common.errors import ApplicationError
 
 # Events of one candle (what `_bar` did).
 EV_NONE = 0
@@ -102,7 +103,7 @@ class FillRules:
     def __post_init__(self) -> None:
         def check(name: str, ok: bool, rule: str) -> None:
             if not ok:
-                raise ValueError(f"fill rule {name!r} must be {rule}, got {getattr(self, name)!r}")
+                raise ApplicationError(f"fill rule {name!r} must be {rule}, got {getattr(self, name)!r}", field=name)
 
         def finite(v: Any) -> bool:
             return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -11,11 +11,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from apps.common.errors import ApplicationError
+
 CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 TRADE_COLUMNS: tuple[str, ...] = ("timestamp", "price", "amount", "side", "trade_id")
 
 
-class ProviderError(ValueError):
+class ProviderError(ApplicationError):
     """A provider cannot serve a request (unknown exchange, symbol, timeframe, missing file...): not worth retrying."""
 
 

@@ -14,7 +14,10 @@ ProviderFactory = Callable[..., Provider]
 
 
 class UnknownProviderError(ProviderError):
-    """No provider registered under that name."""
+    """No provider registered under that name (field `provider`)."""
+
+    def __init__(self, message: str, *, field: str | None = "provider", extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message, field=field, extra=extra)
 
 
 def _ccxt(**options: Any) -> Provider:

@@ -33,14 +33,15 @@ def test_given_valid_body_when_creating_a_bot_then_parameters_get_defaults_and_i
     ("change", "field", "text"),
     [
         ({"strategy": "nope"}, "strategy", "unknown strategy 'nope'"),
-        ({"parameters": {"fast": 60}}, "parameters", "'fast'"),
+        ({"parameters": {"fast": 60}}, "parameters.fast", "'fast'"),
         ({"timeframe": "3m"}, "timeframe", "3m"),
     ],
 )
 def test_given_bad_body_when_creating_a_bot_then_400_names_the_field(client, change, field, text):
     resp = client.post("/api/bots/", {**BODY, **change}, format="json")
     assert resp.status_code == 400
-    assert text in str(resp.json()[field])
+    assert resp.json()["field"] == field
+    assert text in resp.json()["detail"]
 
 
 def test_given_anonymous_user_when_creating_a_bot_then_refused():

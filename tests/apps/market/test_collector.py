@@ -128,17 +128,38 @@ def test_given_an_exchange_error_when_collecting_then_recorded_on_the_market_and
     assert len(result.new_timestamps) == 3 and market.last_error == ""
 
 
-def test_given_watched_and_bot_markets_when_listing_watched_then_running_bots_markets_are_included_and_created(market):
-    Bot.objects.create(name="h3-running", strategy="sma_cross", exchange=EXCHANGE, symbol="ETH/USDT", timeframe="5m",
-                       status=Bot.Status.RUNNING)
-    Bot.objects.create(name="h3-stopped", strategy="sma_cross", exchange=EXCHANGE, symbol="XRP/USDT", timeframe="5m",
-                       status=Bot.Status.STOPPED)
+def test_given_a_started_bot_when_listing_watched_then_its_market_is_watched_and_a_stopped_bots_is_not(market):
+    from apps.bots import services as bot_services
+    from apps.market.services import market_create
+
+    market_create(exchange=EXCHANGE, symbol="ETH/USDT", timeframe="5m", provider="fakebinance")
+    running = bot_services.bot_create(data={"name": "h3-running", "strategy": "sma_cross", "exchange": EXCHANGE,
+                                            "symbol": "ETH/USDT", "timeframe": "5m"})
+    bot_services.bot_create(data={"name": "h3-stopped", "strategy": "sma_cross", "exchange": EXCHANGE,
+                                  "symbol": "XRP/USDT", "timeframe": "5m"})
     Market.objects.create(exchange=EXCHANGE, symbol="LTC/USDT", timeframe="1h")  # not watched, no bot
 
+    bot_services.bot_start(bot=running)
     labels = [str(m) for m in watched_markets()]
 
     assert labels == [f"{EXCHANGE} BTC/USDT 1m", f"{EXCHANGE} ETH/USDT 5m"]
     assert Market.objects.filter(symbol="XRP/USDT").count() == 0
+
+
+def test_given_a_bot_on_a_market_no_provider_serves_when_started_then_refused_naming_the_exchange(market):
+    from apps.bots import services as bot_services
+    from apps.common.errors import ApplicationError
+
+    bot = bot_services.bot_create(data={"name": "h3-nowhere", "strategy": "sma_cross", "exchange": "nosuchexchange",
+                                        "symbol": "ETH/USDT", "timeframe": "5m"})
+
+    with pytest.raises(ApplicationError) as err:
+        bot_services.bot_start(bot=bot)
+
+    assert err.value.field == "exchange" and "nosuchexchange" in err.value.message
+    bot.refresh_from_db()
+    assert bot.status == Bot.Status.STOPPED
+    assert not Market.objects.filter(exchange="nosuchexchange").exists()
 
 
 def test_given_one_failing_market_when_collecting_all_then_the_others_are_still_collected(fake, market):
