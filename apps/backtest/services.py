@@ -44,17 +44,20 @@ def resolve_strategy(name: str) -> type:
         try:
             return get_strategy_class(name)
         except UnknownStrategyError as exc:
-            raise BacktestInputError(str(exc)) from None
+            raise BacktestInputError(str(exc), field="strategy") from None
 
 
 def build_strategy(name: str, parameters: Mapping[str, Any] | None):
     cls = resolve_strategy(name)
+    if parameters is not None and not isinstance(parameters, Mapping):
+        raise BacktestInputError(f"parameters must be a JSON object {{name: value}}, got {type(parameters).__name__}",
+                                 field="parameters")
     try:
         return cls(dict(parameters or {}))
-    except ValueError as exc:  # ParameterError: its message names the strategy and the parameter
-        raise BacktestInputError(str(exc)) from None
-    except TypeError as exc:
-        raise BacktestInputError(f"strategy {name!r}: {exc}") from None
+    except ApplicationError as exc:  # ParameterError: names the strategy and the parameter (parameters.<name>)
+        raise BacktestInputError(str(exc), field=exc.field or "parameters") from None
+    except (ValueError, TypeError) as exc:
+        raise BacktestInputError(f"strategy {name!r}: {exc}", field="parameters") from None
 
 
 def build_rules(**kwargs: Any):
@@ -64,8 +67,38 @@ def build_rules(**kwargs: Any):
     clean = {k: v for k, v in kwargs.items() if v is not None or k in ("stop_loss", "take_profit")}
     try:
         return FillRules(**clean)
+    except ApplicationError as exc:
+        raise BacktestInputError(f"fill rules: {exc}", field=exc.field) from None
     except (ValueError, TypeError) as exc:
         raise BacktestInputError(f"fill rules: {exc}") from None
+
+
+def validate_range(start: int | None, end: int | None) -> None:
+    """Close times (ms): both >= 0 when given, end not before start."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise BacktestInputError(f"{name} must be a close time in ms UTC (an integer >= 0), got {value!r}",
+                                     field=name)
+    if start is not None and end is not None and end < start:
+        raise BacktestInputError(f"end ({end}) must not be before start ({start})", field="end")
+
+
+def validate_metric(metric: str) -> str:
+    """A metric to rank by: a name from the engine's metrics (METRIC_KEYS), optionally '-' for ascending."""
+    from apps.backtest.engine.metrics import METRIC_KEYS
+
+    name = metric.lstrip("-") if isinstance(metric, str) else metric
+    if name not in METRIC_KEYS:
+        raise BacktestInputError(f"unknown metric {metric!r}: expected one of {', '.join(METRIC_KEYS)}",
+                                 field="metric")
+    return metric
+
+
+def validate_market_input(*, exchange: str, symbol: str, timeframe: str) -> None:
+    timeframe_ms(timeframe)  # TimeframeError names the field
+    for name, value in (("exchange", exchange), ("symbol", symbol)):
+        if not isinstance(value, str) or not 1 <= len(value) <= 32:
+            raise BacktestInputError(f"{name} must be 1..32 characters, got {value!r}", field=name)
 
 
 def rules_for(obj: Any):
@@ -202,6 +235,10 @@ def create_run(*, strategy: str, parameters: Mapping[str, Any] | None = None, en
     """Validate the strategy and parameters now (a bad run is never stored), store it pending, enqueue on commit."""
     strat = build_strategy(strategy, parameters)
     build_rules(**_rules_only(data))
+    validate_range(data.get("start"), data.get("end"))
+    if not data.get("data_file"):
+        validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
+                              timeframe=data.get("timeframe"))
     run = BacktestRun.objects.create(strategy=strategy, parameters=sweep_engine.jsonable(dict(strat.parameters)),
                                      sweep=sweep, **data)
     if enqueue:
@@ -275,24 +312,32 @@ def plan_param_sets(strategy: str, *, grid: Mapping[str, Any] | None = None, n_r
     """The sweep's parameter sets, in index order. Unknown parameter names are input errors (the whole sweep)."""
     cls = resolve_strategy(strategy)
     known = [p.name for p in cls.param_space()]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise BacktestInputError(f"seed must be an integer in [0, 2**63), got {seed!r}", field="seed")
+    where = "grid" if grid is not None else "space"
+    if grid is not None and (not isinstance(grid, Mapping) or not grid):
+        raise BacktestInputError("grid must be a non-empty JSON object {parameter: [values, ...]}", field="grid")
+    if space is not None and not isinstance(space, Mapping):
+        raise BacktestInputError("space must be a JSON object {parameter: [min, max]}", field="space")
     try:
         if grid is not None:
             unknown = [k for k in grid if k not in known]
             if unknown:
                 raise BacktestInputError(
-                    f"unknown parameter {unknown[0]!r} for strategy {strategy!r}: expected one of {', '.join(known)}"
+                    f"unknown parameter {unknown[0]!r} for strategy {strategy!r}: expected one of {', '.join(known)}",
+                    field=f"grid.{unknown[0]}",
                 )
             sets = sweep_engine.expand_grid(grid)
         elif n_random:
             sets = sweep_engine.random_samples(cls, n_random, seed=seed, space=space)
         else:
-            raise BacktestInputError("a sweep needs a grid or a number of random samples")
+            raise BacktestInputError("a sweep needs a grid or a number of random samples", field="grid")
     except sweep_engine.SweepSpaceError as exc:
-        raise BacktestInputError(str(exc)) from None
+        raise BacktestInputError(str(exc), field=exc.field or where) from None
     checked = sweep_engine.validate_param_sets(cls, sets)
     if checked and all(c["error"] for c in checked):
         raise BacktestInputError(f"every parameter set is invalid, e.g. {checked[0]['parameters']}: "
-                                 f"{checked[0]['error']}")
+                                 f"{checked[0]['error']}", field=where)
     return sets
 
 
@@ -301,9 +346,16 @@ def create_sweep(*, strategy: str, grid: Mapping[str, Any] | None = None, n_rand
                  top_k: int = 10, chunk_size: int = 25, enqueue: bool = True, **data: Any) -> Sweep:
     """Store the sweep (total = number of sets) and dispatch chord(group(chunks), finish) on commit."""
     if chunk_size <= 0:
-        raise BacktestInputError(f"chunk size must be positive, got {chunk_size}")
+        raise BacktestInputError(f"chunk size must be positive, got {chunk_size}", field="chunk_size")
+    if top_k <= 0:
+        raise BacktestInputError(f"top_k must be positive, got {top_k}", field="top_k")
+    validate_metric(metric)
     sets = plan_param_sets(strategy, grid=grid, n_random=n_random, space=space, seed=seed)
     build_rules(**_rules_only(data))
+    validate_range(data.get("start"), data.get("end"))
+    if not data.get("data_file"):
+        validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
+                              timeframe=data.get("timeframe"))
     mode = Sweep.Mode.GRID if grid is not None else Sweep.Mode.RANDOM
     sweep = Sweep.objects.create(
         strategy=strategy, mode=mode, space=sweep_engine.jsonable(dict(grid if grid is not None else (space or {}))),
@@ -408,6 +460,8 @@ def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train:
     """Store a walk-forward study and compute it now (one process: its windows depend on each other's data)."""
     from apps.backtest.engine import walkforward as wf
 
+    validate_metric(metric)
+    validate_range(data.get("start"), data.get("end"))
     tf = data["timeframe"]
     try:
         n_train = wf.to_candles(train, tf, what="train")

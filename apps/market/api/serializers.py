@@ -9,7 +9,23 @@ class MarketSerializer(serializers.ModelSerializer):
         model = Market
         fields = ("id", "exchange", "symbol", "timeframe", "provider", "watched", "last_collected_at", "last_error",
                   "created_at")
-        read_only_fields = ("last_collected_at", "last_error", "created_at")
+        read_only_fields = fields
+
+
+class MarketInputSerializer(serializers.Serializer):
+    """Input of create (exchange, symbol, timeframe; provider and watched optional) and update (provider, watched).
+    The rules are the market service's validator (apps.market.services.validate_market)."""
+
+    exchange = serializers.CharField(max_length=32)
+    symbol = serializers.CharField(max_length=32, help_text="BASE/QUOTE, e.g. BTC/USDT")
+    timeframe = serializers.CharField(max_length=4, help_text="1m, 5m, 15m, 30m, 1h, 4h or 1d")
+    provider = serializers.CharField(max_length=16, required=False, help_text="Provider registry name (default ccxt)")
+    watched = serializers.BooleanField(required=False, default=False)
+
+
+class MarketUpdateSerializer(serializers.Serializer):
+    provider = serializers.CharField(max_length=16, required=False)
+    watched = serializers.BooleanField(required=False)
 
 
 class DataGapSerializer(serializers.ModelSerializer):

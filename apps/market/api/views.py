@@ -6,20 +6,65 @@ from __future__ import annotations
 import orjson
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.market.api.serializers import CandleQuerySerializer, DataGapSerializer, MarketSerializer
+from apps.market import services
+from apps.market.api.serializers import (
+    CandleQuerySerializer,
+    DataGapSerializer,
+    MarketInputSerializer,
+    MarketSerializer,
+    MarketUpdateSerializer,
+)
 from apps.market.models import Candle, DataGap, Market
 
 CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 
 
-class MarketViewSet(viewsets.ModelViewSet):
-    """Markets the collector knows; set `watched` to collect one on every beat round."""
+class MarketViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Markets the collector knows; watched ones are collected on every beat round. Writes go through the market
+    services (validated: the provider must serve the market)."""
 
     queryset = Market.objects.all()
     serializer_class = MarketSerializer
+
+    @extend_schema(request=MarketInputSerializer, responses={201: MarketSerializer})
+    def create(self, request, *args, **kwargs):
+        data = MarketInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        market = services.market_create(**data.validated_data)
+        return Response(MarketSerializer(market).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MarketUpdateSerializer, responses=MarketSerializer)
+    def update(self, request, *args, **kwargs):
+        data = MarketUpdateSerializer(data=request.data, partial=kwargs.pop("partial", False))
+        data.is_valid(raise_exception=True)
+        market = services.market_update(market=self.get_object(), **data.validated_data)
+        return Response(MarketSerializer(market).data)
+
+    @extend_schema(request=MarketUpdateSerializer, responses=MarketSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        kwargs["partial"] = True
+        return self.update(request, *args, **kwargs)
+
+    def destroy(self, request, *args, **kwargs):
+        services.market_delete(market=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=MarketSerializer)
+    @action(detail=True, methods=["post"])
+    def watch(self, request, pk=None):
+        market = self.get_object()
+        market = services.market_watch(exchange=market.exchange, symbol=market.symbol, timeframe=market.timeframe)
+        return Response(MarketSerializer(market).data)
+
+    @extend_schema(request=None, responses=MarketSerializer)
+    @action(detail=True, methods=["post"])
+    def unwatch(self, request, pk=None):
+        return Response(MarketSerializer(services.market_unwatch(market=self.get_object())).data)
 
 
 class DataGapViewSet(viewsets.ReadOnlyModelViewSet):

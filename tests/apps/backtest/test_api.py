@@ -55,7 +55,7 @@ def test_given_stored_candles_when_posting_a_run_then_it_is_created_run_and_retr
 def test_given_bad_input_when_posting_a_run_then_400_names_the_field(api, body, field, text):
     resp = api.post("/api/backtest/runs/", {**BASE, **body}, format="json")
     assert resp.status_code == 400
-    assert field in resp.json() and text in str(resp.json()[field])
+    assert resp.json()["field"].startswith(field) and text in resp.json()["detail"]
     assert BacktestRun.objects.count() == 0
 
 
@@ -84,10 +84,10 @@ def test_given_a_grid_when_posting_a_sweep_then_progress_ranking_and_results_are
 @pytest.mark.django_db
 def test_given_neither_grid_nor_random_when_posting_a_sweep_then_400(api):
     resp = api.post("/api/backtest/sweeps/", {**BASE, "strategy": "sma_cross"}, format="json")
-    assert resp.status_code == 400 and "grid" in resp.json()
+    assert resp.status_code == 400 and resp.json()["field"] == "grid"
     resp = api.post("/api/backtest/sweeps/", {**BASE, "strategy": "sma_cross", "grid": {"fastest": [1]}},
                     format="json")
-    assert resp.status_code == 400 and "fastest" in str(resp.json()["grid"])
+    assert resp.status_code == 400 and resp.json()["field"] == "grid.fastest" and "fastest" in resp.json()["detail"]
     assert Sweep.objects.count() == 0
 
 
