@@ -1,7 +1,10 @@
 """Market data in the control panel. Candles and raw trades are derived data: read-only here."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 
+from apps.common.errors import ApplicationError
+from apps.market import services
 from apps.market.models import Candle, CoveredRange, DataGap, Market, RawTrade
 from apps.market.timeframes import format_ms
 from tradebot.admin import ReadOnlyAdmin
@@ -24,14 +27,71 @@ class DataGapInline(admin.TabularInline):
     readonly_fields = ("start_timestamp", "end_timestamp", "missing", "attempts")
 
 
+class MarketAdminForm(forms.ModelForm):
+    """Validated by the market service's validator: the provider must be able to serve the market."""
+
+    class Meta:
+        model = Market
+        fields = ("exchange", "symbol", "timeframe", "provider", "watched")
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        instance = self.instance
+        values = {k: cleaned.get(k, getattr(instance, k)) for k in ("exchange", "symbol", "timeframe", "provider")}
+        try:
+            services.validate_market(**values)
+        except ApplicationError as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, exc.message)
+        return cleaned
+
+
 @admin.register(Market)
 class MarketAdmin(admin.ModelAdmin):
+    """Saved through market_create / market_update; watch/unwatch actions call market_watch / market_unwatch."""
+
+    form = MarketAdminForm
     list_display = ("exchange", "symbol", "timeframe", "provider", "watched", "last_collected_at", "last_error")
     list_filter = ("exchange", "timeframe", "watched", "provider")
-    list_editable = ("watched",)
     search_fields = ("symbol", "exchange")
     readonly_fields = ("last_collected_at", "last_error", "created_at")
     inlines = (CoveredRangeInline, DataGapInline)
+    actions = ("watch_markets", "unwatch_markets")
+
+    def get_readonly_fields(self, request, obj=None):
+        identity = ("exchange", "symbol", "timeframe") if obj is not None else ()
+        return (*identity, *self.readonly_fields)
+
+    def save_model(self, request, obj: Market, form, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            services.market_update(market=obj, provider=data.get("provider"), watched=data.get("watched"))
+        else:
+            obj.pk = services.market_create(exchange=data["exchange"], symbol=data["symbol"],
+                                            timeframe=data["timeframe"], provider=data.get("provider") or None,
+                                            watched=bool(data.get("watched"))).pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj: Market) -> None:
+        services.market_delete(market=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for market in queryset:
+            services.market_delete(market=market)
+
+    @admin.action(description="Watch selected markets (collect every round)")
+    def watch_markets(self, request, queryset) -> None:
+        for market in queryset:
+            try:
+                services.market_watch(exchange=market.exchange, symbol=market.symbol, timeframe=market.timeframe)
+            except ApplicationError as exc:
+                self.message_user(request, f"{market}: {exc.message}", level=messages.ERROR)
+
+    @admin.action(description="Unwatch selected markets")
+    def unwatch_markets(self, request, queryset) -> None:
+        for market in queryset:
+            services.market_unwatch(market=market)
 
 
 @admin.register(Candle)
