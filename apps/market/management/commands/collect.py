@@ -10,7 +10,7 @@ from apps.market.models import Market
 
 class Command(BaseCommand):
     help = (
-        "Collect new closed candles now for the watched markets (Market.watched or traded by a running bot), or for "
+        "Collect new closed candles now for the watched markets (starting a bot watches its market), or for "
         "the given --market ids. New candles are stored and published. Exits 1 if any market failed."
     )
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
         else:
             results = collect_all()
         if not results:
-            self.stdout.write("no watched markets (set Market.watched or start a bot)")
+            self.stdout.write("no watched markets (watch one, or start a bot)")
             return
         for label, item in results.items():
             self.stdout.write(summary_line(label, item))

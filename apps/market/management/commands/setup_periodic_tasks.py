@@ -24,7 +24,7 @@ MARKET_TASKS: list[dict[str, Any]] = [
         "queue": "market",
         # A round that could not start within the minute is superseded by the next one: never pile up.
         "expire_seconds": 55,
-        "description": "Every minute: one collect_market_task per watched market (or market of a running bot).",
+        "description": "Every minute: one collect_market_task per watched market (starting a bot watches its market).",
     },
     {
         "name": "market: create raw_trades partitions",
