@@ -15,6 +15,7 @@ from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.strategies.registry import create_strategy
 from apps.bots.trading.fills import FillRules
 from apps.market.services import ingest_candles
+from tests.factories import BotFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,8 +36,8 @@ def stored(btc_1m) -> pd.DataFrame:
 
 
 def make_bot(name: str = "b1", strategy: str = "sma_cross", parameters: dict | None = None, **extra) -> Bot:
-    return Bot.objects.create(name=name, strategy=strategy, parameters=parameters or {"fast": 10, "slow": 50},
-                              **MARKET, **extra)
+    return BotFactory(name=name, strategy=strategy, parameters=parameters or {"fast": 10, "slow": 50}, **MARKET,
+                      **extra)
 
 
 def bot_trades(bot: Bot) -> list[tuple]:

@@ -10,7 +10,7 @@ from apps.market.ledger import refresh_ledger
 from apps.market.models import CoveredRange, DataGap, Market
 from apps.market.selectors import gaps_in_range, market_coverage
 from apps.market.services import get_or_create_market, ingest_candles
-from tests.apps.market.factories import BASE_CLOSE_MS, CandleFactory
+from tests.factories import BASE_CLOSE_MS, CandleFactory
 
 pytestmark = pytest.mark.django_db
 
