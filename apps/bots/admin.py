@@ -30,6 +30,8 @@ class BotAdminForm(forms.ModelForm):
         if self.errors:
             return cleaned
         data = {k: cleaned[k] for k in CONFIG_FIELDS if k in cleaned}
+        if data.get("parameters") in (None, ""):
+            data["parameters"] = {}  # a blank field: the strategy's defaults
         try:
             self.config = validate_config(data, source="admin")
         except ApplicationError as exc:

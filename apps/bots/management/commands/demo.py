@@ -117,9 +117,9 @@ class Command(BaseCommand):
         Candle.objects.filter(exchange=REPLAY_EXCHANGE).delete()
         Market.objects.filter(exchange=REPLAY_EXCHANGE).delete()
         Bot.objects.filter(name="demo-replay-bot").delete()
-        bot = Bot.objects.create(name="demo-replay-bot", strategy=STRATEGY, parameters=PARAMS,
-                                 exchange=REPLAY_EXCHANGE, symbol="BTC/USDT", timeframe="1h")
-        bot_services.start_bot(bot)
+        bot = bot_services.bot_create(data={"name": "demo-replay-bot", "strategy": STRATEGY, "parameters": PARAMS,
+                                            "exchange": REPLAY_EXCHANGE, "symbol": "BTC/USDT", "timeframe": "1h"})
+        bot_services.bot_start(bot=bot)
         heard: list[dict] = []
         unsubscribe = subscribe("market:BTC/USDT", lambda channel, payload: heard.append(payload))
         since = int(ours["timestamp"].iloc[-REPLAY_CANDLES]) - 1
