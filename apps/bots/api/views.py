@@ -16,10 +16,13 @@ from apps.bots.api.serializers import (
 from apps.bots.models import Bot
 
 
-def _input(request, *, partial: bool) -> dict:
-    """The body's config fields (JSON types checked); lifecycle fields in the body are refused by the services."""
-    lifecycle = {k: request.data[k] for k in services.LIFECYCLE_FIELDS if hasattr(request.data, "keys")
-                 and k in request.data}
+def _input(request, *, partial: bool, bot: Bot | None = None) -> dict:
+    """The body's config fields (JSON types checked). Lifecycle fields are passed on for the services to refuse,
+    except, on update, those equal to the bot's current value (a GET body sent back unchanged is fine)."""
+    current = BotSerializer(bot).data if bot is not None else {}
+    body = request.data if hasattr(request.data, "keys") else {}
+    lifecycle = {k: body[k] for k in services.LIFECYCLE_FIELDS if k in body and not (k in current
+                                                                                    and current[k] == body[k])}
     serializer = BotInputSerializer(data=request.data, partial=partial)
     serializer.is_valid(raise_exception=True)
     return {**serializer.validated_data, **lifecycle}
@@ -39,7 +42,8 @@ class BotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @extend_schema(request=BotInputSerializer, responses=BotSerializer)
     def update(self, request, *args, **kwargs):
         partial = kwargs.pop("partial", False)
-        bot = services.bot_update(bot=self.get_object(), data=_input(request, partial=partial))
+        bot = self.get_object()
+        bot = services.bot_update(bot=bot, data=_input(request, partial=partial, bot=bot))
         return Response(BotSerializer(bot).data)
 
     @extend_schema(request=BotInputSerializer, responses=BotSerializer)

@@ -46,3 +46,15 @@ def test_given_bad_body_when_creating_a_bot_then_400_names_the_field(client, cha
 
 def test_given_anonymous_user_when_creating_a_bot_then_refused():
     assert APIClient().post("/api/bots/", BODY, format="json").status_code in (401, 403)
+
+
+def test_given_a_bot_when_its_get_body_is_put_back_with_a_change_then_only_the_config_changes(client):
+    bot = client.post("/api/bots/", BODY, format="json").json()
+
+    resp = client.put(f"/api/bots/{bot['id']}/", {**bot, "stop_loss": 0.05}, format="json")
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["stop_loss"] == 0.05
+
+    resp = client.put(f"/api/bots/{bot['id']}/", {**bot, "status": "running"}, format="json")
+    assert resp.status_code == 400 and resp.json()["field"] == "status"
+    assert Bot.objects.get(pk=bot["id"]).status == Bot.Status.STOPPED
