@@ -135,12 +135,15 @@ def market_watch(*, exchange: str, symbol: str, timeframe: str, provider: str | 
     """Collect this market on every collection round (created if new). Validated: its provider must serve it.
 
     Consumers (a starting bot, a user) call this; market code never asks who needs a market."""
-    market = Market.objects.select_for_update().filter(exchange=exchange, symbol=symbol, timeframe=timeframe).first()
+    key = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
+    market = Market.objects.filter(**key).first()
     if market is None:
-        provider = provider or default_provider(exchange)
-        validate_market(exchange=exchange, symbol=symbol, timeframe=timeframe, provider=provider)
-        return Market.objects.create(exchange=exchange, symbol=symbol, timeframe=timeframe, provider=provider,
-                                     watched=True)
+        chosen = provider or default_provider(exchange)
+        validate_market(**key, provider=chosen)
+        # get_or_create: two bots of a new market starting at once both end on the one row
+        market, created = Market.objects.get_or_create(**key, defaults={"provider": chosen, "watched": True})
+        if created:
+            return market
     return market_update(market=market, provider=provider, watched=True)
 
 

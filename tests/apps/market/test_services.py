@@ -204,3 +204,35 @@ def test_given_concurrent_writer_when_fresh_insert_collides_then_falls_back_to_u
     assert int(x.timestamp) not in result.new_timestamps
     assert (len(result.new_timestamps), result.updated, result.stored) == (99, 1, 100)
     pd.testing.assert_frame_equal(_stored(), batch.reset_index(drop=True))
+
+
+# --- market_create / market_watch / market_unwatch ----------------------------------------------------------------
+
+def test_given_a_new_market_when_watched_then_created_watched_with_the_default_provider_and_idempotent():
+    from apps.market.services import market_unwatch, market_watch
+
+    first = market_watch(exchange="binance", symbol="SOL/USDT", timeframe="1h")
+    again = market_watch(exchange="binance", symbol="SOL/USDT", timeframe="1h")
+
+    assert first.pk == again.pk and again.watched and again.provider == "ccxt"
+    assert market_watch(exchange="replay", symbol="SOL/USDT", timeframe="1h").provider == "replay"
+    assert market_unwatch(market=again).watched is False
+    assert Market.objects.filter(symbol="SOL/USDT", exchange="binance").count() == 1
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"provider": "nonexistent"}, "provider"),
+    ({"exchange": "nosuchexchange"}, "exchange"),
+    ({"symbol": "SOLUSDT"}, "symbol"),
+    ({"timeframe": "2h"}, "timeframe"),
+])
+def test_given_a_market_no_provider_can_serve_when_watched_or_created_then_refused_naming_the_field(kwargs, field):
+    from apps.common.errors import ApplicationError
+    from apps.market.services import market_create, market_watch
+
+    market = {"exchange": "binance", "symbol": "SOL/USDT", "timeframe": "1h", **kwargs}
+    for service in (market_watch, market_create):
+        with pytest.raises(ApplicationError) as err:
+            service(**market)
+        assert err.value.field == field
+    assert not Market.objects.filter(symbol__startswith="SOL").exists()
