@@ -5,8 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_ENV := DJANGO_SETTINGS_MODULE=tradebot.settings.test
-# The embedded default: no DATABASE_URL / REDIS_URL, so SQLite + eager Celery + in-process notifications.
-DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND DJANGO_SETTINGS_MODULE=tradebot.settings.base
+# The developer profile (DEBUG on) on the embedded default: no DATABASE_URL / REDIS_URL, so SQLite + eager Celery +
+# in-process notifications.
+DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND DJANGO_SETTINGS_MODULE=tradebot.settings.local
+# Developer targets (run, worker, beat) use the local profile unless DJANGO_SETTINGS_MODULE is set; the Procfile's
+# roles, wsgi and the Celery app default to tradebot.settings.production.
+DEV_ENV := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-tradebot.settings.local}
 
 .PHONY: install demo test lint services migrate run worker beat flower bench bench-install clean
 
@@ -33,20 +37,20 @@ test: install services lint
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 migrate: install
-	$(PY) manage.py migrate --noinput
+	$(DEV_ENV) $(PY) manage.py migrate --noinput
 
 run: install
-	$(PY) manage.py runserver
+	$(DEV_ENV) $(PY) manage.py runserver
 
 worker: install
-	$(VENV)/bin/celery -A tradebot worker -Q market,bots,backtest -l info
+	$(DEV_ENV) $(VENV)/bin/celery -A tradebot worker -Q market,bots,backtest -l info
 
 beat: install
-	$(PY) manage.py setup_periodic_tasks
-	$(VENV)/bin/celery -A tradebot beat -l info -S django_celery_beat.schedulers:DatabaseScheduler
+	$(DEV_ENV) $(PY) manage.py setup_periodic_tasks
+	$(DEV_ENV) $(VENV)/bin/celery -A tradebot beat -l info -S django_celery_beat.schedulers:DatabaseScheduler
 
 flower: install
-	$(VENV)/bin/celery -A tradebot flower --basic-auth=$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}
+	$(DEV_ENV) $(VENV)/bin/celery -A tradebot flower --basic-auth=$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}
 
 bench-install: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'

@@ -2,5 +2,6 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradebot.settings.base")
+# Production unless told otherwise (DJANGO_SETTINGS_MODULE): it refuses to start without its secrets.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradebot.settings.production")
 application = get_wsgi_application()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from apps.bots.models import default_fee_rate
 from apps.market.timeframes import TIMEFRAME_CHOICES
 
 
@@ -26,7 +27,7 @@ class DataArgs(models.Model):
     start = models.BigIntegerField(null=True, blank=True, help_text="First candle close time, ms UTC (inclusive)")
     end = models.BigIntegerField(null=True, blank=True, help_text="Last candle close time, ms UTC (inclusive)")
     # Fill rules (apps.bots.trading.fills.FillRules).
-    fee = models.FloatField(default=0.001)
+    fee = models.FloatField(default=default_fee_rate, help_text="Fee per fill (default TRADEBOT_DEFAULT_FEE)")
     slippage = models.FloatField(default=0.0)
     initial_balance = models.FloatField(default=10_000.0)
     fraction = models.FloatField(default=1.0)

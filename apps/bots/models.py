@@ -8,6 +8,13 @@ from django.db.models import Q
 from apps.market.timeframes import TIMEFRAME_CHOICES, format_ms
 
 
+def default_fee_rate() -> float:
+    """A new bot's (and backtest job's) fee per fill: settings.TRADEBOT_DEFAULT_FEE, as for a config without fee_rate."""
+    from apps.bots.config import default_fee_rate as config_default
+
+    return config_default()
+
+
 class Bot(models.Model):
     class Status(models.TextChoices):
         STOPPED = "stopped", "stopped"
@@ -22,7 +29,7 @@ class Bot(models.Model):
     symbol = models.CharField(max_length=32)
     timeframe = models.CharField(max_length=4, choices=TIMEFRAME_CHOICES)
     initial_balance = models.FloatField(default=10_000.0)
-    fee_rate = models.FloatField(default=0.001)
+    fee_rate = models.FloatField(default=default_fee_rate, help_text="Fee per fill (default TRADEBOT_DEFAULT_FEE)")
     fraction = models.FloatField(default=1.0, help_text="Share of cash spent on a buy")
     slippage = models.FloatField(default=0.0)
     stop_loss = models.FloatField(null=True, blank=True, help_text="e.g. 0.05 = exit 5% below entry")

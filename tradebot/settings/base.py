@@ -1,29 +1,33 @@
 """Settings shared by every role. Everything that differs between machines comes from the environment.
 
+Profiles (DJANGO_SETTINGS_MODULE): `tradebot.settings.local` (developer: DEBUG on; manage.py's default),
+`tradebot.settings.production` (wsgi/asgi, the Celery app and the Procfile's default: secrets required, hardened),
+`tradebot.settings.test` (the suite: PostgreSQL + Redis). This module is their common base; DEBUG is off here.
+
 No DATABASE_URL / REDIS_URL -> the *embedded default*: a SQLite file, Celery tasks run in-process (eager) and
 pub/sub notifications delivered in-process. That is what `make demo` uses.
+
+Environment values are parsed strictly (tradebot.settings.env): a malformed boolean or number stops start-up with an
+ImproperlyConfigured naming the variable. The README lists every variable.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env_bool, env_float, env_int, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production")
-DEBUG = env_bool("DJANGO_DEBUG", True)
-ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver").split(",") if h]
+#: The developer key: accepted by base/local/test, refused by production.
+DEV_SECRET_KEY = "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
+# Off unless a profile (local) or DJANGO_DEBUG=1 turns it on.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "testserver"])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -70,10 +74,15 @@ TEMPLATES = [
 ]
 
 # --- database ---------------------------------------------------------------------------------------------------
-DATA_DIR = Path(os.environ.get("TRADEBOT_DATA_DIR", BASE_DIR / "var"))
-DATABASE_URL = os.environ.get("DATABASE_URL", "")
+# Where the embedded SQLite file, static files and demo reports go.
+DATA_DIR = TRADEBOT_DATA_DIR = env_path("TRADEBOT_DATA_DIR", BASE_DIR / "var")
+DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 60,
+                                                                                          minimum=0))}
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"environment variable DATABASE_URL is not a database URL ({exc})") from None
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -100,26 +109,52 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
 # --- redis / celery / notifications -----------------------------------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "")
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://")
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory://")
+REDIS_URL = env_str("REDIS_URL", "")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory://")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # "redis" publishes on Redis pub/sub; "inprocess" delivers to subscribers in this process (embedded default).
-NOTIFY_BACKEND = os.environ.get("NOTIFY_BACKEND", "redis" if REDIS_URL else "inprocess")
+NOTIFY_BACKEND = env_str("NOTIFY_BACKEND", "redis" if REDIS_URL else "inprocess")
+if NOTIFY_BACKEND not in ("redis", "inprocess"):
+    raise ImproperlyConfigured(f"environment variable NOTIFY_BACKEND={NOTIFY_BACKEND!r} is not 'redis' or 'inprocess'")
+
+# Celery time limits per queue, in seconds (tradebot/celery.py applies them to every task routed to the queue). At the
+# soft limit the task gets SoftTimeLimitExceeded (backtest runs and sweep chunks record "exceeded the soft time limit
+# of N s" on the run / sweep); at the hard limit the worker kills the process running it. Eager tasks have no limit.
+TRADEBOT_MARKET_SOFT_TIME_LIMIT = env_float("TRADEBOT_MARKET_SOFT_TIME_LIMIT", 540.0, minimum=0.001)
+TRADEBOT_MARKET_TIME_LIMIT = env_float("TRADEBOT_MARKET_TIME_LIMIT", 600.0, minimum=0.001)
+TRADEBOT_BOTS_SOFT_TIME_LIMIT = env_float("TRADEBOT_BOTS_SOFT_TIME_LIMIT", 240.0, minimum=0.001)
+TRADEBOT_BOTS_TIME_LIMIT = env_float("TRADEBOT_BOTS_TIME_LIMIT", 300.0, minimum=0.001)
+TRADEBOT_BACKTEST_SOFT_TIME_LIMIT = env_float("TRADEBOT_BACKTEST_SOFT_TIME_LIMIT", 3600.0, minimum=0.001)
+TRADEBOT_BACKTEST_TIME_LIMIT = env_float("TRADEBOT_BACKTEST_TIME_LIMIT", 3900.0, minimum=0.001)
+for _queue in ("MARKET", "BOTS", "BACKTEST"):
+    if globals()[f"TRADEBOT_{_queue}_SOFT_TIME_LIMIT"] >= globals()[f"TRADEBOT_{_queue}_TIME_LIMIT"]:
+        raise ImproperlyConfigured(
+            f"TRADEBOT_{_queue}_SOFT_TIME_LIMIT={globals()[f'TRADEBOT_{_queue}_SOFT_TIME_LIMIT']:g} must be below "
+            f"TRADEBOT_{_queue}_TIME_LIMIT={globals()[f'TRADEBOT_{_queue}_TIME_LIMIT']:g} (the hard limit)")
 
 # --- application ------------------------------------------------------------------------------------------------
 # Extra strategies by dotted path ("package.module.ClassName"), registered at start-up without touching the package.
-TRADEBOT_STRATEGIES = [s for s in os.environ.get("TRADEBOT_STRATEGIES", "").split(",") if s]
-TRADEBOT_BOT_CONFIG_DIR = Path(os.environ.get("TRADEBOT_BOT_CONFIG_DIR", BASE_DIR / "config" / "bots"))
-# Default fee rate per fill (0.1 % of notional) used by bots and backtests unless a run says otherwise.
-TRADEBOT_DEFAULT_FEE = float(os.environ.get("TRADEBOT_DEFAULT_FEE", "0.001"))
-# How many candles a collection round asks an exchange for per page.
-TRADEBOT_FETCH_LIMIT = int(os.environ.get("TRADEBOT_FETCH_LIMIT", "1000"))
+TRADEBOT_STRATEGIES = env_list("TRADEBOT_STRATEGIES")
+# Folder of bot configs (*.json) that config sync reads.
+TRADEBOT_BOT_CONFIG_DIR = env_path("TRADEBOT_BOT_CONFIG_DIR", BASE_DIR / "config" / "bots")
+# Default fee rate per fill (0.1 % of notional): the fee of a new bot (model, JSON config) and of a backtest / sweep
+# unless it says otherwise.
+TRADEBOT_DEFAULT_FEE = env_float("TRADEBOT_DEFAULT_FEE", 0.001, minimum=0.0, below=1.0)
+# How many candles a collection round asks an exchange for per page (also the replay provider's page size).
+TRADEBOT_FETCH_LIMIT = env_int("TRADEBOT_FETCH_LIMIT", 1000, minimum=1)
 # Partitions of raw_trades created ahead of the current month.
-TRADEBOT_RAW_TRADES_MONTHS_AHEAD = int(os.environ.get("TRADEBOT_RAW_TRADES_MONTHS_AHEAD", "3"))
+TRADEBOT_RAW_TRADES_MONTHS_AHEAD = env_int("TRADEBOT_RAW_TRADES_MONTHS_AHEAD", 3, minimum=0)
+# Replay provider: the exchange name whose stored candles are re-emitted as a live feed ...
+TRADEBOT_REPLAY_SOURCE = env_str("TRADEBOT_REPLAY_SOURCE", "binance")
+# ... and how many candles each collection round replays (unset = all that are newer than the target's newest).
+TRADEBOT_REPLAY_STEP = env_int("TRADEBOT_REPLAY_STEP", None, minimum=1)
+# Byte budget (MiB) of the process-wide indicator cache of sweeps. The pure sweep engine reads the variable itself
+# (it imports no Django); it is declared here so a malformed value fails at start-up with the variable's name.
+TRADEBOT_INDICATOR_CACHE_MB = env_float("TRADEBOT_INDICATOR_CACHE_MB", 256.0, minimum=0.0)
 
 # --- API --------------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -133,16 +168,28 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "tradebot API",
     "DESCRIPTION": "Market data, bots and backtests. Candle timestamps are close times in ms UTC.",
     "VERSION": "0.1.0",
+    # Bots and backtest jobs both have a "status" field with different choices: name the two enums explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "BotStatusEnum": "apps.bots.models.Bot.Status",
+        "JobStatusEnum": "apps.backtest.models.Status",
+    },
 }
 
+# LOG_LEVEL sets both the root logger (default WARNING) and the `apps` loggers (default INFO).
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL_ROOT = env_str("LOG_LEVEL", "WARNING").upper()
+LOG_LEVEL_APPS = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL_APPS not in _LOG_LEVELS:
+    raise ImproperlyConfigured(f"environment variable LOG_LEVEL={env_str('LOG_LEVEL')!r} is not one of "
+                               f"{', '.join(_LOG_LEVELS)}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL_ROOT},
     "loggers": {
-        "apps": {"level": os.environ.get("LOG_LEVEL", "INFO")},
+        "apps": {"level": LOG_LEVEL_APPS},
         # kombu warns that the in-memory transport has no hostname on every eager chord: noise on the embedded default
         "kombu.connection": {"level": "ERROR"},
     },
