@@ -68,8 +68,9 @@ def queue_time_limits(queue: str) -> tuple[float, float]:
 
 def apply_queue_time_limits(celery_app: Celery = app) -> dict[str, tuple[float, float]]:
     """Give every registered task its queue's (soft, hard) limits; returns {task name: limits} of those changed."""
+    celery_app.loader.import_default_modules()  # autodiscovered task modules (already imported in a worker)
     applied: dict[str, tuple[float, float]] = {}
-    for name, task in celery_app.tasks.items():
+    for name, task in list(celery_app.tasks.items()):
         queue = queue_of(name)
         if queue is None:
             continue

@@ -422,7 +422,15 @@ def finish_sweep(sweep_id: int, chunk_summaries: list[Any] | None = None) -> Swe
 
 
 def fail_sweep(sweep_id: int, message: str) -> None:
-    Sweep.objects.filter(pk=sweep_id).update(status=Status.FAILED, error=message[:2000], finished_at=timezone.now())
+    """Mark a sweep failed with the reason; the first reason recorded wins (a chunk's own, then the chord's)."""
+    Sweep.objects.filter(pk=sweep_id).exclude(status__in=(Status.FAILED, Status.DONE)).update(
+        status=Status.FAILED, error=message[:2000], finished_at=timezone.now())
+
+
+def fail_run(run_id: int, message: str) -> None:
+    """Mark a run failed with the reason (e.g. its task exceeded the soft time limit); a finished run is left alone."""
+    BacktestRun.objects.filter(pk=run_id).exclude(status=Status.DONE).update(
+        status=Status.FAILED, error=message[:2000], finished_at=timezone.now())
 
 
 def run_sweep_in_process(strategy: str, param_sets: list[dict[str, Any]], df: pd.DataFrame, *, timeframe: str,

@@ -2,6 +2,10 @@
 
 A sweep is `chord(group(sweep_chunk_task per chunk), finish_sweep_task)`; a chunk failing on a transient database or
 broker error is retried (bounded); its stores are idempotent (unique (sweep, index)), so a retry never double counts.
+
+Time limits: the `backtest` queue's soft / hard limits (TRADEBOT_BACKTEST_SOFT_TIME_LIMIT / _TIME_LIMIT, applied by
+the worker, tradebot/celery.py). A run or a sweep chunk reaching the soft limit is marked failed with the reason
+("exceeded the soft time limit of N s") and the task fails; a sweep's chord then never ranks.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
 from apps.backtest import services
@@ -18,16 +23,35 @@ logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
 
-@shared_task(acks_late=True)
-def run_backtest_task(run_id: int) -> dict:
-    run = services.execute_run(run_id)
+def soft_time_limit_message(task) -> str:
+    """'exceeded the soft time limit of N s', N from the message (if the sender set one) or the worker's task."""
+    timelimit = getattr(task.request, "timelimit", None) or (None, None)
+    soft = timelimit[1] if len(timelimit) > 1 and timelimit[1] else task.soft_time_limit
+    return f"exceeded the soft time limit of {soft:g} s" if soft else "exceeded the soft time limit"
+
+
+@shared_task(bind=True, acks_late=True)
+def run_backtest_task(self, run_id: int) -> dict:
+    try:
+        run = services.execute_run(run_id)
+    except SoftTimeLimitExceeded:
+        message = soft_time_limit_message(self)
+        logger.error("backtest run %s: %s", run_id, message)
+        services.fail_run(run_id, message)
+        raise SoftTimeLimitExceeded(f"backtest run {run_id} {message}") from None
     return {"run_id": run.pk, "status": run.status}
 
 
 @shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3,
              retry_backoff=1, retry_backoff_max=10, retry_jitter=False)
 def sweep_chunk_task(self, sweep_id: int, chunk_index: int, param_sets: list) -> dict:
-    summary = services.execute_sweep_chunk(sweep_id, chunk_index, param_sets)
+    try:
+        summary = services.execute_sweep_chunk(sweep_id, chunk_index, param_sets)
+    except SoftTimeLimitExceeded:
+        message = f"chunk {chunk_index} {soft_time_limit_message(self)}"
+        logger.error("sweep %s: %s", sweep_id, message)
+        services.fail_sweep(sweep_id, message)
+        raise SoftTimeLimitExceeded(message) from None  # the chord's error callback keeps the sweep failed
     summary["retries"] = self.request.retries
     return summary
 

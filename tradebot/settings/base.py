@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "apps.market",
     "apps.bots",
     "apps.backtest",
+    "tradebot",  # project-level commands (demo) that drive market, bots and backtest together
 ]
 
 MIDDLEWARE = [

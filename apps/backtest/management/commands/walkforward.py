@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from apps.backtest.management.commands.backtest import (
+from apps.backtest.management.cli import (
+    INPUT_ERRORS,
     add_data_arguments,
     bad,
     data_options,
@@ -21,10 +22,12 @@ from apps.backtest.management.commands.backtest import (
     parse_json_arg,
     rules_options,
 )
+from apps.common.management import DomainCommand
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Walk-forward analysis of a strategy over a parameter grid (in-sample vs out-of-sample per window)."
+    domain_errors = INPUT_ERRORS
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--strategy", required=True)

@@ -1,4 +1,5 @@
-"""`make demo` end to end on the embedded default (SQLite, eager Celery, in-process notifications)."""
+"""`make demo` end to end: the developer profile on the embedded default (SQLite, eager Celery, in-process
+notifications); the command lives at project level (tradebot/management/commands/demo.py)."""
 
 import os
 import re
@@ -6,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_given_a_fresh_data_dir_when_the_demo_runs_then_every_step_reports_success(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
                         "CELERY_TASK_ALWAYS_EAGER", "NOTIFY_BACKEND"}}
-    env.update(DJANGO_SETTINGS_MODULE="tradebot.settings.base", TRADEBOT_DATA_DIR=str(tmp_path))
+    env.update(DJANGO_SETTINGS_MODULE="tradebot.settings.local", TRADEBOT_DATA_DIR=str(tmp_path))
     for args in (["migrate", "--noinput", "-v", "0"], ["demo"]):
         done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=600)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.core.management.base import BaseCommand
 
 from apps.backtest import services as backtest_services
 from apps.backtest.engine.run import run_backtest
@@ -16,6 +15,7 @@ from apps.backtest.report import report_for_run
 from apps.bots import services as bot_services
 from apps.bots.models import Bot
 from apps.bots.strategies.registry import create_strategy
+from apps.common.management import DomainCommand
 from apps.market import services as market_services
 from apps.market.csvio import read_candle_csv
 from apps.market.models import Candle, Market
@@ -29,7 +29,7 @@ STRATEGY, PARAMS = "sma_cross", {"fast": 10, "slow": 50}
 REPLAY_EXCHANGE, REPLAY_CANDLES = "replay", 400
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Run the end-to-end demo on the shipped sample data (import -> backtest -> sweep -> virtual bot)."
 
     def add_arguments(self, parser):
