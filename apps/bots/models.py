@@ -9,7 +9,7 @@ from apps.market.timeframes import TIMEFRAME_CHOICES, format_ms
 
 
 def default_fee_rate() -> float:
-    """A new bot's (and backtest job's) fee per fill: settings.TRADEBOT_DEFAULT_FEE, as for a config without fee_rate."""
+    """A new bot's (and backtest job's) fee per fill: settings.TRADEBOT_DEFAULT_FEE, like a config without fee_rate."""
     from apps.bots.config import default_fee_rate as config_default
 
     return config_default()

@@ -1,10 +1,10 @@
 """Django-side helper for management commands: domain errors become one stderr line and exit code 2.
 
-`DomainCommand` is a `BaseCommand` whose `execute` turns an `apps.common.errors.ApplicationError` (and any error type a
-command lists in `domain_errors`, e.g. the apps' ValueError subclasses ParameterError, TimeframeError, ...) that
-escapes `handle` into `CommandError(message, returncode=2)`: Django prints it as one line ("CommandError: ...") on
-stderr and exits 2; no traceback. Errors a command already maps itself (to exit 1 or 2) are left as they are.
-Kept out of the pure `errors.py`: this module imports Django.
+`DomainCommand` is a `BaseCommand` whose `execute` turns an `apps.common.errors.ApplicationError` that escapes
+`handle` (every app's domain error subclasses it: ParameterError, TimeframeError, CsvFormatError, BacktestInputError,
+...; a command may list other types in `domain_errors`) into `CommandError(message, returncode=2)`: Django prints it
+as one line ("CommandError: ...") on stderr and exits 2; no traceback. Errors a command already maps itself (to exit
+1 or 2) are left as they are. Kept out of the pure `errors.py`: this module imports Django.
 """
 
 from __future__ import annotations
@@ -26,14 +26,6 @@ def usage_error(message: Any) -> CommandError:
     return CommandError(" ".join(str(message).split()), returncode=2)
 
 
-def domain_error_message(exc: BaseException) -> str:
-    message = one_line(exc)
-    field = getattr(exc, "field", None)
-    if field and field not in message:
-        return f"{field}: {message}"
-    return message
-
-
 class DomainCommand(BaseCommand):
     #: Error types that mean "the input is refused", besides ApplicationError: one stderr line and exit code 2.
     domain_errors: tuple[type[BaseException], ...] = ()
@@ -44,4 +36,4 @@ class DomainCommand(BaseCommand):
         except CommandError:
             raise
         except (ApplicationError, *self.domain_errors) as exc:
-            raise usage_error(domain_error_message(exc)) from exc
+            raise usage_error(one_line(exc)) from exc

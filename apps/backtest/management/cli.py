@@ -10,22 +10,10 @@ from django.core.management.base import CommandError, CommandParser
 
 from apps.backtest.formatting import format_metric, format_value
 from apps.common.management import one_line, usage_error
-from apps.market.timeframes import TIMEFRAMES, TimeframeError, parse_time
+from apps.market.timeframes import TIMEFRAMES, parse_time
 
-__all__ = ["INPUT_ERRORS", "add_data_arguments", "bad", "data_options", "format_value", "metrics_table",
+__all__ = ["add_data_arguments", "bad", "data_options", "format_value", "metrics_table",
            "model_rules", "one_line", "parse_json_arg", "rules_options"]
-
-
-def _input_errors() -> tuple[type[BaseException], ...]:
-    from apps.backtest.engine.walkforward import WalkForwardError
-    from apps.backtest.services import BacktestInputError
-    from apps.bots.strategies.base import ParameterError
-
-    return (BacktestInputError, ParameterError, TimeframeError, WalkForwardError)
-
-
-#: Errors that mean "this input is refused" for the backtest commands (DomainCommand.domain_errors): one line, exit 2.
-INPUT_ERRORS = _input_errors()
 
 
 def add_data_arguments(parser: CommandParser) -> None:

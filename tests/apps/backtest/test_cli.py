@@ -16,12 +16,11 @@ def test_given_the_backtest_commands_when_their_imports_are_read_then_none_impor
         assert not any(".management.commands" in m for m in imported), (path.name, imported)
 
 
-def test_given_the_backtest_commands_when_loaded_then_they_are_domain_commands_with_the_input_errors():
+def test_given_the_backtest_commands_when_loaded_then_they_are_domain_commands():
     from importlib import import_module
 
     for name in ("backtest", "sweep", "walkforward"):
-        command = import_module(f"apps.backtest.management.commands.{name}").Command
-        assert issubclass(command, DomainCommand) and command.domain_errors == cli.INPUT_ERRORS
+        assert issubclass(import_module(f"apps.backtest.management.commands.{name}").Command, DomainCommand)
 
 
 def test_given_bad_data_arguments_when_checked_then_a_one_line_usage_error_with_exit_2():

@@ -12,7 +12,7 @@ from apps.common.management import DomainCommand
 
 
 class Refusing(DomainCommand):
-    domain_errors = (ParameterError,)
+    domain_errors = (KeyError,)
 
     def __init__(self, exc: BaseException, **kwargs):
         super().__init__(**kwargs)
@@ -33,7 +33,7 @@ def run_from_argv(exc: BaseException) -> tuple[int, str]:
 @pytest.mark.parametrize(("exc", "line"), [
     (ApplicationError("initial_balance must be > 0,\n  got -5", field="initial_balance"),
      "CommandError: initial_balance must be > 0, got -5\n"),
-    (ApplicationError("must be > 0", field="parameters.fast"), "CommandError: parameters.fast: must be > 0\n"),
+    (KeyError("a listed non-ApplicationError type"), "CommandError: 'a listed non-ApplicationError type'\n"),
     (ParameterError("sma_cross", "fast", "parameter 'fast' must be < slow (20), got 30"),
      "CommandError: sma_cross: parameter 'fast' must be < slow (20), got 30\n"),
 ])

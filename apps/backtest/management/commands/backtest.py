@@ -13,7 +13,6 @@ from django.core.management.base import CommandError, CommandParser
 
 from apps.backtest.formatting import format_value
 from apps.backtest.management.cli import (
-    INPUT_ERRORS,
     add_data_arguments,
     bad,
     data_options,
@@ -29,7 +28,6 @@ from apps.market.timeframes import format_ms
 
 class Command(DomainCommand):
     help = "Backtest one strategy over a CSV file or stored candles; prints metrics (or --json) and writes --report."
-    domain_errors = INPUT_ERRORS
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--strategy", required=True, help="Registered strategy name, e.g. sma_cross")

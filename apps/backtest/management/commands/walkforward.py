@@ -12,7 +12,6 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from apps.backtest.management.cli import (
-    INPUT_ERRORS,
     add_data_arguments,
     bad,
     data_options,
@@ -27,7 +26,6 @@ from apps.common.management import DomainCommand
 
 class Command(DomainCommand):
     help = "Walk-forward analysis of a strategy over a parameter grid (in-sample vs out-of-sample per window)."
-    domain_errors = INPUT_ERRORS
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--strategy", required=True)
