@@ -12,7 +12,7 @@ DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESU
 # roles, wsgi and the Celery app default to tradebot.settings.production.
 DEV_ENV := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-tradebot.settings.local}
 
-.PHONY: install demo test lint services migrate run worker beat flower bench bench-install clean
+.PHONY: install demo test test-fast lint services migrate run worker beat flower bench bench-install clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ lint: install
 
 test: install services lint
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The pure-module tests only (strategies, indicators, fill rules, engine, metrics, kernels, aggregation, validation,
+# csvio, env parsing): no PostgreSQL, Redis or workers, nothing started. `make test` stays the gate.
+test-fast: install
+	$(TEST_ENV) $(VENV)/bin/pytest --fast -q $(PYTEST_ARGS)
 
 migrate: install
 	$(DEV_ENV) $(PY) manage.py migrate --noinput

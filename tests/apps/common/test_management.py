@@ -56,3 +56,12 @@ def test_given_a_command_error_or_a_bug_when_raised_then_they_are_not_turned_int
     assert err.value.returncode == 1
     with pytest.raises(ZeroDivisionError):
         call_command(Refusing(ZeroDivisionError("a bug keeps its traceback")))
+
+
+def test_given_every_project_command_when_loaded_then_each_is_a_domain_command():
+    from django.core.management import get_commands, load_command_class
+
+    ours = {name: app for name, app in get_commands().items() if app.startswith("apps.") or app == "tradebot"}
+    assert {"demo", "backtest", "sweep", "walkforward", "import_candles"} <= set(ours)
+    plain = sorted(name for name, app in ours.items() if not isinstance(load_command_class(app, name), DomainCommand))
+    assert not plain, f"commands not built on apps.common.management.DomainCommand: {plain}"

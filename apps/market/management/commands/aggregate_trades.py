@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from apps.common.management import DomainCommand
 from apps.market.aggregation import trades_to_candles
 from apps.market.csvio import CsvFormatError, read_trades_csv, write_candle_csv
 from apps.market.timeframes import TIMEFRAMES, TimeframeError, timeframe_ms
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = (
         "Aggregate a trades CSV (timestamp,price,amount[,side,id,...]; ms UTC) into candles [t - tf, t) written as "
         "timestamp,open,high,low,close,volume with CLOSE-time labels. --fill adds flat zero-volume candles for "

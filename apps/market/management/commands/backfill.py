@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ccxt
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from apps.common.management import DomainCommand
 from apps.market.collector import backfill
 from apps.market.providers.base import ProviderError
 from apps.market.timeframes import TIMEFRAMES, TimeframeError, parse_time, timeframe_ms
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = (
         "Fetch and store the history of closed candles closing in [--since, --until] (DATE = ISO date/datetime in UTC "
         "or ms since epoch; --until defaults to the last closed candle). Resumable: what the ledger already covers is "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from apps.common.management import DomainCommand
 from apps.market.collector import collect_all, collect_market, market_summary, summary_line
 from apps.market.models import Market
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = (
         "Collect new closed candles now for the watched markets (starting a bot watches its market), or for "
         "the given --market ids. New candles are stored and published. Exits 1 if any market failed."

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from apps.common.management import DomainCommand
 from apps.market.csvio import write_candle_csv
 from apps.market.selectors import candle_frame
 from apps.market.timeframes import TIMEFRAMES, TimeframeError, format_ms, parse_time, timeframe_ms
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = (
         "Export stored candles to CSV (timestamp,open,high,low,close,volume; ms UTC). Labels are CLOSE times unless "
         "--time-label open (the exchanges' convention). --start/--end bound close times, inclusive."

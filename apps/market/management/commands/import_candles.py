@@ -6,8 +6,9 @@ and a wrong guess silently shifts every candle by one timeframe.
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from apps.common.management import DomainCommand
 from apps.market.csvio import CsvFormatError, read_candle_csv
 from apps.market.services import IngestResult, ingest_candles
 from apps.market.timeframes import TIMEFRAMES, TimeframeError, timeframe_ms
@@ -15,7 +16,7 @@ from apps.market.timeframes import TIMEFRAMES, TimeframeError, timeframe_ms
 SHOWN_REJECTIONS = 5
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Import OHLCV candles from a CSV (.csv or .csv.gz) into market_data (idempotent upsert, validated)."
 
     def add_arguments(self, parser: CommandParser) -> None:

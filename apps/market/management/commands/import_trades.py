@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from apps.common.management import DomainCommand
 from apps.market.csvio import CsvFormatError, read_trades_csv
 from apps.market.services import ingest_trades_detailed
 
 SHOWN_REJECTIONS = 5
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Import raw trades from a CSV (timestamp,price,amount[,side,id]) into raw_trades; known trades are skipped."
 
     def add_arguments(self, parser: CommandParser) -> None:

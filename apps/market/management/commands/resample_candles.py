@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from apps.common.management import DomainCommand
 from apps.market.aggregation import check_resample
 from apps.market.selectors import last_candle_timestamp
 from apps.market.services import resample_stored
 from apps.market.timeframes import TIMEFRAMES, TimeframeError
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = (
         "Build TF candles from stored --from candles (default 1m) and store them (idempotent upsert). Only complete "
         "buckets are built: a bucket missing any source candle (an exchange outage, the still-open end) is skipped. "

@@ -12,9 +12,11 @@ import json
 from typing import Any
 
 from django.apps import apps as django_apps
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from apps.common.management import DomainCommand
 
 MARKET_TASKS: list[dict[str, Any]] = [
     {
@@ -101,7 +103,7 @@ def apply_entry(entry: dict[str, Any]) -> tuple[PeriodicTask, str]:
     return row, "updated"
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Create or update the Celery beat schedule (collection every minute, partitions daily, apps' schedules)."
 
     def handle(self, *args, **options) -> None:
