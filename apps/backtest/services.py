@@ -242,9 +242,11 @@ def create_run(*, strategy: str, parameters: Mapping[str, Any] | None = None, en
     run = BacktestRun.objects.create(strategy=strategy, parameters=sweep_engine.jsonable(dict(strat.parameters)),
                                      sweep=sweep, **data)
     if enqueue:
-        from apps.backtest.tasks import run_backtest_task
+        from apps.backtest.tasks import fail_run_task, run_backtest_task
 
-        transaction.on_commit(lambda: run_backtest_task.delay(run.pk))
+        # The error callback records failures the task itself cannot (the worker killed it at the hard time limit).
+        transaction.on_commit(lambda: run_backtest_task.apply_async(
+            (run.pk,), link_error=fail_run_task.s(run_id=run.pk)))
     return run
 
 
@@ -427,9 +429,11 @@ def fail_sweep(sweep_id: int, message: str) -> None:
         status=Status.FAILED, error=message[:2000], finished_at=timezone.now())
 
 
-def fail_run(run_id: int, message: str) -> None:
-    """Mark a run failed with the reason (e.g. its task exceeded the soft time limit); a finished run is left alone."""
-    BacktestRun.objects.filter(pk=run_id).exclude(status=Status.DONE).update(
+def fail_run(run_id: int, message: str, *, keep_reason: bool = False) -> None:
+    """Mark a run failed with the reason (e.g. its task exceeded the soft time limit); a finished run is left alone,
+    and with keep_reason a run already failed keeps its first reason."""
+    excluded = (Status.DONE, Status.FAILED) if keep_reason else (Status.DONE,)
+    BacktestRun.objects.filter(pk=run_id).exclude(status__in=excluded).update(
         status=Status.FAILED, error=message[:2000], finished_at=timezone.now())
 
 

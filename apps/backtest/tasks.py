@@ -5,7 +5,9 @@ broker error is retried (bounded); its stores are idempotent (unique (sweep, ind
 
 Time limits: the `backtest` queue's soft / hard limits (TRADEBOT_BACKTEST_SOFT_TIME_LIMIT / _TIME_LIMIT, applied by
 the worker, tradebot/celery.py). A run or a sweep chunk reaching the soft limit is marked failed with the reason
-("exceeded the soft time limit of N s") and the task fails; a sweep's chord then never ranks.
+("exceeded the soft time limit of N s") and the task fails; a sweep's chord then never ranks. A task killed at the
+hard limit cannot record anything itself: the run's error callback (fail_run_task) and the sweep's chord error
+callback (fail_sweep_task) mark it failed ("exceeded the hard time limit of N s").
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
 from apps.backtest import services
@@ -64,11 +66,30 @@ def finish_sweep_task(results: list, sweep_id: int) -> dict:
             "compute_seconds": compute, "chunks": results}
 
 
+def failure_message(exc: BaseException | None) -> str:
+    if isinstance(exc, TimeLimitExceeded):
+        limit = exc.args[0] if exc.args else None
+        try:
+            return f"exceeded the hard time limit of {float(limit):g} s (the worker killed the task)"
+        except (TypeError, ValueError):
+            return "exceeded the hard time limit (the worker killed the task)"
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "the task failed"
+
+
+@shared_task(acks_late=True)
+def fail_run_task(request=None, exc=None, traceback=None, run_id: int | None = None) -> None:
+    """Error callback of run_backtest_task: a run the task could not mark itself (hard time limit) is marked failed;
+    a run that already recorded its failure keeps its reason."""
+    if run_id is None:
+        return
+    services.fail_run(run_id, failure_message(exc), keep_reason=True)
+
+
 @shared_task(acks_late=True)
 def fail_sweep_task(request=None, exc=None, traceback=None, sweep_id: int | None = None) -> None:
     """Chord error callback: a chunk failed for good (retries exhausted), so the sweep is marked failed."""
     if sweep_id is None:
         return
-    message = f"a chunk failed: {type(exc).__name__}: {exc}" if exc is not None else "a chunk failed"
+    message = f"a chunk failed: {failure_message(exc)}" if exc is not None else "a chunk failed"
     logger.error("sweep %s: %s", sweep_id, message)
     services.fail_sweep(sweep_id, message)

@@ -29,10 +29,35 @@ def _make_blocking():
     return BlockingStrategy
 
 
+def _make_stubborn():
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    base = _make_blocking()
+
+    class StubbornStrategy(base):
+        """Ignores the soft time limit and keeps blocking: only the hard limit (the worker kills it) ends it."""
+
+        name = "h7b_stubborn_rsi"
+
+        def compute(self, *args, **kwargs):
+            deadline = time.monotonic() + GUARD_SECONDS
+            while time.monotonic() < deadline:
+                try:
+                    time.sleep(0.05)
+                except SoftTimeLimitExceeded:
+                    continue
+            raise RuntimeError(f"StubbornStrategy was not killed within {GUARD_SECONDS:.0f} s")
+
+    return StubbornStrategy
+
+
+_FACTORIES = {"BlockingStrategy": _make_blocking, "StubbornStrategy": _make_stubborn}
+
+
 def __getattr__(name: str):
     """Built lazily: the strategy base class is only importable once Django is set up."""
-    if name == "BlockingStrategy":
-        cls = _make_blocking()
-        globals()["BlockingStrategy"] = cls
+    if name in _FACTORIES:
+        cls = _FACTORIES[name]()
+        globals()[name] = cls
         return cls
     raise AttributeError(name)

@@ -18,8 +18,9 @@ EX, SYM, TF = "binance", "BTC/USDT", "1h"
 REASON = "exceeded the soft time limit of 1 s"
 WORKER_ENV = {
     "TRADEBOT_BACKTEST_SOFT_TIME_LIMIT": "1",
-    "TRADEBOT_BACKTEST_TIME_LIMIT": "60",
-    "TRADEBOT_STRATEGIES": "tests.apps.backtest.blocking_strategy.BlockingStrategy",
+    "TRADEBOT_BACKTEST_TIME_LIMIT": "10",
+    "TRADEBOT_STRATEGIES": "tests.apps.backtest.blocking_strategy.BlockingStrategy,"
+                           "tests.apps.backtest.blocking_strategy.StubbornStrategy",
 }
 
 
@@ -65,6 +66,20 @@ def test_given_a_worker_with_a_1s_soft_limit_when_a_run_and_a_sweep_block_then_b
     assert sweep.status == Status.FAILED
     assert sweep.error.startswith("chunk ") and sweep.error.endswith(REASON)
     assert sweep.completed == 0 and sweep.ranking in (None, [], {})
+
+
+@pytest.mark.workers
+@pytest.mark.django_db(transaction=True)
+def test_given_a_run_that_ignores_the_soft_limit_when_the_worker_kills_it_at_the_hard_limit_then_it_is_failed(
+        stored_1h, redis_client):
+    from tests.apps.backtest.blocking_strategy import StubbornStrategy
+
+    register(StubbornStrategy)
+    with workers_active(concurrency=1, extra_env=WORKER_ENV):
+        run = services.create_run(strategy="h7b_stubborn_rsi", parameters={}, exchange=EX, symbol=SYM, timeframe=TF)
+        run = wait_until(lambda: BacktestRun.objects.get(pk=run.pk), lambda r: r.status == Status.FAILED)
+
+    assert run.error == "exceeded the hard time limit of 10 s (the worker killed the task)"
 
 
 def test_given_the_default_limits_when_a_worker_applies_them_then_each_queue_gets_its_own_soft_and_hard_limit(
