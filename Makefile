@@ -12,7 +12,7 @@ DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESU
 # roles, wsgi and the Celery app default to tradebot.settings.production.
 DEV_ENV := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-tradebot.settings.local}
 
-.PHONY: install demo test test-fast lint services migrate run worker beat flower bench bench-install clean
+.PHONY: install demo test test-fast lint services migrate run up worker beat flower bench bench-install clean
 
 install: $(STAMP)
 
@@ -46,6 +46,15 @@ migrate: install
 
 run: install
 	$(DEV_ENV) $(PY) manage.py runserver
+
+# Every role of the Procfile (web, worker, beat, flower, ...) under honcho against PostgreSQL + Redis (started as for
+# `make test`); Ctrl-C stops them all. Override DATABASE_URL / REDIS_URL / FLOWER_BASIC_AUTH / PORT as needed.
+UP_ENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tradebot} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} FLOWER_BASIC_AUTH=$${FLOWER_BASIC_AUTH:-admin:admin} \
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-tradebot.settings.local}
+up: install services
+	$(UP_ENV) $(PY) manage.py migrate --noinput -v 0
+	$(UP_ENV) $(VENV)/bin/honcho -f Procfile start
 
 worker: install
 	$(DEV_ENV) $(VENV)/bin/celery -A tradebot worker -Q market,bots,backtest -l info

@@ -50,6 +50,20 @@ class SweepAdmin(admin.ModelAdmin):
     readonly_fields = ("status", "total", "completed", "failed", "ranking", "error", "created_at", "started_at",
                        "finished_at")
     inlines = [SweepResultInline]
+    actions = ["make_bots_top5"]
+
+    @admin.action(description="Create paper bots from the 5 best parameter sets (stopped)")
+    def make_bots_top5(self, request, queryset):
+        from apps.backtest.services import bots_from_sweep
+        from apps.common.errors import ApplicationError
+
+        for sweep in queryset:
+            try:
+                bots = bots_from_sweep(sweep_id=sweep.pk, top=5)
+            except ApplicationError as exc:
+                self.message_user(request, f"sweep #{sweep.pk}: {exc}", level="error")
+                continue
+            self.message_user(request, f"sweep #{sweep.pk}: {len(bots)} bot(s): {', '.join(b.name for b in bots)}")
 
     @admin.display(description="market")
     def market(self, obj):

@@ -501,3 +501,46 @@ def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train:
     )
     study.refresh_from_db()
     return study
+
+
+# --- research -> live fleet ----------------------------------------------------------------------------------------
+
+def bots_from_sweep(*, sweep_id: int, top: int, start: bool = False) -> list:
+    """Paper bots for the `top` best parameter sets of a finished sweep on a stored market (same strategy, market and
+    fill rules), named `sweep<id>-<rank>-<param><value>...`; existing ones are updated. `start`: start them (they
+    trade from the next closed candle)."""
+    from apps.bots import services as bot_services
+    from apps.bots.config import BotConfigError, parse_config
+    from apps.common.errors import ApplicationError
+
+    sweep = Sweep.objects.filter(pk=sweep_id).first()
+    if sweep is None:
+        raise ApplicationError(f"no sweep #{sweep_id}", field="sweep_id")
+    if top < 1:
+        raise ApplicationError(f"--top must be >= 1, got {top}", field="top")
+    if sweep.data_file or not sweep.exchange:
+        raise ApplicationError(f"sweep #{sweep_id} ran on a file ({sweep.data_file}); bots need a stored market",
+                               field="sweep_id")
+    rows = [{"index": r.index, "parameters": r.parameters, "metrics": r.metrics, "error": r.error}
+            for r in SweepResult.objects.filter(sweep=sweep)]
+    ranked = [r for r in sweep_engine.rank_results(rows, sweep.metric, top) if not r.get("error")][:top]
+    if not ranked:
+        raise ApplicationError(f"sweep #{sweep_id} has no successful result yet", field="sweep_id")
+    bots = []
+    with transaction.atomic():
+        for rank, row in enumerate(ranked, start=1):
+            suffix = "-".join(f"{k}{v}" for k, v in sorted(row["parameters"].items()))
+            config = {"name": f"sweep{sweep.pk}-{rank}-{suffix}"[:100], "strategy": sweep.strategy,
+                      "parameters": row["parameters"], "exchange": sweep.exchange, "symbol": sweep.symbol,
+                      "timeframe": sweep.timeframe, "initial_balance": sweep.initial_balance, "fee_rate": sweep.fee,
+                      "fraction": sweep.fraction, "slippage": sweep.slippage, "stop_loss": sweep.stop_loss,
+                      "take_profit": sweep.take_profit}
+            try:
+                parsed = parse_config(config, source=f"sweep #{sweep.pk} rank {rank}")
+            except BotConfigError as exc:
+                raise ApplicationError(str(exc), field="parameters") from None
+            bot = bot_services.upsert_bot_from_config(parsed, config_file=f"sweep:{sweep.pk}")
+            bots.append(bot)
+    if start:
+        bots = [bot_services.start_bot(bot) for bot in bots]
+    return bots

@@ -161,3 +161,47 @@ def load_config_dir(directory: Path) -> list[tuple[Path, BotConfig]]:
         names[config.name] = path
         configs.append((path, config))
     return configs
+
+
+def expand_fleet(data: Any, *, source: str) -> list[BotConfig]:
+    """A fleet file `{"template": {...one bot config...}, "grid": {"fast": [5, 10], "slow": [50, 100]}}`: one bot per
+    grid point (the product of the lists). Grid keys are strategy parameters, or bot fields (e.g. "symbol",
+    "stop_loss") when the config has such a field; each bot is named `<template name>-<key><value>-...`."""
+    import itertools
+
+    template, grid = data.get("template"), data.get("grid")
+    extra = sorted(set(data) - {"template", "grid"})
+    if extra:
+        raise BotConfigError(f"{source}: field '{extra[0]}': unknown field of a fleet file (expected template, grid)")
+    if not isinstance(template, dict):
+        raise BotConfigError(f"{source}: field 'template': must be an object (one bot config)")
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise BotConfigError(f"{source}: field 'grid': must map names to non-empty lists of values")
+    keys = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        config = json.loads(json.dumps(template))
+        config.setdefault("parameters", {})
+        suffix = []
+        for key, value in zip(keys, values, strict=True):
+            if key in BotConfig.model_fields and key not in ("name", "parameters"):
+                config[key] = value
+            else:
+                config["parameters"][key] = value
+            suffix.append(f"{key}{value}")
+        config["name"] = "-".join([str(template.get("name", "fleet")), *suffix])
+        out.append(parse_config(config, source=f"{source} (grid point {dict(zip(keys, values, strict=True))})"))
+    return out
+
+
+def load_config_entries(path: Path) -> list[BotConfig]:
+    """The bots of one config file: a single bot config, or a fleet file (template + grid)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise BotConfigError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise BotConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if isinstance(data, dict) and "template" in data:
+        return expand_fleet(data, source=str(path))
+    return [parse_config(data, source=str(path))]

@@ -8,25 +8,24 @@ backtest's trades over that period.
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.bots.config import CONFIG_FIELDS, BotConfig, BotConfigError, load_config_dir, validate_config
+from apps.bots.config import CONFIG_FIELDS, BotConfig, BotConfigError, validate_config
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.strategies.registry import create_strategy
-from apps.bots.trading.fills import Bar, FillRules, PortfolioState, step
+from apps.bots.trading.fills import FillRules
 from apps.common.errors import ApplicationError
-from apps.market.selectors import candle_frame
+from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
 from tradebot.notify import SYSTEM_CHANNEL, publish, publish_many, signals_channel, status_channel
 
@@ -149,11 +148,34 @@ def _lock(bot: Bot) -> None:
 
 
 @transaction.atomic
-def bot_start(*, bot: Bot) -> Bot:
-    """Running bots are ticked on each new closed candle of their market (which this watches, validated: its provider
-    must serve it); they resume from the last candle decided."""
+def bot_start(*, bot: Bot, catch_up: bool = False) -> Bot:
+    """Start a bot (its market becomes watched, validated: its provider must serve it): it trades from the NEXT
+    closed candle of its market; stored history only warms its indicators.
+
+    A fresh bot (never decided anything) starts after the market's newest stored candle (with none stored: at the
+    first candle that arrives, see decide_fleet), with `history_start` = the first of the `warmup_rows(strategy)`
+    stored candles up to there (window strategies: `lookback`; recursive ones: the declared warm-up, see
+    apps.bots.trading.fleet).
+    A bot that ran before resumes after its last decided candle when `catch_up` (deciding, in order, what it missed
+    while stopped); by default it skips to the newest candle like a fresh start, because deciding candles that closed
+    while it was stopped would be trading the past (that is what replay_bot is for). Not a restart: the restart
+    budget (MAX_RESTARTS_PER_HOUR) counts only the monitor's restarts."""
+    from apps.bots.trading.fleet import warmup_rows
+
     _lock(bot)
     _watch_market_of(bot)
+    bot = Bot.objects.get(pk=bot.pk)
+    if bot.last_candle_timestamp is None or not catch_up:
+        newest = last_candle_timestamp(bot.exchange, bot.symbol, bot.timeframe)
+        if newest is None:  # no candle yet: the first tick decides the newest candle it sees (fleet core)
+            bot.history_start = None
+        elif bot.history_start is None or bot.last_candle_timestamp is None:
+            rows = warmup_rows(create_strategy(bot.strategy, bot.parameters))
+            bot.history_start = _nth_candle_back(bot, newest, rows)
+        bot.last_candle_timestamp = newest
+    bot.heartbeat_at = timezone.now()
+    bot.failed_at = None
+    bot.save(update_fields=["last_candle_timestamp", "history_start", "heartbeat_at", "failed_at", "updated_at"])
     _set_status(bot, Bot.Status.RUNNING)
     return bot
 
@@ -166,9 +188,9 @@ def bot_stop(*, bot: Bot) -> Bot:
     return bot
 
 
-def start_bot(bot: Bot) -> Bot:
+def start_bot(bot: Bot, *, catch_up: bool = False) -> Bot:
     """Positional alias of bot_start (kept for existing callers)."""
-    return bot_start(bot=bot)
+    return bot_start(bot=bot, catch_up=catch_up)
 
 
 def stop_bot(bot: Bot) -> Bot:
@@ -184,12 +206,59 @@ def upsert_bot_from_config(config: BotConfig, *, config_file: str = "") -> Bot:
     return bot_update(bot=existing, data=config, config_file=config_file)
 
 
-def sync_bots_from_configs(directory: Path | None = None) -> list[Bot]:
-    """Load every config/bots/*.json (validated: the first bad file raises naming file and field) into bots."""
+@dataclass
+class SyncReport:
+    bots: list[Bot] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one line per bad file, naming the file and the field
+
+
+def sync_bots(directory: Path | None = None) -> SyncReport:
+    """Create/update bots from every config/bots/*.json (single bots or fleet files). A bad file is one error line;
+    the other files still load. A name used by two files is an error on the second."""
+    from apps.bots.config import BotConfigError, load_config_entries
+
     directory = Path(directory or settings.TRADEBOT_BOT_CONFIG_DIR)
-    configs = load_config_dir(directory)
-    with transaction.atomic():
-        return [upsert_bot_from_config(config, config_file=path.name) for path, config in configs]
+    report = SyncReport()
+    if not directory.is_dir():
+        report.errors.append(f"{directory}: not a directory")
+        return report
+    names: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            configs = load_config_entries(path)
+            for config in configs:
+                if config.name in names:
+                    raise BotConfigError(f"{path}: field 'name': {config.name!r} is already used by "
+                                         f"{names[config.name]}")
+        except BotConfigError as exc:
+            report.errors.append(str(exc))
+            continue
+        with transaction.atomic():
+            for config in configs:
+                names[config.name] = path
+                report.bots.append(upsert_bot_from_config(config, config_file=path.name))
+    return report
+
+
+def sync_bots_from_configs(directory: Path | None = None) -> list[Bot]:
+    """Load every config file; the first bad one raises (BotConfigError naming file and field)."""
+    from apps.bots.config import BotConfigError
+
+    report = sync_bots(directory)
+    if report.errors:
+        raise BotConfigError(report.errors[0])
+    return report.bots
+
+
+def sync_bots_on_worker_start() -> None:
+    """Worker start: load the config files; a bad file is logged, never stops the worker."""
+    try:
+        report = sync_bots()
+    except Exception:  # noqa: BLE001 - a worker must come up even when the config folder is broken
+        logger.exception("sync_bots at worker start failed")
+        return
+    for line in report.errors:
+        logger.error("sync_bots: %s", line)
 
 
 def _set_status(bot: Bot, status: str, *, error: str = "") -> None:
@@ -198,6 +267,24 @@ def _set_status(bot: Bot, status: str, *, error: str = "") -> None:
     bot.save(update_fields=["status", "last_error", "updated_at"])
     payload = {"bot_id": bot.pk, "name": bot.name, "status": status, "error": error}
     transaction.on_commit(lambda: publish(status_channel(bot.pk), payload))
+
+
+def _nth_candle_back(bot: Bot, until: int, rows: int) -> int:
+    """Close time of the first of the last `rows` stored candles up to `until` (the oldest stored when fewer)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT min(timestamp) FROM (SELECT timestamp FROM market_data WHERE exchange = %s AND symbol = %s "
+                    "AND timeframe = %s AND timestamp <= %s ORDER BY timestamp DESC LIMIT %s) t",
+                    [bot.exchange, bot.symbol, bot.timeframe, until, max(1, rows)])
+        return int(cur.fetchone()[0])
+
+
+def arm_replay(bot: Bot, *, start: int | None = None) -> Bot:
+    """Fresh portfolio, status running, deciding every stored candle from `start` on (replays, not live starts)."""
+    reset_portfolio(bot, history_start=0 if start is None else start)
+    _set_status(bot, Bot.Status.RUNNING)
+    return bot
 
 
 def reset_portfolio(bot: Bot, *, history_start: int | None = None) -> Bot:
@@ -221,144 +308,367 @@ def reset_portfolio(bot: Bot, *, history_start: int | None = None) -> Bot:
 
 
 # --- ticks ------------------------------------------------------------------------------------------------------
+#
+# A tick is a SHARD: a list of bot ids (of one market, usually), decided together in one transaction by the pure core
+# `apps.bots.trading.fleet.decide_fleet`: rows locked FOR UPDATE SKIP LOCKED, the candle window read once, signals
+# once per (strategy, parameters), fills in one compiled loop, rows written with one INSERT ... SELECT FROM unnest(...)
+# ... ON CONFLICT DO NOTHING per table and the bots' state with one UPDATE ... FROM unnest(...).
+# Exactly once: the decided rows and the bot's `last_candle_timestamp` commit together, so a redelivered shard (late
+# ack after a crash) decides only what is not decided yet; a concurrent second delivery skips the rows the first one
+# holds and re-enqueues them (waiting on the lock that time), and the unique constraints (one signal per bot and
+# candle, one fill per bot, candle and side) make a duplicate impossible even then.
 
-def _window(bot: Bot, strategy, until: int | None) -> pd.DataFrame:
-    """Candles the strategy needs to decide every undecided candle up to `until`.
-
-    Window strategies (lookback = N rows) get the N rows before the first undecided candle; recursive ones (EMA, RSI:
-    lookback None) get the whole history from `history_start`, because their value depends on where it starts."""
-    last = bot.last_candle_timestamp
-    lookback = strategy.lookback
-    key = {"exchange": bot.exchange, "symbol": bot.symbol, "timeframe": bot.timeframe}
-    if lookback is None or last is None:
-        return candle_frame(**key, start=bot.history_start, end=until)
-    tf = timeframe_ms(bot.timeframe)
-    start = last - 2 * (lookback + 1) * tf
-    if bot.history_start is not None:
-        start = max(start, bot.history_start)
-    frame = candle_frame(**key, start=start, end=until)
-    decided = int((frame["timestamp"] <= last).sum())
-    if decided < lookback and (bot.history_start is None or start > bot.history_start):
-        frame = candle_frame(**key, start=bot.history_start, end=until)  # gaps ate the margin: take it all
-        decided = int((frame["timestamp"] <= last).sum())
-    return frame.iloc[max(0, decided - lookback):].reset_index(drop=True)
+_BOT_COLUMNS = ("id", "strategy", "parameters", "exchange", "symbol", "timeframe", "initial_balance", "fee_rate",
+                "fraction", "slippage", "stop_loss", "take_profit", "cash", "position", "entry_price",
+                "entry_timestamp", "entry_fee", "fees_paid", "realized_pnl", "peak_equity", "last_candle_timestamp",
+                "history_start")
+_STRATEGIES: dict = {}  # params_key -> strategy instance (stateless), per process
 
 
-def tick_bot(bot_id: int, *, until: int | None = None) -> TickReport:
-    """Decide and trade every closed candle after the bot's last one (up to `until`), under a row lock."""
-    with transaction.atomic():
-        bot = Bot.objects.select_for_update().get(pk=bot_id)
-        report = TickReport(bot_id=bot.pk, last_candle=bot.last_candle_timestamp)
-        if bot.status != Bot.Status.RUNNING:
-            report.skipped = f"status {bot.status}"
-            return report
-        strategy = create_strategy(bot.strategy, bot.parameters)
-        frame = _window(bot, strategy, until)
-        last = bot.last_candle_timestamp
+@dataclass
+class ShardReport:
+    decided: int = 0  # (bot, candle) decisions stored
+    fills: int = 0
+    bots: int = 0  # bots locked and looked at
+    skipped: list[int] = field(default_factory=list)  # locked by another delivery (re-enqueued)
+    errors: dict[int, str] = field(default_factory=dict)
+    reports: dict[int, TickReport] = field(default_factory=dict)
+
+
+def _strategy(name: str, parameters: dict):
+    from apps.bots.trading.fleet import params_key
+
+    key = params_key(name, parameters)
+    found = _STRATEGIES.get(key)
+    if found is None:
+        found = _STRATEGIES[key] = create_strategy(name, parameters)
+    return found
+
+
+def _lock_bots(bot_ids: list[int], *, wait: bool) -> list[dict]:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":  # the embedded default (SQLite) has one writer at a time: no row locks
+        return list(Bot.objects.filter(pk__in=bot_ids, status=Bot.Status.RUNNING).order_by("pk")
+                    .values(*_BOT_COLUMNS))
+    lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(_BOT_COLUMNS)} FROM bots WHERE id = ANY(%s) AND status = 'running' "
+                    f"ORDER BY id {lock}", [list(bot_ids)])
+        return [dict(zip(_BOT_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+def _running_ids(bot_ids: list[int]) -> set[int]:
+    return set(Bot.objects.filter(pk__in=bot_ids, status=Bot.Status.RUNNING).values_list("pk", flat=True))
+
+
+def _bot_tick(row: dict):
+    from apps.bots.trading.fleet import BotTick
+
+    parameters = row["parameters"] if isinstance(row["parameters"], dict) else json.loads(row["parameters"])
+    rules = FillRules(fee=row["fee_rate"], slippage=row["slippage"], fraction=row["fraction"],
+                      stop_loss=row["stop_loss"], take_profit=row["take_profit"],
+                      initial_balance=row["initial_balance"])
+    return BotTick(bot_id=row["id"], strategy=row["strategy"], parameters=parameters, rules=rules, cash=row["cash"],
+                   amount=row["position"], entry_price=row["entry_price"] or 0.0, entry_time=row["entry_timestamp"],
+                   entry_fee=row["entry_fee"], fees_paid=row["fees_paid"], realized_pnl=row["realized_pnl"],
+                   peak_equity=row["peak_equity"], last_candle=row["last_candle_timestamp"],
+                   history_start=row["history_start"])
+
+
+def _window_start(ticks: list, timeframe: str) -> tuple[int | None, list]:
+    """The first candle the market's window must hold for every bot, and the bots whose strategy cannot be built."""
+    tf = timeframe_ms(timeframe)
+    start: int | None = None
+    unbuildable = []
+    first = True
+    for t in ticks:
+        try:
+            lookback = _strategy(t.strategy, t.parameters).lookback
+        except Exception as exc:  # noqa: BLE001 - decide_fleet records it on the bot
+            unbuildable.append((t, exc))
+            continue
+        if lookback is None or t.last_candle is None:
+            need = t.history_start
+        else:
+            need = t.last_candle - 2 * (lookback + 1) * tf  # margin for gaps, checked after the read
+            if t.history_start is not None:
+                need = max(need, t.history_start)
+        if need is None:
+            return None, unbuildable
+        start = need if first else min(start, need)
+        first = False
+    return start, unbuildable
+
+
+def _read_window(exchange: str, symbol: str, timeframe: str, ticks: list, until: int | None):
+    from apps.bots.trading.fleet import Candles
+
+    start, _ = _window_start(ticks, timeframe)
+    frame = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe, start=start, end=until)
+    if start is not None and len(frame):
         ts = frame["timestamp"].to_numpy()
-        first_new = 0 if last is None else int(np.searchsorted(ts, last, side="right"))
-        if first_new >= len(frame):
-            bot.heartbeat_at = timezone.now()
-            bot.save(update_fields=["heartbeat_at"])
-            report.skipped = "no new candle"
-            return report
-        decided = strategy.signals(frame)
-        _apply(bot, frame, decided, first_new, rules_for(bot), report)
+        for t in ticks:  # gaps ate a window strategy's margin: read from the earliest history instead
+            try:
+                lookback = _strategy(t.strategy, t.parameters).lookback
+            except Exception:  # noqa: BLE001
+                continue
+            if lookback is None or t.last_candle is None:
+                continue
+            before = int(np.searchsorted(ts, t.last_candle, side="right"))
+            if before < lookback and (t.history_start is None or ts[0] > t.history_start):
+                hs = [x.history_start for x in ticks]
+                frame = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe,
+                                     start=None if None in hs else min(hs), end=until)
+                break
+    return Candles.of(frame)
+
+
+def _write_result(result, now) -> None:
+    """All rows of one decided shard: one statement per table."""
+    from django.db import connection
+
+    if not result.decided:
+        return
+    actions = [ACTION_NAMES[int(a)] for a in result.sig_action.tolist()]
+    if connection.vendor != "postgresql":
+        return _write_result_orm(result, actions)
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO signals (bot_id, timestamp, action, confidence, indicators, price, created_at) "
+            "SELECT u.bot, u.ts, u.action, u.conf, u.ind::jsonb, u.price, %s FROM unnest(%s::bigint[], %s::bigint[], "
+            "%s::text[], %s::float8[], %s::text[], %s::float8[]) AS u(bot, ts, action, conf, ind, price) "
+            "ON CONFLICT DO NOTHING",
+            [now, result.sig_bot.tolist(), result.sig_ts.tolist(), actions, result.sig_conf.tolist(),
+             result.sig_indicators, result.sig_price.tolist()])
+        cur.execute(
+            "INSERT INTO bot_performance (bot_id, timestamp, cash, position, equity, realized_pnl, unrealized_pnl, "
+            "drawdown) SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::float8[], "
+            "%s::float8[], %s::float8[], %s::float8[]) ON CONFLICT DO NOTHING",
+            [result.sig_bot.tolist(), result.sig_ts.tolist(), result.snap_cash.tolist(),
+             result.snap_position.tolist(), result.snap_equity.tolist(), result.snap_realized.tolist(),
+             result.snap_unrealized.tolist(), result.snap_drawdown.tolist()])
+        rows = result.trade_rows
+        if rows.shape[0]:
+            cur.execute(
+                "INSERT INTO trades (bot_id, signal_id, timestamp, side, reason, price, amount, fee, realized_pnl, "
+                "cash_after, position_after, created_at) "
+                "SELECT u.bot, s.id, u.ts, u.side, u.reason, u.price, u.amount, u.fee, u.pnl, u.cash, u.pos, %s "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::float8[], %s::float8[], "
+                "%s::float8[], %s::float8[], %s::float8[], %s::float8[]) "
+                "AS u(bot, ts, side, reason, price, amount, fee, pnl, cash, pos) "
+                "LEFT JOIN signals s ON s.bot_id = u.bot AND s.timestamp = u.ts ON CONFLICT DO NOTHING",
+                [now, result.sig_bot[rows].tolist(), result.sig_ts[rows].tolist(), result.trade_side,
+                 result.trade_reason, result.trade_price.tolist(), result.trade_amount.tolist(),
+                 result.trade_fee.tolist(), result.trade_pnl.tolist(), result.snap_cash[rows].tolist(),
+                 result.snap_position[rows].tolist()])
+
+
+def _write_result_orm(result, actions: list[str]) -> None:
+    """The same rows through the ORM (the embedded SQLite default; PostgreSQL takes the unnest statements)."""
+    bots, ts = result.sig_bot.tolist(), result.sig_ts.tolist()
+    Signal.objects.bulk_create([
+        Signal(bot_id=b, timestamp=t, action=a, confidence=c, indicators=json.loads(i), price=p)
+        for b, t, a, c, i, p in zip(bots, ts, actions, result.sig_conf.tolist(), result.sig_indicators,
+                                    result.sig_price.tolist(), strict=True)], ignore_conflicts=True)
+    BotPerformance.objects.bulk_create([
+        BotPerformance(bot_id=b, timestamp=t, cash=c, position=p, equity=e, realized_pnl=r, unrealized_pnl=u,
+                       drawdown=d)
+        for b, t, c, p, e, r, u, d in zip(bots, ts, result.snap_cash.tolist(), result.snap_position.tolist(),
+                                          result.snap_equity.tolist(), result.snap_realized.tolist(),
+                                          result.snap_unrealized.tolist(), result.snap_drawdown.tolist(),
+                                          strict=True)], ignore_conflicts=True)
+    rows = result.trade_rows.tolist()
+    if not rows:
+        return
+    ids = {(b, t): pk for pk, b, t in Signal.objects.filter(bot_id__in=set(bots), timestamp__in=[ts[r] for r in rows])
+           .values_list("pk", "bot_id", "timestamp")}
+    Trade.objects.bulk_create([
+        Trade(bot_id=bots[r], signal_id=ids.get((bots[r], ts[r])), timestamp=ts[r], side=side, reason=reason,
+              price=price, amount=amount, fee=fee, realized_pnl=pnl, cash_after=float(result.snap_cash[r]),
+              position_after=float(result.snap_position[r]))
+        for r, side, reason, price, amount, fee, pnl in zip(
+            rows, result.trade_side, result.trade_reason, result.trade_price.tolist(), result.trade_amount.tolist(),
+            result.trade_fee.tolist(), result.trade_pnl.tolist(), strict=True)], ignore_conflicts=True)
+
+
+def _update_bots(result, idle: list[int], now) -> None:
+    """The state of every decided bot and the heartbeat of every idle one: one UPDATE."""
+    from django.db import connection
+
+    states = list(result.states.values())
+    ids = [s.bot_id for s in states] + list(idle)
+    if not ids:
+        return
+    k = len(states)
+    if connection.vendor != "postgresql":
+        for st in states:
+            Bot.objects.filter(pk=st.bot_id).update(
+                cash=st.cash, position=st.amount, entry_price=st.entry_price if st.amount > 0 else None,
+                entry_timestamp=st.entry_time, entry_fee=st.entry_fee, fees_paid=st.fees_paid,
+                realized_pnl=st.realized_pnl, peak_equity=st.peak_equity, last_candle_timestamp=st.last_candle,
+                history_start=st.history_start, heartbeat_at=now, failed_at=None, updated_at=now)
+        Bot.objects.filter(pk__in=idle).update(heartbeat_at=now, updated_at=now)
+        return
+
+    def col(get, fill=None):
+        return [get(s) for s in states] + [fill] * (len(ids) - k)
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "UPDATE bots SET cash = COALESCE(u.cash, bots.cash), position = COALESCE(u.pos, bots.position), "
+            "entry_price = CASE WHEN u.decided THEN u.ep ELSE bots.entry_price END, "
+            "entry_timestamp = CASE WHEN u.decided THEN u.et ELSE bots.entry_timestamp END, "
+            "entry_fee = COALESCE(u.ef, bots.entry_fee), fees_paid = COALESCE(u.fp, bots.fees_paid), "
+            "realized_pnl = COALESCE(u.rp, bots.realized_pnl), peak_equity = COALESCE(u.pk, bots.peak_equity), "
+            "last_candle_timestamp = COALESCE(u.last, bots.last_candle_timestamp), "
+            "history_start = COALESCE(u.hs, bots.history_start), heartbeat_at = %s, "
+            "failed_at = CASE WHEN u.decided THEN NULL ELSE bots.failed_at END, updated_at = %s "
+            "FROM unnest(%s::bigint[], %s::bool[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[], "
+            "%s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::bigint[]) "
+            "AS u(id, decided, cash, pos, ep, et, ef, fp, rp, pk, last, hs) WHERE bots.id = u.id",
+            [now, now, ids, [True] * k + [False] * (len(ids) - k), col(lambda s: s.cash),
+             col(lambda s: s.amount), col(lambda s: s.entry_price if s.amount > 0 else None),
+             col(lambda s: s.entry_time), col(lambda s: s.entry_fee), col(lambda s: s.fees_paid),
+             col(lambda s: s.realized_pnl), col(lambda s: s.peak_equity), col(lambda s: s.last_candle),
+             col(lambda s: s.history_start)])
+
+
+def _record_errors(errors: dict[int, str], now) -> None:
+    """Failed bots keep their error (still running, marked failed for the monitor), in a savepoint of the shard."""
+    from django.db import connection
+
+    if not errors:
+        return
+    ids = list(errors)
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            for i in ids:
+                Bot.objects.filter(pk=i).update(last_error=errors[i], failed_at=now, updated_at=now)
+    else:
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute("UPDATE bots SET last_error = u.err, failed_at = %s, updated_at = %s "
+                        "FROM unnest(%s::bigint[], %s::text[]) AS u(id, err) WHERE bots.id = u.id",
+                        [now, now, ids, [errors[i] for i in ids]])
+    payloads = [(status_channel(i), {"bot_id": i, "status": Bot.Status.RUNNING, "event": "tick_failed",
+                                     "error": errors[i]}) for i in ids]
+    transaction.on_commit(lambda: publish_many(payloads))
+
+
+def tick_shard(bot_ids: list[int], *, until: int | None = None, wait: bool = False) -> ShardReport:
+    """Decide every closed candle (up to `until`) after each running bot's last one, for the bots `bot_ids`, in one
+    transaction (see the section comment). Bots another delivery holds are skipped (`wait=True`: wait for them)."""
+    from apps.bots.trading.fleet import decide_fleet
+
+    report = ShardReport()
+    messages: list[tuple[str, dict]] = []
+    with transaction.atomic():
+        rows = _lock_bots(bot_ids, wait=wait)
+        report.bots = len(rows)
+        if not wait:
+            locked = {r["id"] for r in rows}
+            report.skipped = sorted(_running_ids(bot_ids) - locked)
+        now = timezone.now()
+        markets: dict[tuple, list] = {}
+        for row in rows:
+            markets.setdefault((row["exchange"], row["symbol"], row["timeframe"]), []).append(_bot_tick(row))
+        for (exchange, symbol, timeframe), ticks in markets.items():
+            candles = _read_window(exchange, symbol, timeframe, ticks, until)
+            result = decide_fleet(candles, ticks, strategies=_STRATEGIES)
+            _write_result(result, now)
+            _update_bots(result, result.idle, now)
+            _record_errors(result.errors, now)
+            report.decided += result.decided
+            report.fills += int(result.trade_rows.shape[0])
+            report.errors.update(result.errors)
+            _collect(report, result, messages)
+    if messages:
+        transaction.on_commit(lambda: publish_many(messages))  # at once when no outer transaction is open
+    if report.skipped:
+        from apps.bots.tasks import tick_shard_task
+
+        tick_shard_task.apply_async(args=(report.skipped,), kwargs={"until": until, "wait": True}, countdown=1)
     return report
 
 
-def _apply(bot: Bot, frame: pd.DataFrame, decided: pd.DataFrame, first_new: int, rules: FillRules,
-           report: TickReport) -> None:
-    state = PortfolioState(cash=bot.cash, amount=bot.position, entry_price=bot.entry_price or 0.0,
-                           entry_time=bot.entry_timestamp, entry_fee=bot.entry_fee, fees_paid=bot.fees_paid)
-    cols = {c: frame[c].to_numpy() for c in ("timestamp", "open", "high", "low", "close")}
-    actions = decided["action"].to_numpy()
-    confidence = decided["confidence"].to_numpy()
-    indicator_cols = [c for c in decided.columns if c not in ("action", "confidence")]
-    indicators = {c: decided[c].to_numpy() for c in indicator_cols}
-    signals: list[Signal] = []
-    pending_trades: list[tuple[int, Trade]] = []
-    snapshots: list[BotPerformance] = []
-    realized, peak = bot.realized_pnl, bot.peak_equity
-    for i in range(first_new, len(frame)):
-        t = int(cols["timestamp"][i])
-        close = float(cols["close"][i])
-        action = int(actions[i])
-        values = {c: (None if not math.isfinite(v := float(indicators[c][i])) else v) for c in indicator_cols}
-        signals.append(Signal(bot=bot, timestamp=t, action=ACTION_NAMES[action], confidence=float(confidence[i]),
-                              indicators=values, price=close))
-        bar = Bar(timestamp=t, open=float(cols["open"][i]), high=float(cols["high"][i]), low=float(cols["low"][i]),
-                  close=close)
-        state, fills = step(state, bar, action, rules)
-        for fill in fills:
-            realized += fill.pnl or 0.0
-            pending_trades.append((len(signals) - 1, Trade(
-                bot=bot, timestamp=t, side=fill.side, reason=fill.reason, price=fill.price, amount=fill.amount,
-                fee=fill.fee, realized_pnl=fill.pnl or 0.0, cash_after=fill.cash_after,
-                position_after=state.amount)))
-        equity = state.equity(close)
-        peak = max(peak, equity)
-        unrealized = state.amount * (close - state.entry_price) - state.entry_fee if state.in_position else 0.0
-        snapshots.append(BotPerformance(bot=bot, timestamp=t, cash=state.cash, position=state.amount, equity=equity,
-                                        realized_pnl=realized, unrealized_pnl=unrealized,
-                                        drawdown=max(0.0, 1.0 - equity / peak) if peak > 0 else 0.0))
-        report.actions[ACTION_NAMES[action]] = report.actions.get(ACTION_NAMES[action], 0) + 1
-    Signal.objects.bulk_create(signals)
-    for index, trade in pending_trades:
-        trade.signal = signals[index] if signals[index].pk else None
-    Trade.objects.bulk_create([t for _, t in pending_trades])
-    BotPerformance.objects.bulk_create(snapshots)
-    bot.cash, bot.position = state.cash, state.amount
-    bot.entry_price = state.entry_price if state.in_position else None
-    bot.entry_timestamp = state.entry_time
-    bot.entry_fee, bot.fees_paid = state.entry_fee, state.fees_paid
-    bot.realized_pnl, bot.peak_equity = realized, peak
-    bot.last_candle_timestamp = int(cols["timestamp"][-1])
-    bot.heartbeat_at = timezone.now()
-    bot.save(update_fields=[*PORTFOLIO_FIELDS, "heartbeat_at", "updated_at"])
-    report.decided = len(signals)
-    report.fills = len(pending_trades)
-    report.last_candle = bot.last_candle_timestamp
-    messages = [(signals_channel(bot.pk), {"bot_id": bot.pk, "timestamp": s.timestamp, "action": s.action,
-                                           "confidence": s.confidence, "price": s.price}) for s in signals[-100:]]
-    transaction.on_commit(lambda: publish_many(messages))
+def _collect(report: ShardReport, result, messages: list) -> None:
+    """Per-bot reports and the `signals:{bot_id}` messages (the last 100 decisions of each bot)."""
+    bots = result.sig_bot
+    for bot_id in result.idle:
+        report.reports[bot_id] = TickReport(bot_id=bot_id, skipped="no new candle")
+    for bot_id, error in result.errors.items():
+        report.reports[bot_id] = TickReport(bot_id=bot_id, skipped=f"error: {error}")
+    if not result.decided:
+        return
+    bounds = np.flatnonzero(np.diff(bots)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [bots.shape[0]]))
+    fills_per_bot = dict(zip(*np.unique(bots[result.trade_rows], return_counts=True), strict=True))
+    ts, act, conf, price = (result.sig_ts.tolist(), result.sig_action.tolist(), result.sig_conf.tolist(),
+                            result.sig_price.tolist())
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        bot_id = int(bots[a])
+        rep = TickReport(bot_id=bot_id, decided=b - a, fills=int(fills_per_bot.get(bot_id, 0)), last_candle=ts[b - 1])
+        for i in range(a, b):
+            name = ACTION_NAMES[act[i]]
+            rep.actions[name] = rep.actions.get(name, 0) + 1
+        report.reports[bot_id] = rep
+        for i in range(max(a, b - 100), b):
+            messages.append((signals_channel(bot_id), {"bot_id": bot_id, "timestamp": ts[i],
+                                                       "action": ACTION_NAMES[act[i]], "confidence": conf[i],
+                                                       "price": price[i]}))
 
 
-def record_tick_error(bot_id: int, exc: BaseException) -> None:
-    """A tick that raised: keep the error on the bot (still `running`, marked failed) for the monitor to restart;
-    other bots are unaffected."""
-    message = f"{type(exc).__name__}: {exc}"
-    with transaction.atomic():
-        bot = Bot.objects.select_for_update().get(pk=bot_id)
-        bot.last_error = message
-        bot.failed_at = timezone.now()
-        bot.save(update_fields=["last_error", "failed_at", "updated_at"])
-        payload = {"bot_id": bot_id, "name": bot.name, "status": bot.status, "event": "tick_failed", "error": message}
-        transaction.on_commit(lambda: publish(status_channel(bot_id), payload))
+def tick_bot(bot_id: int, *, until: int | None = None) -> TickReport:
+    """One bot's tick: a shard of one (waits for the bot's lock)."""
+    report = tick_shard([bot_id], until=until, wait=True)
+    if bot_id in report.reports:
+        return report.reports[bot_id]
+    status = Bot.objects.filter(pk=bot_id).values_list("status", flat=True).first()
+    return TickReport(bot_id=bot_id, skipped=f"status {status}")
+
+
+def shard_size() -> int:
+    return int(getattr(settings, "TRADEBOT_TICK_SHARD_SIZE", 500))
+
+
+def market_shards(exchange: str, symbol: str, timeframe: str) -> list[list[int]]:
+    """The running bots of a market in shards of TRADEBOT_TICK_SHARD_SIZE (by id)."""
+    ids = list(Bot.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe,
+                                  status=Bot.Status.RUNNING).order_by("pk").values_list("pk", flat=True))
+    size = max(1, shard_size())
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def enqueue_market_ticks(exchange: str, symbol: str, timeframe: str, *, until: int | None = None) -> int:
+    """One `tick_shard_task` per shard of the market's running bots on queue `bots`; returns the shard count."""
+    from apps.bots.tasks import tick_shard_task
+
+    shards = market_shards(exchange, symbol, timeframe)
+    for ids in shards:
+        tick_shard_task.apply_async(args=(ids,), kwargs={"until": until})
+    return len(shards)
 
 
 def tick_market(exchange: str, symbol: str, timeframe: str, *, until: int | None = None) -> list[TickReport]:
-    """One batch for every running bot of a market; each bot in its own transaction so one failure blocks none."""
-    reports = []
-    bot_ids = Bot.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe,
-                                 status=Bot.Status.RUNNING).values_list("pk", flat=True)
-    for bot_id in bot_ids:
-        try:
-            reports.append(tick_bot(bot_id, until=until))
-            Bot.objects.filter(pk=bot_id, failed_at__isnull=False).update(failed_at=None)
-        except Exception as exc:  # noqa: BLE001 - recorded on the bot, the batch goes on
-            logger.exception("tick of bot %s failed", bot_id)
-            record_tick_error(bot_id, exc)
-            reports.append(TickReport(bot_id=bot_id, skipped=f"error: {exc}"))
+    """Every shard of a market, here and now (commands, tests); the live path enqueues them instead."""
+    reports: list[TickReport] = []
+    for ids in market_shards(exchange, symbol, timeframe):
+        shard = tick_shard(ids, until=until, wait=True)
+        reports.extend(shard.reports[i] for i in ids if i in shard.reports)
     return reports
+
+
+def record_tick_error(bot_id: int, exc: BaseException) -> None:
+    """A tick that raised outside the core: keep the error on the bot for the monitor."""
+    with transaction.atomic():
+        _record_errors({bot_id: f"{type(exc).__name__}: {exc}"}, timezone.now())
 
 
 def replay_bot(bot: Bot, *, start: int | None = None, end: int | None = None) -> TickReport:
     """Run a bot over stored candles [start, end] from a fresh portfolio: the virtual twin of a backtest."""
-    reset_portfolio(bot, history_start=start)
-    start_bot(bot)
+    arm_replay(bot, start=start)
     return tick_bot(bot.pk, until=end)
-
 
 # --- supervision ----------------------------------------------------------------------------------------------------
 
@@ -374,8 +684,6 @@ class MonitorReport:
 
 def _pending_work(bot: Bot) -> bool:
     """A silent bot has candles it should have decided: its market has a newer closed candle than its last one."""
-    from apps.market.selectors import last_candle_timestamp
-
     newest = last_candle_timestamp(bot.exchange, bot.symbol, bot.timeframe)
     return newest is not None and (bot.last_candle_timestamp is None or newest > bot.last_candle_timestamp)
 
@@ -384,7 +692,7 @@ def monitor_bots(*, now_ms: int | None = None) -> MonitorReport:
     """Restart failed or silent running bots, at most MAX_RESTARTS_PER_HOUR in a rolling hour; past that the bot goes
     to status error and a system event is published. Silent = no heartbeat for 2 timeframes (at least 2 minutes)
     while its market has candles it has not decided."""
-    from apps.bots.tasks import tick_bot_task
+    from apps.bots.tasks import tick_shard_task
 
     now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
     report = MonitorReport()
@@ -415,16 +723,17 @@ def monitor_bots(*, now_ms: int | None = None) -> MonitorReport:
             payload = {"bot_id": bot.pk, "name": bot.name, "status": bot.status, "event": "restarted",
                        "reason": reason}
             transaction.on_commit(lambda payload=payload: publish(status_channel(payload["bot_id"]), payload))
-            transaction.on_commit(lambda pk=bot.pk: tick_bot_task.delay(pk))
+            transaction.on_commit(lambda pk=bot.pk: tick_shard_task.delay([pk], wait=True))
             report.restarted.append(bot.pk)
     return report
 
 
 def resume_running_bots() -> list[int]:
-    """On worker start: every running bot catches up from its last processed candle (one tick each, enqueued)."""
-    from apps.bots.tasks import tick_bot_task
-
-    ids = list(Bot.objects.filter(status=Bot.Status.RUNNING).values_list("pk", flat=True))
-    for pk in ids:
-        tick_bot_task.delay(pk)
-    return ids
+    """On worker start: every running bot catches up from its last decided candle (one shard task per shard)."""
+    ids: list[int] = []
+    markets = Bot.objects.filter(status=Bot.Status.RUNNING).values_list("exchange", "symbol", "timeframe").distinct()
+    for exchange, symbol, timeframe in markets:
+        for shard in market_shards(exchange, symbol, timeframe):
+            ids.extend(shard)
+        enqueue_market_ticks(exchange, symbol, timeframe)
+    return sorted(ids)

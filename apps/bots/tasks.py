@@ -1,4 +1,4 @@
-"""Thin tasks: ids/keys in, a service call. One task ticks every running bot of a market (batching, see design)."""
+"""Thin tasks: ids/keys in, a service call. A fleet tick is one task per shard of a market's running bots."""
 
 from __future__ import annotations
 
@@ -7,25 +7,22 @@ from celery.signals import worker_ready
 from django.db import OperationalError
 
 from apps.bots import services
-from apps.bots.models import Bot
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3, ignore_result=True)
+def tick_shard_task(bot_ids: list[int], until: int | None = None, wait: bool = False) -> int:
+    return services.tick_shard(bot_ids, until=until, wait=wait).decided
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3, ignore_result=True)
 def tick_market_task(exchange: str, symbol: str, timeframe: str, until: int | None = None) -> int:
-    return sum(r.decided for r in services.tick_market(exchange, symbol, timeframe, until=until))
+    """Fan a market's tick out into shard tasks (kept for messages enqueued by older code)."""
+    return services.enqueue_market_ticks(exchange, symbol, timeframe, until=until)
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
 def tick_bot_task(bot_id: int) -> int:
-    try:
-        report = services.tick_bot(bot_id)
-    except OperationalError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - recorded on the bot for the monitor
-        services.record_tick_error(bot_id, exc)
-        return 0
-    Bot.objects.filter(pk=bot_id, failed_at__isnull=False).update(failed_at=None)
-    return report.decided
+    return services.tick_bot(bot_id).decided
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -35,6 +32,7 @@ def monitor_bots_task() -> dict:
 
 
 @worker_ready.connect
-def _resume_on_worker_start(sender=None, **kwargs) -> None:
-    """Running bots resume from their last processed candle when a worker (re)starts."""
+def _on_worker_start(sender=None, **kwargs) -> None:
+    """A worker (re)starting loads the bot config files, then running bots catch up from their last decided candle."""
+    services.sync_bots_on_worker_start()
     services.resume_running_bots()

@@ -117,6 +117,9 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Seconds before a task a dead worker had taken (late ack, never acked) is handed to another worker (Redis broker).
+TRADEBOT_BROKER_VISIBILITY_TIMEOUT = env_int("TRADEBOT_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TRADEBOT_BROKER_VISIBILITY_TIMEOUT}
 # "redis" publishes on Redis pub/sub; "inprocess" delivers to subscribers in this process (embedded default).
 NOTIFY_BACKEND = env_str("NOTIFY_BACKEND", "redis" if REDIS_URL else "inprocess")
 if NOTIFY_BACKEND not in ("redis", "inprocess"):
@@ -145,6 +148,10 @@ TRADEBOT_BOT_CONFIG_DIR = env_path("TRADEBOT_BOT_CONFIG_DIR", BASE_DIR / "config
 # Default fee rate per fill (0.1 % of notional): the fee of a new bot (model, JSON config) and of a backtest / sweep
 # unless it says otherwise.
 TRADEBOT_DEFAULT_FEE = env_float("TRADEBOT_DEFAULT_FEE", 0.001, minimum=0.0, below=1.0)
+# Bots per fleet-tick task (one Celery task per shard of a market's running bots, queue `bots`): small enough that a
+# market's fleet spreads over every worker process, large enough that per-task overhead (message, transaction, one
+# window read, one statement per table) stays small next to the work. Chosen by bench/bots.py (see README).
+TRADEBOT_TICK_SHARD_SIZE = env_int("TRADEBOT_TICK_SHARD_SIZE", 500, minimum=1)
 # How many candles a collection round asks an exchange for per page (also the replay provider's page size).
 TRADEBOT_FETCH_LIMIT = env_int("TRADEBOT_FETCH_LIMIT", 1000, minimum=1)
 # Partitions of raw_trades created ahead of the current month.

@@ -480,3 +480,59 @@ def step(state: PortfolioState, bar: Bar | Any, action: int, rules: FillRules) -
     pnl = (a * p - f) - (a * state.entry_price + state.entry_fee)
     new = replace(state, cash=cash, amount=0.0, entry_price=0.0, entry_time=None, entry_fee=0.0, fees_paid=fees_paid)
     return new, [Fill("sell", EXIT_REASONS[ev], ts, p, a, f, cash, pnl)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Many bots at once (fleet ticks): the same `_bar`, one compiled loop over every bot's new candles.
+
+NO_ENTRY = np.iinfo(np.int64).max  # entry_time of a flat portfolio (no candle is after it)
+
+
+@njit(cache=True)
+def step_fleet(offsets, rows, act, ts, o, h, lo, c, cash, amount, entry_price, entry_time, entry_fee, fees_paid,
+               realized, peak, fee, slippage, fraction, use_sl, sl, use_tp, tp, ev_out, p_out, a_out, f_out, pnl_out,
+               cash_out, pos_out, eq_out, real_out, unreal_out, dd_out):
+    """`step` for many bots: bot b decides the frame rows rows[offsets[b]:offsets[b+1]] (in time order) with the
+    actions at the same flat positions, from its state (per-bot arrays, updated in place; entry_time NO_ENTRY when
+    flat) and its rules (per-bot arrays). Writes per flat position the fill (event EV_*, price, amount, fee, pnl of a
+    closed trade) and the snapshot after it (cash, position, equity, realized and unrealized pnl, drawdown). Every
+    decision goes through `_bar`, the rule of `simulate` and `step`, so fleet bots fill like backtests."""
+    for b in range(offsets.shape[0] - 1):
+        cb, ab, eb, tb, efb, fpb, rb, pkb = (cash[b], amount[b], entry_price[b], entry_time[b], entry_fee[b],
+                                             fees_paid[b], realized[b], peak[b])
+        fe, sp, fr, usl, slb, utp, tpb = fee[b], slippage[b], fraction[b], use_sl[b], sl[b], use_tp[b], tp[b]
+        for k in range(offsets[b], offsets[b + 1]):
+            i = rows[k]
+            t = ts[i]
+            ci = c[i]
+            nc, na, ne, ev, p, a, f = _bar(cb, ab, eb, t > tb, o[i], h[i], lo[i], ci, act[k],
+                                           fe, sp, fr, usl, slb, utp, tpb)
+            pnl = 0.0
+            if ev != EV_NONE:
+                fpb += f
+                if ev == EV_BUY:
+                    tb = t
+                    efb = f
+                else:
+                    pnl = (a * p - f) - (a * eb + efb)
+                    rb += pnl
+                    tb = NO_ENTRY
+                    efb = 0.0
+            cb, ab, eb = nc, na, ne
+            eq = cb + ab * ci
+            if eq > pkb:
+                pkb = eq
+            ev_out[k] = ev
+            p_out[k] = p
+            a_out[k] = a
+            f_out[k] = f
+            pnl_out[k] = pnl
+            cash_out[k] = cb
+            pos_out[k] = ab
+            eq_out[k] = eq
+            real_out[k] = rb
+            unreal_out[k] = ab * (ci - eb) - efb if ab > 0.0 else 0.0
+            dd = 1.0 - eq / pkb if pkb > 0.0 else 0.0
+            dd_out[k] = dd if dd > 0.0 else 0.0
+        cash[b], amount[b], entry_price[b], entry_time[b], entry_fee[b], fees_paid[b], realized[b], peak[b] = (
+            cb, ab, eb, tb, efb, fpb, rb, pkb)

@@ -87,8 +87,7 @@ def test_given_a_running_bot_when_ticked_in_pieces_then_it_equals_one_replay(sto
     whole = make_bot("whole")
     services.replay_bot(whole, start=int(stored["timestamp"].iloc[0]))
     pieces = make_bot("pieces")
-    services.reset_portfolio(pieces, history_start=int(stored["timestamp"].iloc[0]))
-    services.start_bot(pieces)
+    services.arm_replay(pieces, start=int(stored["timestamp"].iloc[0]))
     for cut in (120, 121, 1500, 2999, len(stored) - 1):
         services.tick_bot(pieces.pk, until=int(stored["timestamp"].iloc[cut]))
 
@@ -113,8 +112,7 @@ def test_given_a_decided_candle_when_ticked_again_then_nothing_is_decided_twice(
 def test_given_running_bot_when_new_candles_are_ingested_then_they_are_ticked_through_celery(btc_1m):
     ingest_candles(**MARKET, df=btc_1m.iloc[:3000], publish=False)
     bot = make_bot()
-    services.reset_portfolio(bot, history_start=int(btc_1m["timestamp"].iloc[0]))
-    services.start_bot(bot)
+    services.arm_replay(bot, start=int(btc_1m["timestamp"].iloc[0]))
     services.tick_bot(bot.pk)
 
     ingest_candles(**MARKET, df=btc_1m.iloc[3000:3010], publish=True)
@@ -128,8 +126,7 @@ def test_given_a_broken_bot_when_market_ticks_then_others_still_trade(stored):
     good = make_bot("good")
     broken = make_bot("broken")
     for bot in (good, broken):
-        services.reset_portfolio(bot, history_start=int(stored["timestamp"].iloc[0]))
-        services.start_bot(bot)
+        services.arm_replay(bot, start=int(stored["timestamp"].iloc[0]))
     Bot.objects.filter(pk=broken.pk).update(parameters={"fast": 80, "slow": 50})  # invalid: fast >= slow
 
     reports = services.tick_market(**MARKET)

@@ -28,8 +28,7 @@ def stored(data_dir) -> pd.DataFrame:
 def running_bot(stored, name="sup", parameters=None) -> Bot:
     bot = Bot.objects.create(name=name, strategy="sma_cross", parameters=parameters or {"fast": 5, "slow": 20},
                              **MARKET)
-    services.reset_portfolio(bot, history_start=int(stored["timestamp"].iloc[0]))
-    services.start_bot(bot)
+    services.arm_replay(bot, start=int(stored["timestamp"].iloc[0]))
     return bot
 
 

@@ -1,0 +1,119 @@
+"""manage.py replay_bot --config PATH (--data CSV --time-label open|close --timeframe TF | --exchange EX --symbol SYM)
+[--start ms] [--end ms] [--batch N] [--json]
+
+Feeds the candles through the real tick core (apps.bots.trading.fleet.decide_fleet, the one the fleet shards run), N
+new candles per tick (default 1: as a live market delivers them), from a fresh portfolio whose indicators start at the
+first candle, so the result equals `backtest` of the same config over the same candles. `--data` needs no database;
+nothing is written either way. `--json`: one object {"trades": [...backtest --json fields...], "open_trade": ...,
+"final_equity": X, "signals": N}.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.market.timeframes import TIMEFRAMES, parse_time
+
+
+def bad(message: str) -> CommandError:
+    return CommandError(" ".join(str(message).split()), returncode=2)
+
+
+def load_candles(options: dict[str, Any], timeframe: str):
+    """The candle frame of the options (CSV or database), clipped to --start/--end, validated."""
+    import numpy as np
+
+    from apps.market.validation import validate_candles
+
+    start = parse_time(str(options["start"])) if options.get("start") is not None else None
+    end = parse_time(str(options["end"])) if options.get("end") is not None else None
+    if options.get("data"):
+        from apps.market.csvio import read_candle_csv
+
+        if options.get("exchange") or options.get("symbol"):
+            raise bad("use either --data or --exchange/--symbol, not both")
+        if not options.get("time_label"):
+            raise bad("--time-label open|close is required with --data")
+        try:
+            df = read_candle_csv(options["data"], timeframe=timeframe, time_label=options["time_label"])
+        except (OSError, ValueError) as exc:
+            raise CommandError(" ".join(str(exc).split()), returncode=1) from None
+        label = str(options["data"])
+    else:
+        from apps.market.selectors import candle_frame
+
+        if not (options.get("exchange") and options.get("symbol")):
+            raise bad("give --data CSV (with --time-label and --timeframe) or both --exchange and --symbol")
+        df = candle_frame(exchange=options["exchange"], symbol=options["symbol"], timeframe=timeframe)
+        label = f"{options['exchange']} {options['symbol']}"
+    ts = df["timestamp"].to_numpy()
+    mask = np.ones(len(ts), dtype=bool)
+    if start is not None:
+        mask &= ts >= start
+    if end is not None:
+        mask &= ts <= end
+    valid, _ = validate_candles(df.loc[mask].reset_index(drop=True), market=label, timeframe=timeframe)
+    return valid.reset_index(drop=True)
+
+
+class Command(BaseCommand):
+    help = "Replay one bot config over candles (CSV or stored) through the tick core; prints its trades."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--config", required=True, help="A bot config JSON file (config/bots/*.json form)")
+        parser.add_argument("--data", help="Candle CSV (.csv or .csv.gz); needs --time-label and --timeframe")
+        parser.add_argument("--time-label", choices=["open", "close"])
+        parser.add_argument("--timeframe", help=f"One of {', '.join(TIMEFRAMES)} (default: the config's)")
+        parser.add_argument("--exchange")
+        parser.add_argument("--symbol")
+        parser.add_argument("--start", help="First candle close time (ms UTC or ISO date), inclusive")
+        parser.add_argument("--end", help="Last candle close time (ms UTC or ISO date), inclusive")
+        parser.add_argument("--batch", type=int, default=1, help="New candles per tick (default 1)")
+        parser.add_argument("--json", action="store_true", help="Print ONE JSON object")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from apps.bots.config import BotConfigError, load_config_file
+        from apps.bots.trading.fills import FillRules
+        from apps.bots.trading.fleet import BotTick, Candles, replay, round_trips
+
+        try:
+            config = load_config_file(Path(options["config"]))
+        except BotConfigError as exc:
+            raise bad(str(exc))
+        timeframe = options.get("timeframe") or config.timeframe
+        if timeframe not in TIMEFRAMES:
+            raise bad(f"unknown timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}")
+        if options["batch"] < 1:
+            raise bad(f"--batch must be >= 1, got {options['batch']}")
+        try:
+            frame = load_candles(options, timeframe)
+        except ValueError as exc:
+            raise bad(str(exc))
+        candles = Candles.of(frame)
+        rules = FillRules(fee=config.fee_rate, slippage=config.slippage, fraction=config.fraction,
+                          stop_loss=config.stop_loss, take_profit=config.take_profit,
+                          initial_balance=config.initial_balance)
+        first = int(candles.timestamp[0]) if len(candles) else 0
+        bot = BotTick.fresh(0, config.strategy, config.parameters, rules, history_start=first)
+        try:
+            state, fills, decided = replay(candles, bot, batch=options["batch"])
+        except RuntimeError as exc:
+            raise CommandError(f"{config.name}: {exc}", returncode=1) from None
+        last_time = int(candles.timestamp[-1]) if len(candles) else None
+        last_price = float(candles.close[-1]) if len(candles) else None
+        trades, open_trade = round_trips(fills, last_time, last_price, candles.timestamp)
+        final_equity = state.cash + state.amount * last_price if last_price is not None else state.cash
+        payload = {"trades": trades, "open_trade": open_trade, "final_equity": final_equity, "signals": decided}
+        if options["json"]:
+            self.stdout.write(json.dumps(payload))
+            return
+        self.stdout.write(f"{config.name}: {decided} candles decided, {len(trades)} closed trades, "
+                          f"{'an open position' if open_trade else 'flat'} at the end, final equity "
+                          f"{final_equity:,.2f}")
+        for t in trades:
+            self.stdout.write(f"  {t['entry_time']} -> {t['exit_time']} {t['exit_reason']}: pnl {t['pnl']:,.2f} "
+                              f"({t['return_pct']:.2f}%)")

@@ -1,0 +1,429 @@
+"""The tick core: decide many bots of one market over one candle window. Pure: numpy + numba, no Django.
+
+`decide_fleet(candles, bots)` is THE tick: the database shard (`apps.bots.services.tick_shard`) feeds it the rows it
+locked and the window it read once; `replay_bot --data` feeds it a CSV in memory, candle after candle. It
+
+1. finds each bot's undecided rows (after `last_candle`, from `history_start`);
+2. groups the bots by (strategy, parameters, indicator anchor) and computes each group's signals ONCE over the
+   shortest slice that decides all of them exactly (window strategies: `lookback` rows before the first undecided
+   one; recursive ones, EMA/RSI: from the bot's `history_start`, because their values depend on where they start);
+3. fills every bot's rows in one compiled loop (`fills.step_fleet`, the rule `_bar` of backtests and `step`);
+4. returns flat columns for the signal / trade / snapshot rows and each bot's new state.
+
+A group whose strategy raises becomes an error on its bots (they decide nothing this time); the other bots go on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from apps.bots.strategies.registry import create_strategy
+from apps.bots.trading.fills import EV_BUY, EV_NONE, EXIT_REASONS, NO_ENTRY, FillRules, step_fleet
+
+ACTION_NAMES = {1: "buy", 0: "hold", -1: "sell"}
+# Candles of history a started bot loads before its first decision when its strategy is recursive (EMA, RSI: the
+# value at t depends on every row since the start), as a multiple of the strategy's warm-up: after 10 x span an
+# EMA's seed weighs e^-20 (2e-9). Window strategies load exactly `lookback` rows. The backtest twin of a bot
+# (reconcile, replay) starts its indicators at the same row, so the two stay equal bit for bit.
+RECURSIVE_WARMUP_FACTOR = 10
+
+
+def warmup_rows(strategy) -> int:
+    """Rows of history a bot started now loads to warm its indicators (declared per strategy kind)."""
+    lookback = strategy.lookback
+    if lookback is not None:
+        return int(lookback)
+    return RECURSIVE_WARMUP_FACTOR * max(1, int(strategy.warmup))
+
+
+@dataclass
+class BotTick:
+    """One bot going into a tick: identity, config, portfolio after its last decided candle."""
+
+    bot_id: int
+    strategy: str
+    parameters: Mapping[str, Any]
+    rules: FillRules
+    cash: float
+    amount: float = 0.0
+    entry_price: float = 0.0
+    entry_time: int | None = None
+    entry_fee: float = 0.0
+    fees_paid: float = 0.0
+    realized_pnl: float = 0.0
+    peak_equity: float = 0.0
+    last_candle: int | None = None
+    history_start: int | None = None
+
+    @classmethod
+    def fresh(cls, bot_id: int, strategy: str, parameters: Mapping[str, Any], rules: FillRules,
+              history_start: int | None = None) -> BotTick:
+        return cls(bot_id=bot_id, strategy=strategy, parameters=dict(parameters), rules=rules,
+                   cash=float(rules.initial_balance), peak_equity=float(rules.initial_balance),
+                   history_start=history_start)
+
+
+@dataclass
+class FleetResult:
+    """Flat rows of one tick. Signals and snapshots share one index (one row per decided (bot, candle)); trades are
+    the rows of it that filled. `states[bot_id]` = the bot's BotTick after the tick (decided bots only)."""
+
+    sig_bot: np.ndarray
+    sig_ts: np.ndarray
+    sig_action: np.ndarray
+    sig_conf: np.ndarray
+    sig_price: np.ndarray
+    sig_indicators: list[str]
+    snap_cash: np.ndarray
+    snap_position: np.ndarray
+    snap_equity: np.ndarray
+    snap_realized: np.ndarray
+    snap_unrealized: np.ndarray
+    snap_drawdown: np.ndarray
+    trade_rows: np.ndarray  # indices into the signal rows
+    trade_side: list[str]
+    trade_reason: list[str]
+    trade_price: np.ndarray
+    trade_amount: np.ndarray
+    trade_fee: np.ndarray
+    trade_pnl: np.ndarray
+    states: dict[int, BotTick] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    idle: list[int] = field(default_factory=list)  # bots with nothing new to decide
+
+    @property
+    def decided(self) -> int:
+        return int(self.sig_bot.shape[0])
+
+    def trades_of(self, bot_id: int) -> list[dict[str, Any]]:
+        rows = self.trade_rows[self.sig_bot[self.trade_rows] == bot_id]
+        out = []
+        for j, r in zip(np.flatnonzero(self.sig_bot[self.trade_rows] == bot_id), rows, strict=True):
+            out.append({"timestamp": int(self.sig_ts[r]), "side": self.trade_side[j], "reason": self.trade_reason[j],
+                        "price": float(self.trade_price[j]), "amount": float(self.trade_amount[j]),
+                        "fee": float(self.trade_fee[j]), "pnl": float(self.trade_pnl[j]),
+                        "cash_after": float(self.snap_cash[r]), "position_after": float(self.snap_position[r])})
+        return out
+
+
+@dataclass
+class Candles:
+    """A candle window as arrays (close-time ms, ascending)."""
+
+    timestamp: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    @classmethod
+    def of(cls, frame) -> Candles:
+        def col(name, dtype):
+            return np.ascontiguousarray(frame[name].to_numpy(dtype=dtype) if hasattr(frame[name], "to_numpy")
+                                        else np.asarray(frame[name], dtype=dtype))
+
+        return cls(col("timestamp", np.int64), col("open", np.float64), col("high", np.float64),
+                   col("low", np.float64), col("close", np.float64), col("volume", np.float64))
+
+    def __len__(self) -> int:
+        return int(self.timestamp.shape[0])
+
+
+def params_key(strategy: str, parameters: Mapping[str, Any]) -> tuple:
+    return (strategy, tuple(sorted((str(k), repr(v)) for k, v in dict(parameters).items())))
+
+
+def _indicator_json(names: list[str], arrays: list[np.ndarray], j: int) -> str:
+    values = {}
+    for name, arr in zip(names, arrays, strict=True):
+        v = float(arr[j])
+        values[name] = v if math.isfinite(v) else None
+    return orjson.dumps(values).decode()
+
+
+def decide_fleet(candles: Candles, bots: list[BotTick], *, strategies: dict | None = None) -> FleetResult:
+    """Decide every bot's undecided rows of `candles` (see the module docstring). `strategies` caches strategy
+    instances by params_key across calls (replay).
+
+    Undecided rows of a bot: those after `last_candle`, from `history_start` on; a bot with neither (started while
+    its market had no candle) decides only the newest row of the window."""
+    ts = candles.timestamp
+    n = len(candles)
+    strategies = {} if strategies is None else strategies
+    errors: dict[int, str] = {}
+    idle: list[int] = []
+    # (strategy key, anchor row or -1) -> list of (bot index, first undecided row)
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    group_strategy: dict[tuple, Any] = {}
+    new_history_start: dict[int, int] = {}
+    for b, bot in enumerate(bots):
+        key = params_key(bot.strategy, bot.parameters)
+        strat = strategies.get(key)
+        if strat is None:
+            try:
+                strat = create_strategy(bot.strategy, bot.parameters)
+            except Exception as exc:  # noqa: BLE001 - an unusable config is that bot's error
+                errors[bot.bot_id] = f"{type(exc).__name__}: {exc}"
+                continue
+            strategies[key] = strat
+        if n == 0:
+            idle.append(bot.bot_id)
+            continue
+        if bot.last_candle is None and bot.history_start is None:
+            # started before its market had any candle: it decides the newest candle of this (first) window only;
+            # the rows before it warm the indicators and fix its history start
+            first = n - 1
+            hs = max(0, first - warmup_rows(strat))
+            new_history_start[b] = int(ts[hs])
+        else:
+            hs = 0 if bot.history_start is None else int(np.searchsorted(ts, bot.history_start, side="left"))
+            first = hs if bot.last_candle is None else max(hs, int(np.searchsorted(ts, bot.last_candle, side="right")))
+        if first >= n:
+            idle.append(bot.bot_id)
+            continue
+        lookback = strat.lookback
+        anchor = hs if (lookback is None or first - lookback < hs) else -1
+        groups.setdefault((key, anchor), []).append((b, first))
+        group_strategy[(key, anchor)] = strat
+
+    bot_index: list[np.ndarray] = []
+    firsts: list[np.ndarray] = []
+    acts: list[np.ndarray] = []
+    confs: list[np.ndarray] = []
+    ind_json: list[list[str]] = []
+    rows_all: list[np.ndarray] = []
+    for gkey, members in groups.items():
+        strat = group_strategy[gkey]
+        anchor = gkey[1]
+        members_b = np.array([m[0] for m in members], dtype=np.int64)
+        members_f = np.array([m[1] for m in members], dtype=np.int64)
+        s = anchor if anchor >= 0 else max(0, int(members_f.min()) - int(strat.lookback))
+        try:
+            out = strat.compute(candles.close[s:], candles.high[s:], candles.low[s:], candles.open[s:],
+                                candles.volume[s:])
+            action = np.asarray(out.action, dtype=np.int8)
+            conf = np.asarray(out.confidence, dtype=np.float64)
+            if action.shape[0] != n - s or conf.shape[0] != n - s:
+                raise ValueError(f"{strat.name}: compute returned {action.shape[0]} rows for {n - s} candles")
+        except Exception as exc:  # noqa: BLE001 - the group's bots carry the error, the shard goes on
+            message = f"{type(exc).__name__}: {exc}"
+            for b in members_b:
+                errors[bots[b].bot_id] = message
+            continue
+        lo = int(members_f.min())
+        names = list(out.indicators)
+        arrays = [np.asarray(out.indicators[k], dtype=np.float64) for k in names]
+        texts = [_indicator_json(names, arrays, i - s) for i in range(lo, n)]
+        counts = n - members_f
+        total = int(counts.sum())
+        starts = np.cumsum(counts) - counts
+        rows = np.repeat(members_f, counts) + (np.arange(total) - np.repeat(starts, counts))
+        bot_index.append(np.repeat(members_b, counts))
+        firsts.append(members_f)
+        rows_all.append(rows)
+        acts.append(action[rows - s])
+        confs.append(conf[rows - s])
+        ind_json.append([texts[r - lo] for r in rows.tolist()])
+
+    if rows_all:
+        flat_bot = np.concatenate(bot_index)
+        flat_rows = np.concatenate(rows_all)
+        flat_act = np.concatenate(acts)
+        flat_conf = np.concatenate(confs)
+        flat_ind = [t for chunk in ind_json for t in chunk]
+        order = np.argsort(flat_bot, kind="stable")  # bot by bot, rows in time order within each bot
+        flat_bot, flat_rows, flat_act, flat_conf = flat_bot[order], flat_rows[order], flat_act[order], flat_conf[order]
+        flat_ind = [flat_ind[i] for i in order.tolist()]
+    else:
+        flat_bot = np.empty(0, np.int64)
+        flat_rows = np.empty(0, np.int64)
+        flat_act = np.empty(0, np.int8)
+        flat_conf = np.empty(0, np.float64)
+        flat_ind = []
+    decided_bots, counts = np.unique(flat_bot, return_counts=True)
+    offsets = np.zeros(decided_bots.shape[0] + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    chosen = [bots[int(b)] for b in decided_bots]
+
+    def arr(get, dtype=np.float64):
+        return np.array([get(x) for x in chosen], dtype=dtype)
+
+    cash = arr(lambda x: x.cash)
+    amount = arr(lambda x: x.amount)
+    entry_price = arr(lambda x: x.entry_price if x.amount > 0 else 0.0)
+    entry_time = arr(lambda x: NO_ENTRY if x.entry_time is None else x.entry_time, np.int64)
+    entry_fee = arr(lambda x: x.entry_fee)
+    fees_paid = arr(lambda x: x.fees_paid)
+    realized = arr(lambda x: x.realized_pnl)
+    peak = arr(lambda x: x.peak_equity)
+    fee = arr(lambda x: x.rules.fee)
+    slippage = arr(lambda x: x.rules.slippage)
+    fraction = arr(lambda x: x.rules.fraction)
+    use_sl = arr(lambda x: x.rules.stop_loss is not None, np.bool_)
+    sl = arr(lambda x: x.rules.stop_loss or 0.0)
+    use_tp = arr(lambda x: x.rules.take_profit is not None, np.bool_)
+    tp = arr(lambda x: x.rules.take_profit or 0.0)
+    m = flat_rows.shape[0]
+    ev = np.zeros(m, np.int64)
+    p_out, a_out, f_out, pnl_out = (np.zeros(m) for _ in range(4))
+    cash_out, pos_out, eq_out, real_out, unreal_out, dd_out = (np.zeros(m) for _ in range(6))
+    if m:
+        step_fleet(offsets, flat_rows, flat_act, ts, candles.open, candles.high, candles.low, candles.close,
+                   cash, amount, entry_price, entry_time, entry_fee, fees_paid, realized, peak,
+                   fee, slippage, fraction, use_sl, sl, use_tp, tp,
+                   ev, p_out, a_out, f_out, pnl_out, cash_out, pos_out, eq_out, real_out, unreal_out, dd_out)
+    states: dict[int, BotTick] = {}
+    for j, b in enumerate(decided_bots.tolist()):
+        bot = chosen[j]
+        states[bot.bot_id] = BotTick(
+            bot_id=bot.bot_id, strategy=bot.strategy, parameters=bot.parameters, rules=bot.rules,
+            cash=float(cash[j]), amount=float(amount[j]), entry_price=float(entry_price[j]),
+            entry_time=None if entry_time[j] == NO_ENTRY else int(entry_time[j]), entry_fee=float(entry_fee[j]),
+            fees_paid=float(fees_paid[j]), realized_pnl=float(realized[j]), peak_equity=float(peak[j]),
+            last_candle=int(ts[flat_rows[offsets[j + 1] - 1]]),
+            history_start=new_history_start.get(b, bot.history_start))
+    ids = np.array([b.bot_id for b in bots], dtype=np.int64)
+    filled = np.flatnonzero(ev != EV_NONE)
+    return FleetResult(
+        sig_bot=ids[flat_bot] if m else np.empty(0, np.int64), sig_ts=ts[flat_rows], sig_action=flat_act,
+        sig_conf=flat_conf, sig_price=candles.close[flat_rows], sig_indicators=flat_ind,
+        snap_cash=cash_out, snap_position=pos_out, snap_equity=eq_out, snap_realized=real_out,
+        snap_unrealized=unreal_out, snap_drawdown=dd_out,
+        trade_rows=filled, trade_side=["buy" if ev[k] == EV_BUY else "sell" for k in filled.tolist()],
+        trade_reason=["signal" if ev[k] == EV_BUY else EXIT_REASONS[int(ev[k])] for k in filled.tolist()],
+        trade_price=p_out[filled], trade_amount=a_out[filled], trade_fee=f_out[filled], trade_pnl=pnl_out[filled],
+        states=states, errors=errors, idle=idle,
+    )
+
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Replays and reconciliation (pure): the tick core over an in-memory candle source, and the backtest twin of a bot.
+
+
+def _window(candles: Candles, end: int) -> Candles:
+    return Candles(candles.timestamp[:end], candles.open[:end], candles.high[:end], candles.low[:end],
+                   candles.close[:end], candles.volume[:end])
+
+
+def replay(candles: Candles, bot: BotTick, *, batch: int = 1) -> tuple[BotTick, list[dict[str, Any]], int]:
+    """Feed `candles` to the tick core `batch` new candles at a time (1 = as a live market delivers them), from
+    `bot`'s state. Returns (final state, fills in order, decided count). Raises what the strategy raises."""
+    strategies: dict = {}
+    fills: list[dict[str, Any]] = []
+    decided = 0
+    n = len(candles)
+    step = max(1, int(batch))
+    for end in [*range(step, n, step), n] if n else []:
+        result = decide_fleet(_window(candles, end), [bot], strategies=strategies)
+        if result.errors:
+            raise RuntimeError(result.errors[bot.bot_id])
+        fills += result.trades_of(bot.bot_id)
+        decided += result.decided
+        bot = result.states.get(bot.bot_id, bot)
+    return bot, fills, decided
+
+
+def round_trips(fills: list[dict[str, Any]], last_time: int | None, last_price: float | None,
+                candle_times: np.ndarray | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Fills (buy, sell, buy, ...) -> closed trades with the backtest's `--json` fields, and the open trade."""
+    trades = []
+    entry = None
+    for f in fills:
+        if f["side"] == "buy":
+            entry = f
+            continue
+        cost = entry["amount"] * entry["price"]
+        pnl = (f["amount"] * f["price"] - f["fee"]) - (cost + entry["fee"])
+        trades.append({"entry_time": entry["timestamp"], "exit_time": f["timestamp"], "entry_price": entry["price"],
+                       "exit_price": f["price"], "amount": entry["amount"], "fees": entry["fee"] + f["fee"],
+                       "pnl": pnl, "return_pct": pnl / cost * 100.0, "exit_reason": f["reason"]})
+        entry = None
+    open_trade = None
+    if entry is not None and last_price is not None:
+        a, ep, fe = entry["amount"], entry["price"], entry["fee"]
+        upnl = a * last_price - (a * ep + fe)
+        bars = entry_bar = None
+        if candle_times is not None:
+            entry_bar = int(np.searchsorted(candle_times, entry["timestamp"]))
+            bars = int(np.searchsorted(candle_times, last_time)) - entry_bar
+        open_trade = {"entry_time": entry["timestamp"], "entry_bar": entry_bar, "entry_price": ep, "amount": a,
+                      "fees": fe, "last_price": last_price, "last_time": last_time, "unrealized_pnl": upnl,
+                      "return_pct": upnl / (a * ep) * 100.0, "bars_held": bars}
+    return trades, open_trade
+
+
+def twin_fills(candles: Candles, strategy, rules: FillRules, *, trading_from: int,
+               signals: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """What a backtest of a bot's config makes over `candles` (its history start on), trading only candles with
+    close time >= `trading_from` (before: hold, indicators warming): fills as `FleetResult.trades_of` gives them.
+    `signals`: the strategy's actions over `candles` when already computed."""
+    from apps.bots.trading.fills import simulate
+
+    if signals is None:
+        signals = strategy_actions(candles, strategy)
+    action = np.asarray(signals, dtype=np.int8).copy()
+    action[candles.timestamp < trading_from] = 0
+    sim = simulate(candles.timestamp, candles.open, candles.high, candles.low, candles.close, action, rules)
+    fills = []
+    ev = sim.events
+    amount_after = 0.0
+    for r in range(ev.shape[0]):
+        i, kind = int(ev[r, 0]), int(ev[r, 1])
+        buy = kind == EV_BUY
+        amount_after = ev[r, 3] if buy else 0.0
+        pnl = 0.0
+        if not buy:
+            e = ev[r - 1]
+            pnl = (ev[r, 3] * ev[r, 2] - ev[r, 4]) - (e[3] * e[2] + e[4])
+        fills.append({"timestamp": int(candles.timestamp[i]), "side": "buy" if buy else "sell",
+                      "reason": "signal" if buy else EXIT_REASONS[kind], "price": float(ev[r, 2]),
+                      "amount": float(ev[r, 3]), "fee": float(ev[r, 4]), "pnl": float(pnl),
+                      "cash_after": float(ev[r, 5]), "position_after": float(amount_after)})
+    return fills
+
+
+def strategy_actions(candles: Candles, strategy) -> np.ndarray:
+    """The strategy's vectorized actions over `candles` (int8 -1/0/1)."""
+    out = strategy.compute(candles.close, candles.high, candles.low, candles.open, candles.volume)
+    return np.asarray(out.action, dtype=np.int8)
+
+
+def first_divergence(candles: Candles, actions: np.ndarray, trading_from: int, recorded_signals: dict[int, str],
+                     recorded_fills: list[dict[str, Any]], twin: list[dict[str, Any]],
+                     start: int | None = None, end: int | None = None) -> dict[str, Any] | None:
+    """The first candle (close time in [start, end], from `trading_from`) where a bot's records differ from its
+    backtest twin: {"timestamp", "what" (signal|fill|price|amount|fee), "bot", "backtest"}; None when they match."""
+    lo = trading_from if start is None else max(trading_from, start)
+    ts = candles.timestamp
+    by_candle: dict[int, list] = {}
+    for origin, fills in (("bot", recorded_fills), ("backtest", twin)):
+        for f in fills:
+            if lo <= f["timestamp"] and (end is None or f["timestamp"] <= end):
+                by_candle.setdefault(f["timestamp"], [[], []])[0 if origin == "bot" else 1].append(f)
+    for i in range(int(np.searchsorted(ts, lo)), ts.shape[0]):
+        t = int(ts[i])
+        if end is not None and t > end:
+            break
+        expected = ACTION_NAMES[int(actions[i])]
+        got = recorded_signals.get(t)
+        if got != expected:
+            return {"timestamp": t, "what": "signal", "bot": got, "backtest": expected}
+        mine, theirs = by_candle.get(t, [[], []])
+        mine = sorted(mine, key=lambda f: f["side"])
+        theirs = sorted(theirs, key=lambda f: f["side"])
+        if [f["side"] for f in mine] != [f["side"] for f in theirs]:
+            return {"timestamp": t, "what": "fill", "bot": [f["side"] for f in mine],
+                    "backtest": [f["side"] for f in theirs]}
+        for a, b in zip(mine, theirs, strict=True):
+            for key, what in (("price", "price"), ("amount", "amount"), ("fee", "fee")):
+                if a[key] != b[key]:
+                    return {"timestamp": t, "what": what, "side": a["side"], "bot": a[key], "backtest": b[key]}
+    return None
