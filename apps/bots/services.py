@@ -164,7 +164,7 @@ def bot_start(*, bot: Bot, catch_up: bool = False) -> Bot:
 
     _lock(bot)
     _watch_market_of(bot)
-    bot = Bot.objects.get(pk=bot.pk)
+    bot.refresh_from_db()
     if bot.last_candle_timestamp is None or not catch_up:
         newest = last_candle_timestamp(bot.exchange, bot.symbol, bot.timeframe)
         if newest is None:  # no candle yet: the first tick decides the newest candle it sees (fleet core)

@@ -97,7 +97,9 @@ def recorded(bot: Bot) -> tuple[dict[int, str], list[tuple], list[tuple]]:
 def test_given_worker_and_beat_when_candles_are_replayed_then_every_bot_equals_its_backtest(
         tmp_path, candles, dispatching):
     from apps.market.providers.replay import replay_into
+    from apps.market.services import market_watch
 
+    market_watch(exchange="replay", symbol="BTC/USDT", timeframe="1h")  # provider "replay"
     ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1h", df=candles, publish=False)
     for i, params in enumerate(GRID):
         (tmp_path / f"b{i}.json").write_text(json.dumps({"name": f"e2e{i}", "strategy": "sma_cross",
