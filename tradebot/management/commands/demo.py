@@ -10,11 +10,11 @@ import numpy as np
 from django.conf import settings
 
 from apps.backtest import services as backtest_services
-from apps.backtest.engine.run import run_backtest
 from apps.backtest.report import report_for_run
 from apps.bots import services as bot_services
 from apps.bots.models import Bot
 from apps.bots.strategies.registry import create_strategy
+from apps.bots.trading.fleet import Candles, twin_fills
 from apps.common.management import DomainCommand
 from apps.market import services as market_services
 from apps.market.csvio import read_candle_csv
@@ -26,7 +26,7 @@ from tradebot.notify import subscribe
 
 SAMPLE = Path(settings.BASE_DIR) / "sample_data" / "binance_spot_2023"
 STRATEGY, PARAMS = "sma_cross", {"fast": 10, "slow": 50}
-REPLAY_EXCHANGE, REPLAY_CANDLES = "replay", 400
+REPLAY_EXCHANGE, REPLAY_CANDLES, REPLAY_HISTORY = "replay", 400, 100
 
 
 class Command(DomainCommand):
@@ -112,38 +112,51 @@ class Command(DomainCommand):
             self.say(f"   #{row['rank']} {row['parameters']}: sharpe {_num(row.get('value'))}, return "
                      f"{_num(mm.get('total_return_pct'))}%, trades {mm.get('closed_trades')}")
 
-        self.step(6, f"Virtual bot over {REPLAY_CANDLES} replayed 1h candles (replay feed -> ingest -> publish -> "
-                     "tick)")
+        self.step(6, f"Virtual bot started on a live (replayed) 1h market: {REPLAY_HISTORY} candles of history "
+                     f"warm it, it trades only the {REPLAY_CANDLES - REPLAY_HISTORY} that close after its start "
+                     "(replay feed -> ingest -> publish -> fleet tick)")
         Candle.objects.filter(exchange=REPLAY_EXCHANGE).delete()
         Market.objects.filter(exchange=REPLAY_EXCHANGE).delete()
         Bot.objects.filter(name="demo-replay-bot").delete()
+        since = int(ours["timestamp"].iloc[-REPLAY_CANDLES]) - 1
+        start_at = int(ours["timestamp"].iloc[-(REPLAY_CANDLES - REPLAY_HISTORY) - 1])
+        market_services.market_watch(exchange=REPLAY_EXCHANGE, symbol="BTC/USDT", timeframe="1h")  # provider replay
+        replay_into("BTC/USDT", "1h", source="binance", target=REPLAY_EXCHANGE, since=since, until=start_at,
+                    speed=None, publish=False)  # history stored before the bot exists
         bot = bot_services.bot_create(data={"name": "demo-replay-bot", "strategy": STRATEGY, "parameters": PARAMS,
                                             "exchange": REPLAY_EXCHANGE, "symbol": "BTC/USDT", "timeframe": "1h"})
         bot_services.bot_start(bot=bot)
         heard: list[dict] = []
         unsubscribe = subscribe("market:BTC/USDT", lambda channel, payload: heard.append(payload))
-        since = int(ours["timestamp"].iloc[-REPLAY_CANDLES]) - 1
         try:
-            replay = replay_into("BTC/USDT", "1h", source="binance", target=REPLAY_EXCHANGE, since=since,
+            replay = replay_into("BTC/USDT", "1h", source="binance", target=REPLAY_EXCHANGE, since=start_at,
                                  speed=None)
         finally:
             unsubscribe()
         bot.refresh_from_db()
-        trades = list(bot.trades.order_by("timestamp", "id").values_list("timestamp", "side", "price", "amount"))
-        replayed = candle_frame(exchange=REPLAY_EXCHANGE, symbol="BTC/USDT", timeframe="1h")
-        twin = run_backtest(replayed, create_strategy(STRATEGY, PARAMS), bot_services.rules_for(bot), "1h")
-        expected = []
-        for t in twin.to_dict()["trades"]:
-            expected += [(t["entry_time"], "buy"), (t["exit_time"], "sell")]
-        if twin.open_trade:
-            expected.append((twin.open_trade["entry_time"], "buy"))
-        same = [(ts, side) for ts, side, _, _ in trades] == expected
-        equity = bot.cash + bot.position * float(replayed["close"].iloc[-1])
-        self.say(f"   replayed {replay.emitted} candles, {len(heard)} market:BTC/USDT messages delivered in-process")
-        self.say(f"   bot decided {bot.signals.count()} candles, made {len(trades)} fills, equity {equity:,.2f} "
-                 f"(backtest of the same candles: {twin.final_equity:,.2f})")
-        self.say(f"   bot trades identical to the backtest's: {'yes' if same else 'NO'}")
-        if not same:
+        fills = list(bot.trades.order_by("timestamp", "side").values_list("timestamp", "side", "price", "amount",
+                                                                            "fee"))
+        first = bot.signals.order_by("timestamp").values_list("timestamp", flat=True).first()
+        window = Candles.of(candle_frame(exchange=REPLAY_EXCHANGE, symbol="BTC/USDT", timeframe="1h",
+                                         start=bot.history_start))
+        twin = twin_fills(window, create_strategy(STRATEGY, PARAMS), bot_services.rules_for(bot), trading_from=first)
+        expected = [(f["timestamp"], f["side"], f["price"], f["amount"], f["fee"]) for f in twin]
+        same = fills == expected
+        before = [f for f in fills if f[0] <= start_at]
+        self.say(f"   started after {format_ms(start_at)} UTC; replayed {replay.emitted} candles after it, "
+                 f"{len(heard)} market:BTC/USDT messages delivered in-process")
+        self.say(f"   bot decided {bot.signals.count()} candles (first {format_ms(first)}), fills before its start: "
+                 f"{len(before)}")
+        self.say("   fill time (UTC)        side  bot price     backtest price (fills.simulate over the same candles, "
+                 "trading from the bot's first)")
+        for i in range(max(len(fills), len(expected))):
+            mine = fills[i] if i < len(fills) else None
+            theirs = expected[i] if i < len(expected) else None
+            row = mine or theirs
+            self.say(f"   {format_ms(row[0]):<22} {row[1]:<5} {mine[2] if mine else '-':<13} "
+                     f"{theirs[2] if theirs else '-'}")
+        self.say(f"   bot fills identical to the backtest's over the period it traded: {'yes' if same else 'NO'}")
+        if not same or before:
             raise SystemExit("demo: the bot and the backtest disagree")
 
         self.say(f"\nDone in {time.perf_counter() - t_all:.1f} s. Explore: `.venv/bin/python manage.py runserver` "

@@ -26,8 +26,9 @@ def test_given_a_fresh_data_dir_when_the_demo_runs_then_every_step_reports_succe
     assert "gap: 80 candles missing" in out
     assert "equal to Binance's own 1h candles on 719/719 overlapping hours" in out
     assert "run #1: done" in out and "sweep #1: done, 9/9 parameter sets, 0 failed" in out
-    assert "400 market:BTC/USDT messages delivered in-process" in out
-    assert "bot trades identical to the backtest's: yes" in out
+    assert "300 market:BTC/USDT messages delivered in-process" in out
+    assert "fills before its start: 0" in out
+    assert "bot fills identical to the backtest's over the period it traded: yes" in out
     report = tmp_path / "demo" / "backtest_sma_cross_btc_1h.html"
     html = report.read_text()
     assert report.stat().st_size > 1_000_000  # plotly.js is embedded
