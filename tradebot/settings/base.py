@@ -143,6 +143,8 @@ for _queue in ("MARKET", "BOTS", "BACKTEST"):
 # --- application ------------------------------------------------------------------------------------------------
 # Extra strategies by dotted path ("package.module.ClassName"), registered at start-up without touching the package.
 TRADEBOT_STRATEGIES = env_list("TRADEBOT_STRATEGIES")
+# A folder whose *.py files are user strategies (every named BaseStrategy subclass in them is registered).
+TRADEBOT_STRATEGIES_DIR = env_path("TRADEBOT_STRATEGIES_DIR", BASE_DIR / "strategies")
 # Folder of bot configs (*.json) that config sync reads.
 TRADEBOT_BOT_CONFIG_DIR = env_path("TRADEBOT_BOT_CONFIG_DIR", BASE_DIR / "config" / "bots")
 # Default fee rate per fill (0.1 % of notional): the fee of a new bot (model, JSON config) and of a backtest / sweep

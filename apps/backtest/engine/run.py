@@ -132,6 +132,13 @@ def _candle_arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def frame_kwargs(strategy: Any, timestamp: np.ndarray) -> dict[str, Any]:
+    """`strategy.frame_kwargs(timestamp)` (the close times the populate/process_data forms see), {} for a duck-typed
+    strategy without it."""
+    kwargs = getattr(strategy, "frame_kwargs", None)
+    return kwargs(timestamp) if callable(kwargs) else {}
+
+
 def tune_allocator_once() -> None:
     """tradebot.memory.tune_allocator() (idempotent): the backtest/sweep commands and in-process runs get the same
     allocator settings as the Celery workers (their worker_process_init hook) without each command calling it."""
@@ -162,9 +169,14 @@ def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, tim
     gap = gap_warning(a["timestamp"], timeframe)
     if gap:
         warnings.append(gap)
+    form_warning = getattr(strategy, "form_warning", None)
+    slow = form_warning() if callable(form_warning) else None
+    if slow:
+        warnings.append(slow)
 
     if n:
-        out = strategy.compute(a["close"], a["high"], a["low"], a["open"], a["volume"])
+        out = strategy.compute(a["close"], a["high"], a["low"], a["open"], a["volume"],
+                               **frame_kwargs(strategy, a["timestamp"]))
         action = np.ascontiguousarray(out.action, dtype=np.int8)
         if action.shape[0] != n:
             raise ValueError(f"strategy {name} returned {action.shape[0]} actions for {n} candles")

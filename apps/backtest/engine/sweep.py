@@ -318,11 +318,14 @@ def _accepts_cache(strategy: Any) -> bool:
 
 def compute_actions(strategy: Any, arrays: CandleArrays, cache: dict | None = None) -> np.ndarray:
     """The strategy's vectorized actions (int8) over the arrays, sharing `cache` when the strategy supports it."""
+    from apps.backtest.engine.run import frame_kwargs
+
     args = (arrays.close, arrays.high, arrays.low, arrays.open, arrays.volume)
+    extra = frame_kwargs(strategy, arrays.timestamp)
     if cache is not None and _accepts_cache(strategy):
-        out = strategy.compute(*args, cache=cache)
+        out = strategy.compute(*args, cache=cache, **extra)
     else:
-        out = strategy.compute(*args)
+        out = strategy.compute(*args, **extra)
     return np.ascontiguousarray(np.asarray(out.action, dtype=np.int8))
 
 

@@ -1,17 +1,27 @@
 """Strategy contract: parameters, the vectorized `compute`, and the per-candle `process_data` built on it (pure).
 
-One logic, two forms. A strategy implements only `compute(close, high, low, open_, volume)` over whole arrays.
-`signals(df)` runs it once over a history (backtests); `process_data(df)` runs it over the shortest tail of `df` that
-determines the last row (live bots) and returns that row as a `Signal`. So for every t the vectorized signal at t equals
-`process_data(df[:t+1])`, bit for bit, as long as every indicator value at t depends only on rows <= t (no lookahead)
-and, for window indicators, only on the rows inside its window (see `indicators.py`).
+One logic, written in any of three forms (a subclass implements exactly one; `form()` says which):
+
+* ``compute(close, high, low, open_, volume)`` over whole numpy arrays -> `StrategyOutput` (the fast form; built-ins).
+* ``populate(df) -> df`` (freqtrade-style, pandas): return the frame with boolean ``buy`` and ``sell`` columns (both
+  true on one row = hold), optionally ``confidence``; every other numeric column it adds is an indicator
+  (`get_indicators()`). The base `compute` builds the frame from the arrays and calls it once per history.
+* ``process_data(df) -> Signal`` for the LAST row only (the seed's contract). The base `compute` then evaluates it on
+  every prefix df[:t+1] (the last `lookback` rows of it when the strategy declares one): exact, but O(n) calls of
+  user code, so runs get a warning that this form is slow.
+
+`signals(df)` runs `compute` once over a history (backtests, sweeps, bot ticks); `process_data(df)` (unless the
+strategy wrote its own) runs it over the shortest tail of `df` that determines the last row and returns that row as a
+`Signal`. So for every t the vectorized signal at t equals `process_data(df[:t+1])`, bit for bit, as long as every
+indicator value at t depends only on rows <= t (no lookahead) and, for window indicators, only on the rows inside its
+window (see `indicators.py`). `apps.bots.strategies.checks` verifies exactly that for any strategy.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -160,10 +170,15 @@ IndicatorCache = dict[Hashable, np.ndarray]
 
 
 class BaseStrategy(ABC):
-    """Subclass, set `name` and `params`, implement `compute` (and `warmup`, `lookback`), then `@register`."""
+    """Subclass, set `name` and `params`, implement one of `compute` / `populate` / `process_data` (and `warmup`,
+    `lookback`, `startup_candles` when they are not the defaults), then `@register`."""
 
     name: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
+    #: Closed candles before the current one that a bot must feed for the signal to be exact (< 1e-9 relative on
+    #: every indicator) when `lookback` is None (recursive indicators). None = not declared: the bot uses its whole
+    #: stored history. `manage.py check_strategy` measures it (the "warm-up needed" row).
+    startup_candles: ClassVar[int | None] = None
 
     def __init__(self, parameters: Mapping[str, Any] | None = None) -> None:
         self.parameters: dict[str, Any] = self._validated(dict(parameters or {}))
@@ -213,9 +228,42 @@ class BaseStrategy(ABC):
 
     # ----- the one logic ------------------------------------------------------------------------------------------
     @property
-    @abstractmethod
     def warmup(self) -> int:
-        """Candles needed before the first possible signal: the first non-hold can be at row index `warmup`."""
+        """Candles needed before the first possible signal: the first non-hold can be at row index `warmup`.
+        Default 0 (a class attribute `warmup = 20` in a user strategy overrides this property)."""
+        return 0
+
+    @property
+    def history_needed(self) -> int | None:
+        """Candles a bot must hand `signals` before the first candle it decides: `lookback` when finite, else the
+        declared/measured `startup_candles` (None = all stored history). What bot warm-up uses."""
+        lookback = self.lookback
+        return int(lookback) if lookback is not None else self.startup_candles
+
+    # ----- forms --------------------------------------------------------------------------------------------------
+    @classmethod
+    def form(cls) -> str:
+        """"compute", "populate" or "process_data": the form this class implements (the first one overridden)."""
+        if cls.compute is not BaseStrategy.compute:
+            return "compute"
+        if cls.populate is not BaseStrategy.populate:
+            return "populate"
+        if cls.process_data is not BaseStrategy.process_data:
+            return "process_data"
+        raise TypeError(f"strategy {cls.name or cls.__qualname__!r} must implement one of compute(close, high, low, "
+                        "open_, volume), populate(df) or process_data(df)")
+
+    @classmethod
+    def form_warning(cls) -> str | None:
+        """A warning for runs of this strategy (the process_data form is evaluated once per candle), else None."""
+        if cls.form() == "process_data":
+            return (f"strategy {cls.name!r} implements only process_data: it is evaluated on every prefix (exact but "
+                    "slow, one Python call per candle); write populate(df) or compute(...) for speed")
+        return None
+
+    def populate(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The DataFrame form: return `df` with boolean `buy` / `sell` columns (+ indicator columns). Override it."""
+        raise NotImplementedError
 
     @property
     def lookback(self) -> int | None:
@@ -223,7 +271,6 @@ class BaseStrategy(ABC):
         such as EMA/Wilder, whose value at t depends on every row <= t)."""
         return None
 
-    @abstractmethod
     def compute(
         self,
         close: np.ndarray,
@@ -233,9 +280,58 @@ class BaseStrategy(ABC):
         volume: np.ndarray,
         *,
         cache: IndicatorCache | None = None,
+        timestamp: np.ndarray | None = None,
     ) -> StrategyOutput:
         """Vectorized signals for every row. `cache` (one dict per dataset) memoizes indicator arrays by key, so a
-        parameter sweep over one dataset computes each distinct indicator once."""
+        parameter sweep over one dataset computes each distinct indicator once. Override it (the fast form); the base
+        implementation runs `populate` or `process_data` (`timestamp`: close times for the frame they see)."""
+        frame = candle_frame(close, high, low, open_, volume, timestamp)
+        if self.form() == "populate":
+            return self._from_populate(frame)
+        return self._from_prefixes(frame)
+
+    def _from_populate(self, frame: pd.DataFrame) -> StrategyOutput:
+        label = self.name or type(self).__name__
+        n = len(frame)
+        out = self.populate(frame.copy())
+        if not isinstance(out, pd.DataFrame) or len(out) != n:
+            raise ValueError(f"{label}: populate must return the frame it was given ({n} rows) with buy/sell columns")
+        missing = [c for c in ("buy", "sell") if c not in out.columns]
+        if missing:
+            raise ValueError(f"{label}: populate returned no {' / '.join(missing)} column")
+        buy = out["buy"].fillna(False).to_numpy(dtype=bool)
+        sell = out["sell"].fillna(False).to_numpy(dtype=bool)
+        action = np.where(buy & ~sell, Action.BUY, np.where(sell & ~buy, Action.SELL, Action.HOLD))
+        conf = (out["confidence"].to_numpy(dtype=np.float64) if "confidence" in out.columns
+                else np.ones(n, dtype=np.float64))
+        skip = {*CANDLE_COLUMNS, "buy", "sell", "confidence"}
+        indicators = {
+            str(c): np.ascontiguousarray(out[c].to_numpy(dtype=np.float64))
+            for c in out.columns
+            if c not in skip and pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c])
+        }
+        act, conf = finish(action, conf, self.warmup_mask(n))
+        return StrategyOutput(act, conf, indicators)
+
+    def _from_prefixes(self, frame: pd.DataFrame) -> StrategyOutput:
+        n = len(frame)
+        lookback = self.lookback
+        action = np.zeros(n, dtype=np.int8)
+        conf = np.zeros(n, dtype=np.float64)
+        indicators: dict[str, np.ndarray] = {}
+        codes = {a.label: int(a) for a in Action}
+        for t in range(n):
+            lo = 0 if lookback is None else max(0, t + 1 - int(lookback))
+            sig = self.process_data(frame.iloc[lo:t + 1])
+            action[t] = codes[sig.action]
+            conf[t] = sig.confidence
+            for key, value in sig.indicators.items():
+                arr = indicators.get(key)
+                if arr is None:
+                    arr = indicators[key] = np.full(n, np.nan)
+                arr[t] = np.nan if value is None else value
+        act, conf = finish(action, conf, self.warmup_mask(n))
+        return StrategyOutput(act, conf, indicators)
 
     @staticmethod
     def cached(cache: IndicatorCache | None, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
@@ -254,6 +350,13 @@ class BaseStrategy(ABC):
         return np.arange(n) >= self.warmup
 
     # ----- frames -------------------------------------------------------------------------------------------------
+    def frame_kwargs(self, timestamp: Any) -> dict[str, Any]:
+        """Extra `compute` keywords for this strategy's form: the close times, which the frame forms show their code
+        (the fast form takes arrays only). Callers holding timestamps pass `**strategy.frame_kwargs(ts)`."""
+        if type(self).compute is not BaseStrategy.compute:
+            return {}
+        return {"timestamp": np.asarray(timestamp, dtype=np.int64)}
+
     @staticmethod
     def _arrays(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
         missing = [c for c in CANDLE_COLUMNS if c not in df.columns]
@@ -265,7 +368,7 @@ class BaseStrategy(ABC):
     def signals(self, df: pd.DataFrame, *, cache: IndicatorCache | None = None) -> pd.DataFrame:
         """Vectorized signals for every row of `df`: columns action (int8), confidence, then the indicators."""
         close, high, low, open_, volume = self._arrays(df)
-        out = self.compute(close, high, low, open_, volume, cache=cache)
+        out = self.compute(close, high, low, open_, volume, cache=cache, **self.frame_kwargs(df["timestamp"]))
         frame = pd.DataFrame({"action": out.action.astype(np.int8), "confidence": out.confidence}, index=df.index)
         for key, values in out.indicators.items():
             frame[key] = values
@@ -280,7 +383,7 @@ class BaseStrategy(ABC):
         lookback = self.lookback
         tail = df if lookback is None or len(df) <= lookback else df.iloc[len(df) - lookback:]
         close, high, low, open_, volume = self._arrays(tail)
-        out = self.compute(close, high, low, open_, volume)
+        out = self.compute(close, high, low, open_, volume, **self.frame_kwargs(tail["timestamp"]))
         self._last_indicators = {k: pd.Series(v, index=tail.index, name=k) for k, v in out.indicators.items()}
         action = int(out.action[-1])
         values: dict[str, float | None] = {}
@@ -303,6 +406,14 @@ class BaseStrategy(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.parameters.items())
         return f"{type(self).__name__}({args})"
+
+
+def candle_frame(close: np.ndarray, high: np.ndarray, low: np.ndarray, open_: np.ndarray, volume: np.ndarray,
+                 timestamp: np.ndarray | None = None) -> pd.DataFrame:
+    """The candle DataFrame (CANDLE_COLUMNS, RangeIndex) the frame forms see; timestamp None -> row numbers."""
+    n = len(close)
+    ts = np.arange(n, dtype=np.int64) if timestamp is None else np.asarray(timestamp, dtype=np.int64)
+    return pd.DataFrame({"timestamp": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume})
 
 
 def finish(action: np.ndarray, confidence: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

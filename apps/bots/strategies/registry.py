@@ -1,8 +1,12 @@
-"""Strategies by name. Built-ins register on import; user strategies come from settings.TRADEBOT_STRATEGIES."""
+"""Strategies by name. Built-ins register on import; user strategies come from settings.TRADEBOT_STRATEGIES (dotted
+paths) and from the `*.py` files of settings.TRADEBOT_STRATEGIES_DIR (default: the project's `strategies/` folder)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +31,7 @@ def register(cls: type) -> type:
         raise ValueError(f"{cls.__qualname__} needs a class attribute `name` to be registered")
     if not (isinstance(cls, type) and issubclass(cls, BaseStrategy)):
         raise TypeError(f"strategy {name!r} ({cls!r}) must subclass apps.bots.strategies.base.BaseStrategy")
+    cls.form()  # TypeError naming the strategy when it implements none of compute / populate / process_data
     _REGISTRY[name] = cls
     return cls
 
@@ -55,12 +60,18 @@ def _load_builtins() -> None:
     importlib.import_module("apps.bots.strategies.builtins")
 
 
-def load_user_strategies(paths: list[str] | None = None) -> None:
-    """Import "package.module.ClassName" entries and register them (the class may also self-register)."""
-    if paths is None:
+def load_user_strategies(paths: list[str] | None = None, folder: str | Path | None = None) -> None:
+    """Import "package.module.ClassName" entries and register them (the class may also self-register), then every
+    `*.py` file of `folder` (see `load_strategy_folder`). None = from settings."""
+    if paths is None or folder is None:
         from django.conf import settings
 
-        paths = list(getattr(settings, "TRADEBOT_STRATEGIES", []))
+        if paths is None:
+            paths = list(getattr(settings, "TRADEBOT_STRATEGIES", []))
+        if folder is None:
+            folder = getattr(settings, "TRADEBOT_STRATEGIES_DIR", None)
+    if folder:
+        load_strategy_folder(folder)
     for dotted in paths:
         module_name, _, attr = dotted.rpartition(".")
         if not module_name:
@@ -74,3 +85,37 @@ def load_user_strategies(paths: list[str] | None = None) -> None:
         except AttributeError:
             raise ImportError(f"TRADEBOT_STRATEGIES entry {dotted!r}: module {module_name!r} has no {attr!r}") from None
         register(cls)
+
+
+def load_strategy_folder(folder: str | Path) -> list[str]:
+    """Import each `*.py` file of `folder` (not starting with "_") as module `tradebot_user_strategies.<stem>` and
+    register the BaseStrategy subclasses it defines that have a `name` (decorated or not). Returns their names.
+    A missing folder is nothing to load; a file that fails to import raises ImportError naming the file."""
+    from apps.bots.strategies.base import BaseStrategy
+
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    names: list[str] = []
+    for path in sorted(root.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        module_name = f"tradebot_user_strategies.{path.stem}"
+        module = sys.modules.get(module_name)
+        if module is None or getattr(module, "__file__", None) != str(path):
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
+                raise ImportError(f"strategy file {path}: cannot be imported")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                del sys.modules[module_name]
+                raise ImportError(f"strategy file {path}: {type(exc).__name__}: {exc}") from exc
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and issubclass(obj, BaseStrategy) and obj.__module__ == module_name
+                    and getattr(obj, "name", "")):
+                register(obj)
+                names.append(obj.name)
+    return names

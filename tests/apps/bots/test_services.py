@@ -191,3 +191,31 @@ def test_given_shipped_configs_when_loaded_then_they_are_valid(settings):
     configs = load_config_dir(settings.TRADEBOT_BOT_CONFIG_DIR)
     assert {c.name for _, c in configs} >= {"btc-sma-cross-1h", "eth-rsi-5m"}
     assert np.all([c.fee_rate == 0.001 for _, c in configs])
+
+
+@pytest.fixture
+def form_strategies():
+    from apps.bots.strategies import registry
+    from tests.apps.bots.strategies.forms import FORMS
+
+    before = dict(registry._REGISTRY)
+    for cls in FORMS:
+        registry.register(cls)
+    yield [cls.name for cls in FORMS]
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)
+
+
+def test_given_one_strategy_in_three_forms_when_bots_replay_it_then_identical_trades_equal_to_the_backtest(
+    stored, form_strategies
+):
+    start = int(stored["timestamp"].iloc[0])
+    got = []
+    for i, name in enumerate(form_strategies):
+        bot = make_bot(name=f"form{i}", strategy=name, parameters={"window": 30}, stop_loss=0.003)
+        services.replay_bot(bot, start=start)
+        got.append(bot_trades(bot))
+    assert len(got[0]) >= 4
+    assert got[1] == got[0] and got[2] == got[0]
+    expected, _ = backtest_trades(stored, form_strategies[0], {"window": 30}, services.rules_for(bot))
+    assert [(ts, side) if side == "buy" else (ts, side, reason) for ts, side, reason, *_ in got[0]] == expected
