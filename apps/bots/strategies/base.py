@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from abc import ABC
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -169,7 +168,7 @@ class Param:
 IndicatorCache = dict[Hashable, np.ndarray]
 
 
-class BaseStrategy(ABC):
+class BaseStrategy:
     """Subclass, set `name` and `params`, implement one of `compute` / `populate` / `process_data` (and `warmup`,
     `lookback`, `startup_candles` when they are not the defaults), then `@register`."""
 
