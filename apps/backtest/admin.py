@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html
 
-from apps.backtest.models import BacktestRun, Sweep, SweepResult, WalkForward
+from apps.backtest.models import BacktestRun, Study, StudyTrial, Sweep, SweepResult, WalkForward
 
 
 @admin.register(BacktestRun)
@@ -112,3 +112,41 @@ class WalkForwardAdmin(admin.ModelAdmin):
     @admin.display(description="OOS sharpe")
     def oos_sharpe(self, obj):
         return (obj.stitched_metrics or {}).get("sharpe")
+
+
+class StudyTrialInline(admin.TabularInline):
+    model = StudyTrial
+    fields = ("number", "parameters", "state", "value", "error", "told", "compute_seconds")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ("-value",)
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    """Optuna studies (manage.py optimize): configuration and best trial; trials best first."""
+
+    list_display = ("id", "name", "strategy", "market", "metric", "direction", "sampler", "status", "trials_done",
+                    "best_value", "best_parameters", "created_at")
+    list_filter = ("status", "strategy", "sampler", "timeframe")
+    search_fields = ("name", "strategy", "symbol")
+    readonly_fields = ("status", "best_value", "best_parameters", "n_trials", "created_at", "updated_at")
+    inlines = [StudyTrialInline]
+
+    @admin.display(description="market")
+    def market(self, obj):
+        return obj.market_label
+
+    @admin.display(description="trials")
+    def trials_done(self, obj):
+        return obj.trials.exclude(state=StudyTrial.State.PENDING).count()
+
+
+@admin.register(StudyTrial)
+class StudyTrialAdmin(admin.ModelAdmin):
+    list_display = ("id", "study", "number", "state", "value", "parameters", "told", "compute_seconds")
+    list_filter = ("state", "told")
+    readonly_fields = ("study", "number", "parameters", "state", "value", "metrics", "error", "told", "enqueued_at",
+                       "finished_at", "compute_seconds")

@@ -161,3 +161,60 @@ class WalkForward(DataArgs):
 
     def __str__(self) -> str:
         return f"walk-forward #{self.pk} {self.strategy} {self.market_label} ({self.status})"
+
+
+class Study(DataArgs):
+    """An Optuna parameter search (`manage.py optimize`): the search state lives in Optuna's RDB storage under
+    `name`; this row holds the configuration, and `StudyTrial` rows the evaluations the workers stored."""
+
+    name = models.CharField(max_length=120, unique=True)
+    strategy = models.CharField(max_length=64)
+    space = models.JSONField(default=dict, blank=True, help_text="name -> [lo, hi] | {min, max, step, log} | "
+                                                                  "{choices} | fixed value")
+    metric = models.CharField(max_length=40, default="sharpe")
+    direction = models.CharField(max_length=8, default="maximize")
+    sampler = models.CharField(max_length=8, default="tpe")
+    seed = models.BigIntegerField(null=True, blank=True)
+    folds = models.PositiveIntegerField(default=1, help_text="Walk-forward: score = mean metric over N time folds")
+    n_trials = models.PositiveIntegerField(default=0, help_text="Trials asked for (the last optimize command)")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    best_value = models.FloatField(null=True, blank=True)
+    best_parameters = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return f"study {self.name} {self.strategy} {self.market_label} ({self.status})"
+
+
+class StudyTrial(models.Model):
+    """One Optuna trial of a study: asked by the optimize command, evaluated by a worker (idempotently: only a
+    pending row is ever written), told back to Optuna by the command (`told`)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="trials")
+    number = models.PositiveIntegerField(help_text="Optuna's trial number")
+    parameters = models.JSONField(default=dict)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    value = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    told = models.BooleanField(default=False)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    compute_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["study", "number"]
+        constraints = [models.UniqueConstraint(fields=["study", "number"], name="study_trial_uniq")]
+
+    def __str__(self) -> str:
+        return f"study {self.study_id} trial {self.number} {self.parameters} ({self.state})"

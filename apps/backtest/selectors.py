@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import QuerySet, Sum
 
 from apps.backtest.engine.sweep import rank_results
-from apps.backtest.models import BacktestRun, Sweep, SweepResult, WalkForward
+from apps.backtest.models import BacktestRun, Study, Sweep, SweepResult, WalkForward
 
 
 def runs(*, strategy: str | None = None, status: str | None = None, sweep_id: int | None = None) -> QuerySet:
@@ -59,3 +59,25 @@ def sweep_results(sweep: Sweep, *, ranked: bool = True, metric: str | None = Non
     if not ranked:
         return rows
     return rank_results(rows, metric or sweep.metric)
+
+
+def studies(*, strategy: str | None = None, status: str | None = None) -> QuerySet:
+    qs = Study.objects.all()
+    if strategy:
+        qs = qs.filter(strategy=strategy)
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def study_trials(study: Study) -> list[dict[str, Any]]:
+    """Every finished trial best first (failed last, with the reason), then the pending ones."""
+    from apps.backtest.optimize import ranking
+
+    ranked = ranking(study, None)
+    pending = [{"index": t.number, "parameters": t.parameters, "metrics": {}, "error": "", "value": None,
+                "state": "pending"} for t in study.trials.filter(state="pending")]
+    return [{"number": r["index"], "parameters": r["parameters"], "value": r["value"], "metrics": r["metrics"],
+             "error": r["error"], "rank": r.get("rank")} for r in ranked] + [
+        {"number": p["index"], "parameters": p["parameters"], "value": None, "metrics": {}, "error": "",
+         "rank": None} for p in pending]

@@ -441,6 +441,7 @@ def run_sweep_in_process(strategy: str, param_sets: list[dict[str, Any]], df: pd
                          rules_kwargs: Mapping[str, Any], metric: str = "sharpe",
                          top_k: int | None = None) -> list[dict[str, Any]]:
     """The same sweep without Celery or the database (the --data path and the reference in tests)."""
+    validate_metric(metric)
     cls = resolve_strategy(strategy)
     arrays = sweep_engine.CandleArrays.from_frame(df)
     results = sweep_engine.run_chunk(arrays, cls, list(enumerate(param_sets)), build_rules(**rules_kwargs),
@@ -455,6 +456,7 @@ def run_walkforward_in_process(strategy: str, grid: Mapping[str, Any], df: pd.Da
                                step: int | str | None = None, metric: str = "sharpe") -> dict[str, Any]:
     from apps.backtest.engine import walkforward as wf
 
+    validate_metric(metric)
     sets = plan_param_sets(strategy, grid=grid)
     cls = resolve_strategy(strategy)
     try:

@@ -93,3 +93,13 @@ def fail_sweep_task(request=None, exc=None, traceback=None, sweep_id: int | None
     message = f"a chunk failed: {failure_message(exc)}" if exc is not None else "a chunk failed"
     logger.error("sweep %s: %s", sweep_id, message)
     services.fail_sweep(sweep_id, message)
+
+
+@shared_task(acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3, retry_backoff=1, retry_backoff_max=10,
+             retry_jitter=False)
+def optimize_trial_task(trial_id: int) -> dict:
+    """Evaluate one Optuna trial row (idempotent: a finished row is left as it is, so redelivery is harmless)."""
+    from apps.backtest.optimize import evaluate_trial
+
+    trial = evaluate_trial(trial_id)
+    return {"trial_id": trial_id, "state": getattr(trial, "state", None)}

@@ -8,7 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.backtest import services
-from apps.backtest.models import BacktestRun, Sweep, SweepResult, WalkForward
+from apps.backtest.models import BacktestRun, Study, Sweep, SweepResult, WalkForward
 
 DATA_FIELDS = ["exchange", "symbol", "timeframe", "start", "end"]
 RULE_FIELDS = ["fee", "slippage", "initial_balance", "fraction", "stop_loss", "take_profit"]
@@ -114,3 +114,21 @@ class WalkForwardSerializer(serializers.ModelSerializer):
                   "step", "metric", "status", "windows", "stitched_metrics", "stitched_equity", "error", "created_at",
                   "finished_at"]
         read_only_fields = fields
+
+
+class StudySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Study
+        fields = ["id", "name", "strategy", "space", *DATA_FIELDS, "data_file", *RULE_FIELDS, "metric", "direction",
+                  "sampler", "seed", "folds", "n_trials", "status", "best_value", "best_parameters", "created_at",
+                  "updated_at"]
+        read_only_fields = fields
+
+
+class StudyTrialSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    rank = serializers.IntegerField(allow_null=True)
+    parameters = serializers.DictField()
+    value = serializers.FloatField(allow_null=True)
+    metrics = serializers.DictField()
+    error = serializers.CharField(allow_blank=True)

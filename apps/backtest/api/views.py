@@ -90,3 +90,22 @@ class WalkForwardViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return selectors.walkforwards()
+
+
+class StudyViewSet(viewsets.ReadOnlyModelViewSet):
+    """Optuna studies (manage.py optimize): configuration, status, best value and parameters; `trials` best first."""
+
+    serializer_class = s.StudySerializer
+
+    def get_queryset(self):
+        q = self.request.query_params
+        return selectors.studies(strategy=q.get("strategy"), status=q.get("status"))
+
+    @extend_schema(responses={200: s.StudyTrialSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def trials(self, request, pk=None):
+        rows = selectors.study_trials(self.get_object())
+        page = self.paginate_queryset(rows)
+        if page is not None:
+            return self.get_paginated_response(page)
+        return Response(rows)

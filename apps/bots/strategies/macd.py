@@ -43,6 +43,13 @@ class Macd(BaseStrategy):
     def warmup(self) -> int:
         return int(self.parameters["slow"]) + int(self.parameters["signal"])
 
+    @property
+    def startup_candles(self) -> int:
+        """Start-up for the slow EMA and then the signal EMA to forget their seeds (check_strategy measures ~319 at
+        12/26/9 on ETH 1h)."""
+        slow, sig = int(self.parameters["slow"]), int(self.parameters["signal"])
+        return ind.recursive_startup(2.0 / (slow + 1)) + ind.recursive_startup(2.0 / (sig + 1)) + slow + sig
+
     def compute(self, close, high, low, open_, volume, *, cache: IndicatorCache | None = None) -> StrategyOutput:
         fast_n, slow_n, sig_n = self.parameters["fast"], self.parameters["slow"], self.parameters["signal"]
         fast = self.cached(cache, ("ema", "close", fast_n), lambda: ind.ema(close, fast_n))

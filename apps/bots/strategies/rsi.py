@@ -43,6 +43,12 @@ class Rsi(BaseStrategy):
     def warmup(self) -> int:
         return int(self.parameters["period"]) + 1
 
+    @property
+    def startup_candles(self) -> int:
+        """Start-up for Wilder's smoothing (alpha = 1/period) to forget its seed (check_strategy: ~261 at 14)."""
+        period = int(self.parameters["period"])
+        return ind.recursive_startup(1.0 / period) + period + 1
+
     def compute(self, close, high, low, open_, volume, *, cache: IndicatorCache | None = None) -> StrategyOutput:
         period = self.parameters["period"]
         low_level, high_level = self.parameters["oversold"], self.parameters["overbought"]

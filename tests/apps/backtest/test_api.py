@@ -97,3 +97,28 @@ def test_given_the_schema_when_generated_then_backtest_endpoints_are_documented(
     assert resp.status_code == 200
     text = resp.content.decode()
     assert "/api/backtest/sweeps/{id}/results/" in text and "/api/backtest/runs/" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_given_a_finished_study_when_listed_then_best_and_trials_best_first_and_bot_configs_from_it(stored, api):
+    from apps.backtest import optimize
+    from apps.bots.config import BotConfig
+
+    row, ostudy, searched, fixed = optimize.open_study(name="api-study", strategy="sma_cross",
+                                                       space={"fast": [3, 15], "slow": [30, 90]}, metric="sharpe",
+                                                       seed=2, **BASE)
+    optimize.run_study(row=row, ostudy=ostudy, searched=searched, fixed=fixed, n_trials=5, batch=1)  # eager
+    listing = api.get("/api/backtest/studies/").json()
+    items = listing["results"] if isinstance(listing, dict) else listing
+    mine = next(i for i in items if i["name"] == "api-study")
+    assert mine["status"] == "done" and mine["best_parameters"] is not None
+    trials = api.get(f"/api/backtest/studies/{mine['id']}/trials/").json()
+    trials = trials["results"] if isinstance(trials, dict) else trials
+    assert len(trials) == 5
+    assert trials[0]["value"] == mine["best_value"] and trials[0]["parameters"] == mine["best_parameters"]
+    values = [t["value"] for t in trials if t["value"] is not None]
+    assert values == sorted(values, reverse=True)
+    configs = optimize.bot_configs(strategy="sma_cross", parameter_sets=[t["parameters"] for t in trials[:2]],
+                                   name_prefix="study", rules={"fee": 0.0005, "stop_loss": 0.05}, **BASE)
+    assert [BotConfig(**c).parameters for c in configs] == [t["parameters"] for t in trials[:2]]
+    assert configs[0]["fee_rate"] == 0.0005 and configs[0]["name"] == "study-1"

@@ -156,3 +156,23 @@ def test_given_stored_candles_when_walking_forward_by_market_then_the_study_is_s
     assert study.status == Status.DONE and len(study.windows) == 2
     assert "stitched out-of-sample" in out.getvalue()
     assert any("skips the bars" in w for w in study.error.split("; "))
+
+
+@pytest.mark.django_db
+def test_given_an_unknown_metric_when_sweeping_then_exit_2_listing_the_valid_names():
+    with pytest.raises(CommandError) as info:
+        call_command("sweep", "--strategy", "sma_cross", "--grid", '{"fast": [5]}', "--metric", "nope",
+                     "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "5m")
+    assert info.value.returncode == 2
+    assert "unknown metric 'nope': expected one of" in str(info.value) and "sharpe" in str(info.value)
+    assert Sweep.objects.count() == 0
+
+
+def test_given_a_csv_when_walking_forward_then_windows_and_stitched_times_print_as_dates(tmp_path):
+    out = manage(tmp_path, "walkforward", "--strategy", "sma_cross", "--grid", '{"fast": [5, 10], "slow": [40]}',
+                 "--train", "2000", "--test", "1000", "--data", BTC_5M, "--time-label", "open", "--timeframe", "5m")
+    assert out.returncode == 0, out.stderr
+    window = next(line for line in out.stdout.splitlines() if line.strip().startswith("window 0"))
+    assert " UTC" in window and "2023-" in window
+    start = next(line for line in out.stdout.splitlines() if line.strip().startswith("start:"))
+    assert "UTC" in start and not start.split(":", 1)[1].strip().isdigit()

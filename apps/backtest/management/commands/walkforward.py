@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from apps.backtest.formatting import format_metric
 from apps.backtest.management.cli import (
     add_data_arguments,
     bad,
@@ -22,6 +23,7 @@ from apps.backtest.management.cli import (
     rules_options,
 )
 from apps.common.management import DomainCommand
+from apps.market.timeframes import format_ms
 
 
 class Command(DomainCommand):
@@ -84,10 +86,14 @@ class Command(DomainCommand):
         for w in out["windows"]:
             ins = (w.get("in_sample") or {}).get(metric)
             oos = (w.get("out_of_sample") or {}).get(metric)
-            self.stdout.write(f"  window {w['index']}: {json.dumps(w['parameters'])}  in-sample {format_value(ins)}  "
-                              f"out-of-sample {format_value(oos)}")
+            dates = ""
+            if all(isinstance(w.get(k), int) for k in ("train_start", "test_start", "test_end")):
+                dates = (f" train {format_ms(w['train_start'])} .. test {format_ms(w['test_start'])} - "
+                         f"{format_ms(w['test_end'])} UTC")
+            self.stdout.write(f"  window {w['index']}:{dates}  {json.dumps(w['parameters'])}  in-sample "
+                              f"{format_value(ins)}  out-of-sample {format_value(oos)}")
         self.stdout.write("  stitched out-of-sample:")
         for k, v in out["stitched_metrics"].items():
-            self.stdout.write(f"    {k}: {format_value(v)}")
+            self.stdout.write(f"    {k}: {format_metric(k, v)}")
         for w in out["warnings"]:
             self.stdout.write(f"  warning: {w}")

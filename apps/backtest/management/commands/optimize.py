@@ -1,0 +1,136 @@
+"""manage.py optimize: an Optuna search (TPE by default) over a strategy's parameters, trials evaluated as Celery
+tasks on the `backtest` queue by however many workers run, resumable by study name (see apps/backtest/optimize.py).
+
+On the embedded default (no REDIS_URL) the tasks run in-process; with workers, start them first
+(`celery -A tradebot worker -Q backtest`). Bad input exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from apps.backtest.management.cli import (
+    add_data_arguments,
+    bad,
+    data_options,
+    model_rules,
+    parse_json_arg,
+    rules_options,
+)
+from apps.common.management import DomainCommand, one_line
+
+
+class Command(DomainCommand):
+    help = "Optuna parameter search over Celery workers; a study with the same --study name continues."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--strategy", required=True)
+        parser.add_argument("--space", required=True,
+                            help='JSON: {"fast": [5, 50], "slow": {"min": 20, "max": 200, "step": 5}, '
+                                 '"kind": {"choices": ["a", "b"]}, "other": 3}')
+        parser.add_argument("--trials", type=int, required=True, help="Finished trials the study should reach")
+        parser.add_argument("--metric", default="sharpe", help="Metric to optimise (a leading '-' minimises)")
+        parser.add_argument("--study", help="Study name (default: strategy-market-metric); same name = resume")
+        parser.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+        parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument("--batch", type=int, default=None,
+                            help="Trials in flight at once (default: 2 x the workers answering ping, at least 2)")
+        parser.add_argument("--walk-forward", type=int, default=1, metavar="FOLDS", dest="folds",
+                            help="Score each trial by its mean metric over FOLDS consecutive time windows")
+        parser.add_argument("--storage", help="Optuna storage URL (default: the project's database)")
+        parser.add_argument("--requeue-after", type=float, default=600.0,
+                            help="Re-enqueue a trial pending this many seconds (a lost worker); default 600")
+        parser.add_argument("--top", type=int, default=5, help="Trials shown in the final table")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object")
+        add_data_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from apps.backtest import optimize, services
+
+        space = parse_json_arg(options["space"], "--space")
+        if not isinstance(space, dict):
+            raise bad(f"--space must be a JSON object, got {type(space).__name__}")
+        if options["trials"] < 1:
+            raise bad(f"--trials must be >= 1, got {options['trials']}")
+        metric = options["metric"]
+        try:
+            services.validate_metric(metric)
+        except services.BacktestInputError as exc:
+            raise bad(str(exc))
+        data = data_options(options)
+        rules = rules_options(options)
+        market = data.get("data_file") or f"{data.get('exchange')}-{data.get('symbol')}"
+        name = options.get("study") or f"{options['strategy']}-{market}-{data['timeframe']}-{metric}"
+        try:
+            row, ostudy, searched, fixed = optimize.open_study(
+                name=name, strategy=options["strategy"], space=space, metric=metric, sampler=options["sampler"],
+                seed=options["seed"], folds=options["folds"], storage=options.get("storage"), **data,
+                **model_rules(rules))
+        except services.BacktestInputError as exc:
+            raise bad(str(exc))
+        batch = options["batch"] or self._default_batch()
+        bar = self._progress(options, name)
+        t0 = time.perf_counter()
+        try:
+            study = optimize.run_study(row=row, ostudy=ostudy, searched=searched, fixed=fixed,
+                                       n_trials=options["trials"], batch=max(1, batch),
+                                       requeue_after=options["requeue_after"], progress=bar)
+        except (OSError, ValueError) as exc:
+            raise CommandError(one_line(exc))
+        finally:
+            if bar is not None:
+                bar.close()
+        wall = time.perf_counter() - t0
+        top = optimize.ranking(study, options["top"])
+        counts = {s: study.trials.filter(state=s).count() for s in ("done", "failed")}
+        if options["json"]:
+            self.stdout.write(json.dumps({
+                "study": study.name, "study_id": study.pk, "best_value": study.best_value,
+                "best_parameters": study.best_parameters, "done": counts["done"], "failed": counts["failed"],
+                "wall_seconds": wall, "top": [{"number": r["index"], "parameters": r["parameters"],
+                                                "value": r["value"], "error": r["error"]} for r in top],
+            }, allow_nan=False))
+            return
+        self.stdout.write(f"study {study.name} (#{study.pk}): {counts['done']} trials done, {counts['failed']} failed; "
+                          f"{study.direction} {study.metric}; {wall:.1f}s")
+        for r in top:
+            value = "-" if r["value"] is None else f"{r['value']:.6g}"
+            self.stdout.write(f"  #{r['index']:<5} {metric}={value:<12} {json.dumps(r['parameters'])}"
+                              + (f"  ({r['error']})" if r["error"] else ""))
+
+    @staticmethod
+    def _default_batch() -> int:
+        from tradebot.celery import app
+
+        if app.conf.task_always_eager:
+            return 1
+        try:
+            stats = app.control.inspect(timeout=1.0).stats() or {}
+        except Exception:  # noqa: BLE001 - no broker answer: a modest batch
+            return 2
+        procs = sum(int(s.get("pool", {}).get("max-concurrency", 1)) for s in stats.values())
+        return max(2, 2 * procs)
+
+    def _progress(self, options: dict[str, Any], name: str):
+        import sys
+
+        if options["quiet"] or options["json"] or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(total=options["trials"], desc=f"optimize {name}", unit="trial", file=sys.stderr)
+
+        class Progress:
+            def __call__(self, done: int, total: int) -> None:
+                bar.n = done
+                bar.refresh()
+
+            def close(self) -> None:
+                bar.close()
+
+        return Progress()
