@@ -107,6 +107,9 @@ class BacktestRun(DataArgs):
     warnings = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True, default="")
     sweep = models.ForeignKey(Sweep, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    detail = models.CharField(max_length=8, blank=True, default="",
+                              help_text="Intrabar detail for stop-loss/take-profit candles: '', '1m' or 'trades'")
+    detail_report = models.JSONField(null=True, blank=True, help_text="What the detail changed vs candle-only")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -215,16 +215,49 @@ def merge_warnings(*lists: list[str]) -> list[str]:
 
 # --- single runs --------------------------------------------------------------------------------------------------
 
+def detail_source(kind: str, *, exchange: str, symbol: str, candle_ts: np.ndarray, timeframe: str):
+    """A DetailSource reading, for the asked candles only, the stored 1m candles or raw trades of their intervals."""
+    from apps.bots.trading.detail import DETAIL_SOURCES, frame_source
+    from apps.market.selectors import candles_in_windows, trades_in_windows
+
+    if kind not in DETAIL_SOURCES:
+        raise BacktestInputError(f"detail must be one of {', '.join(DETAIL_SOURCES)}, got {kind!r}", field="detail")
+    tf = timeframe_ms(timeframe)
+    ts = np.asarray(candle_ts, dtype=np.int64)
+
+    def source(bars: list[int]):
+        windows = [(int(ts[b]) - tf, int(ts[b])) for b in bars]
+        if kind == "1m":
+            df = candles_in_windows(exchange=exchange, symbol=symbol, timeframe="1m", windows=windows)
+            cols = tuple(df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
+            return frame_source("1m", df["timestamp"].to_numpy(dtype=np.int64), cols, ts, tf)(bars)
+        tts, px = trades_in_windows(exchange=exchange, symbol=symbol, windows=windows)
+        return frame_source("trades", tts, (px,), ts, tf)(bars)
+
+    return source
+
+
+def frame_detail_source(detail_df: pd.DataFrame, *, candle_ts: np.ndarray, timeframe: str):
+    """A DetailSource over a 1m candle frame in memory (the --data path with --detail-data FILE)."""
+    from apps.bots.trading.detail import frame_source
+
+    cols = tuple(detail_df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
+    return frame_source("1m", detail_df["timestamp"].to_numpy(dtype=np.int64), cols,
+                        np.asarray(candle_ts, dtype=np.int64), timeframe_ms(timeframe))
+
+
 def run_in_memory(df: pd.DataFrame, *, strategy: str, parameters: Mapping[str, Any] | None, timeframe: str,
-                  rules_kwargs: Mapping[str, Any], extra_warnings: list[str] | None = None):
-    """A backtest without the database (the --data path): returns the engine's BacktestResult."""
+                  rules_kwargs: Mapping[str, Any], extra_warnings: list[str] | None = None,
+                  detail: tuple[str, Any] | None = None):
+    """A backtest without the database (the --data path): returns the engine's BacktestResult. `detail` =
+    (kind, DetailSource) for intrabar stop-loss/take-profit resolution."""
     from apps.backtest.engine.run import run_backtest
 
     strat = build_strategy(strategy, parameters)
     rules = build_rules(**rules_kwargs)
     if len(df) == 0:
         raise BacktestInputError("no candles in the selected data/range")
-    result = run_backtest(df, strat, rules, timeframe)
+    result = run_backtest(df, strat, rules, timeframe, detail=detail)
     if extra_warnings:
         result.warnings = merge_warnings(list(extra_warnings), list(result.warnings))
     return result
@@ -270,7 +303,15 @@ def execute_run(run_id: int) -> BacktestRun:
         if len(data.df) == 0:
             raise BacktestInputError(f"no candles for {run.market_label} in the selected range")
         BacktestRun.objects.filter(pk=run_id).update(progress=0.3)
-        result = run_backtest(data.df, build_strategy(run.strategy, run.parameters), rules_for(run), run.timeframe)
+        detail = None
+        if run.detail:
+            if run.data_file:
+                raise BacktestInputError("--detail on a stored run needs stored candles (exchange/symbol), not a file",
+                                         field="detail")
+            detail = (run.detail, detail_source(run.detail, exchange=run.exchange, symbol=run.symbol,
+                                                candle_ts=data.df["timestamp"].to_numpy(), timeframe=run.timeframe))
+        result = run_backtest(data.df, build_strategy(run.strategy, run.parameters), rules_for(run), run.timeframe,
+                              detail=detail)
         payload = sweep_engine.jsonable(result.to_dict())
         curve = _equity_curve(result, data.df)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the run, then re-raised for Celery
@@ -282,6 +323,7 @@ def execute_run(run_id: int) -> BacktestRun:
         status=Status.DONE, progress=1.0, metrics=payload["metrics"], trades=payload["trades"],
         open_trade=payload["open_trade"], final_equity=payload["final_equity"], equity_curve=curve,
         warnings=merge_warnings(data.warnings, payload.get("warnings", [])), finished_at=timezone.now(),
+        detail_report=payload.get("detail"),
         duration=time.perf_counter() - t0,
     )
     return BacktestRun.objects.get(pk=run_id)

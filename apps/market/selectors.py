@@ -132,3 +132,55 @@ def market_coverage(market: Market) -> dict[str, Any]:
         "outage_missing_candles": _g(DataGap.Status.EXCHANGE_OUTAGE, "missing"),
         "filled_gaps": _g(DataGap.Status.FILLED, "n"),
     }
+
+
+def _window_clause(column: str, windows: list[tuple[int, int]], lo_op: str, hi_op: str) -> tuple[str, list[int]]:
+    parts, params = [], []
+    for lo, hi in windows:
+        parts.append(f"({column} {lo_op} %s AND {column} {hi_op} %s)")
+        params += [int(lo), int(hi)]
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def candles_in_windows(*, exchange: str, symbol: str, timeframe: str,
+                       windows: list[tuple[int, int]]) -> pd.DataFrame:
+    """Stored candles with close times in any of the windows (lo, hi] (intrabar detail: the 1m candles inside the
+    coarse candles that need them, and only those), ascending."""
+    frames = []
+    for i in range(0, len(windows), 500):
+        where, params = _window_clause("timestamp", windows[i:i + 500], ">", "<=")
+        sql = ("SELECT timestamp, open, high, low, close, volume FROM market_data "
+               "WHERE exchange = %s AND symbol = %s AND timeframe = %s AND " + where + " ORDER BY timestamp")
+        rows = fetch_fixed(sql, [exchange, symbol, timeframe, *params], _CANDLE_OUT)
+        if len(rows) == 0:
+            continue
+        if isinstance(rows, np.ndarray):
+            frames.append(pd.DataFrame({c: rows[c].astype(np.int64 if c == "timestamp" else np.float64)
+                                        for c in ("timestamp", *PRICE_COLUMNS)}))
+        else:
+            frames.append(pd.DataFrame(rows, columns=["timestamp", *PRICE_COLUMNS]))
+    if not frames:
+        return empty_candle_frame()
+    return pd.concat(frames, ignore_index=True).sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def trades_in_windows(*, exchange: str, symbol: str, windows: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(timestamps, prices) of stored raw trades with timestamps in any of the windows [lo, hi), in exchange order
+    (timestamp, then trade id as stored: the order they happened)."""
+    ts_parts, px_parts = [], []
+    with connection.cursor() as cur:
+        for i in range(0, len(windows), 500):
+            where, params = _window_clause("timestamp", windows[i:i + 500], ">=", "<")
+            cur.execute("SELECT timestamp, price FROM raw_trades WHERE exchange = %s AND symbol = %s AND " + where
+                        + " ORDER BY timestamp, id", [exchange, symbol, *params])
+            rows = cur.fetchall()
+            if rows:
+                arr = np.array(rows, dtype=np.float64)
+                ts_parts.append(arr[:, 0].astype(np.int64))
+                px_parts.append(arr[:, 1])
+    if not ts_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    ts = np.concatenate(ts_parts)
+    px = np.concatenate(px_parts)
+    order = np.argsort(ts, kind="stable")
+    return ts[order], px[order]

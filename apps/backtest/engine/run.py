@@ -35,6 +35,8 @@ class BacktestResult:
     rules: FillRules | None = None
     timeframe: str = ""
     indicators: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: intrabar detail report (source, ambiguous_exits, changed, missing, metrics_candle_only, metric_diff) or None
+    detail: dict[str, Any] | None = None
 
     @property
     def equity(self) -> np.ndarray:
@@ -53,14 +55,18 @@ class BacktestResult:
         return self.sim.final_equity
 
     def to_dict(self) -> dict[str, Any]:
-        """{"metrics", "trades", "open_trade", "final_equity", "warnings"}: JSON-ready (no NaN/inf)."""
-        return {
+        """{"metrics", "trades", "open_trade", "final_equity", "warnings"} (+ "detail" with --detail): JSON-ready
+        (no NaN/inf)."""
+        out = {
             "metrics": dict(self.metrics),
             "trades": self.sim.trade_dicts(),
             "open_trade": dict(self.sim.open_trade) if self.sim.open_trade is not None else None,
             "final_equity": float(self.sim.final_equity),
             "warnings": list(self.warnings),
         }
+        if self.detail is not None:
+            out["detail"] = dict(self.detail)
+        return out
 
     def equity_curve(self, max_points: int = 2000) -> dict[str, list]:
         """{"timestamp": [...], "equity": [...]} with at most max_points points, for storage and plots.
@@ -147,8 +153,13 @@ def tune_allocator_once() -> None:
     tune_allocator()
 
 
-def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, timeframe: str) -> BacktestResult:
-    """Signals once over the whole frame (vectorized), then `simulate`, then `compute_metrics`."""
+def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, timeframe: str, *,
+                 detail: tuple[str, Any] | None = None) -> BacktestResult:
+    """Signals once over the whole frame (vectorized), then `simulate`, then `compute_metrics`.
+
+    `detail` = (kind "1m"|"trades", DetailSource): stop-loss/take-profit exits of ambiguous candles resolved on finer
+    data (apps/bots/trading/detail.py; the rule is in the fills module docstring); the result's `detail` reports
+    what changed against the candle-only run, and each candle whose detail is missing is a warning."""
     tune_allocator_once()
     tf_ms = timeframe_ms(timeframe)  # unknown timeframe -> TimeframeError
     a = _candle_arrays(df)
@@ -184,7 +195,43 @@ def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, tim
     else:
         action = np.zeros(0, dtype=np.int8)
         indicators = {}
-    sim = simulate(a["timestamp"], a["open"], a["high"], a["low"], a["close"], action, rules)
-    metrics = compute_metrics(sim, a["close"], a["timestamp"], timeframe)
+    report = None
+    if detail is not None and n:
+        sim, metrics, report = _with_detail(a, action, rules, timeframe, detail, warnings)
+    else:
+        sim = simulate(a["timestamp"], a["open"], a["high"], a["low"], a["close"], action, rules)
+        metrics = compute_metrics(sim, a["close"], a["timestamp"], timeframe)
     return BacktestResult(metrics=metrics, sim=sim, timestamp=a["timestamp"], action=action, warnings=warnings,
-                          strategy=name, parameters=params, rules=rules, timeframe=timeframe, indicators=indicators)
+                          strategy=name, parameters=params, rules=rules, timeframe=timeframe, indicators=indicators,
+                          detail=report)
+
+
+MAX_DETAIL_WARNINGS = 20
+
+
+def _with_detail(a: dict[str, np.ndarray], action: np.ndarray, rules: FillRules, timeframe: str,
+                 detail: tuple[str, Any], warnings: list[str]) -> tuple[SimResult, dict[str, Any], dict[str, Any]]:
+    from apps.bots.trading.detail import simulate_detail
+
+    kind, source = detail
+    sim, base, rep = simulate_detail(a["timestamp"], a["open"], a["high"], a["low"], a["close"], action, rules,
+                                     kind, source)
+    metrics = compute_metrics(sim, a["close"], a["timestamp"], timeframe)
+    base_metrics = metrics if base is sim else compute_metrics(base, a["close"], a["timestamp"], timeframe)
+    diff: dict[str, float] = {}
+    for key, value in metrics.items():
+        other = base_metrics.get(key)
+        if (isinstance(value, int | float) and isinstance(other, int | float) and not isinstance(value, bool)
+                and value != other):
+            diff[key] = float(value) - float(other)
+    ts = a["timestamp"]
+    problems = [(b, "no detail data") for b in rep.missing] + [(b, "detail never touches a level") for b in
+                                                               rep.untouched]
+    for bar, why in sorted(problems)[:MAX_DETAIL_WARNINGS]:
+        warnings.append(f"detail {kind}: {why} for the candle closing at {format_ms(int(ts[bar]))} UTC "
+                        f"({int(ts[bar])}); its exit keeps the conservative stop-first rule")
+    if len(problems) > MAX_DETAIL_WARNINGS:
+        warnings.append(f"detail {kind}: ... and {len(problems) - MAX_DETAIL_WARNINGS} more candles without usable "
+                        "detail (conservative rule kept)")
+    report = {**rep.to_dict(), "metrics_candle_only": base_metrics, "metric_diff": diff}
+    return sim, metrics, report

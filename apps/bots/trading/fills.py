@@ -23,6 +23,22 @@ Rules (long-only spot, one position at a time; prices are quote per base unit):
   So when a candle touches both levels without gapping, the stop-loss is assumed to have come first (conservative:
   OHLC does not say which came first). The exit price gets slippage like any sell: p = level * (1 - slippage), and
   the fee is charged as on any fill.
+* Intrabar detail (`--detail 1m|trades`, `apps/bots/trading/detail.py`; off by default): a candle is AMBIGUOUS when a
+  protected position could exit on it and its outcome depends on the path inside it: a level inside [low, high] (both
+  levels: which came first; one level: at which price) and no gap through a level at the open (rules 1-2 above: the
+  open is the candle's first price, so a gap is never ambiguous). Only ambiguous candles read detail data:
+    - 1m: the stored 1m candles of the interval [close - timeframe, close), in time order, each checked with rules
+      1-4 above; the first 1m candle that triggers decides (a 1m candle touching both levels without a gap is still
+      stop-first at the stop: the finest data we have does not say more);
+    - trades: the stored raw trades of the interval, in time order; the first trade at or below the stop is a
+      stop-loss, the first at or above the target a take-profit, filled at THAT trade's price (then slippage and fee
+      as on any sell).
+  Missing detail for an ambiguous candle (no 1m candle or trade in its interval), or detail that never touches a
+  level, keeps the conservative rule above for that candle and is reported as a warning naming the candle. An
+  ambiguous candle exits with or without detail, so fills happen on the same candles; only the ambiguous exits'
+  reason and price (and, through the cash, later amounts) change. The result reports the ambiguous exits, how many
+  the detail changed and the metrics against the candle-only run. The live bot applies the same rule to a candle's
+  stored raw trades (`detail.resolve_exit`), so a replay equals the backtest with `--detail trades`.
 * After a stop-loss / take-profit exit, that candle's signal is ignored: a buy signal on the same candle does NOT
   re-enter (the strategy decided at the close without knowing it had been stopped out; re-entering on the candle that
   just hit a stop is what a trader usually does not want; the next buy signal re-enters).
@@ -130,6 +146,16 @@ class FillRules:
 
 
 @njit(cache=True)
+def _exit(cash, amount, level, event, fee, slippage):
+    """A stop-loss / take-profit exit of the whole position at `level` (slippage and fee as on any sell). Returns
+    `_bar`'s tuple. Shared by `_bar` and the intrabar-detail refill (detail.py), so both fill the same way."""
+    p = level * (1.0 - slippage)
+    gross = amount * p
+    f = gross * fee
+    return cash + gross - f, 0.0, 0.0, event, p, amount, f
+
+
+@njit(cache=True)
 def _bar(cash, amount, entry_price, may_exit_early, o, h, l, c, action,  # noqa: E741
          fee, slippage, fraction, use_sl, sl, use_tp, tp):
     """THE rules for one candle. Returns (cash, amount, entry_price, event, fill_price, fill_amount, fill_fee).
@@ -154,10 +180,7 @@ def _bar(cash, amount, entry_price, may_exit_early, o, h, l, c, action,  # noqa:
                 level = target
                 event = EV_TAKE_PROFIT
             if event != EV_NONE:
-                p = level * (1.0 - slippage)
-                gross = amount * p
-                f = gross * fee
-                return cash + gross - f, 0.0, 0.0, event, p, amount, f
+                return _exit(cash, amount, level, event, fee, slippage)
         if action == -1:
             p = c * (1.0 - slippage)
             gross = amount * p
@@ -454,10 +477,14 @@ class Fill:
     pnl: float | None = None
 
 
-def step(state: PortfolioState, bar: Bar | Any, action: int, rules: FillRules) -> tuple[PortfolioState, list[Fill]]:
+def step(state: PortfolioState, bar: Bar | Any, action: int, rules: FillRules,
+         detail: tuple[str, Any] | None = None) -> tuple[PortfolioState, list[Fill]]:
     """Apply one closed candle and its signal (`action` 1/0/-1 or 'buy'/'hold'/'sell') to `state`.
 
-    Exactly the rules of `simulate` (same compiled function); `bar` needs timestamp/open/high/low/close attributes."""
+    Exactly the rules of `simulate` (same compiled function); `bar` needs timestamp/open/high/low/close attributes.
+    `detail` = ("trades", prices in time order) or ("1m", (open, high, low, close) arrays) of this candle's interval:
+    an ambiguous stop-loss/take-profit candle is resolved on it (the intrabar detail rule above, `detail.resolve_exit`,
+    the same as `simulate_detail`); None or empty detail keeps the conservative rule."""
     if isinstance(action, str):
         try:
             action = {"buy": 1, "hold": 0, "sell": -1}[action]
@@ -465,11 +492,23 @@ def step(state: PortfolioState, bar: Bar | Any, action: int, rules: FillRules) -
             raise ValueError(f"action must be 'buy', 'hold' or 'sell', got {action!r}") from None
     ts = int(bar.timestamp)
     may_exit_early = state.entry_time is not None and ts > state.entry_time
-    cash, amount, entry_price, ev, p, a, f = _bar(
-        float(state.cash), float(state.amount), float(state.entry_price), may_exit_early,
-        float(bar.open), float(bar.high), float(bar.low), float(bar.close), np.int8(action),
-        *rules._kernel_args(),
-    )
+    resolved = None
+    if detail is not None and may_exit_early and state.amount > 0.0:
+        from apps.bots.trading.detail import is_ambiguous, resolve_exit
+
+        kind, rows = detail
+        has_rows = len(rows[0]) > 0 if kind == "1m" else len(rows) > 0
+        if has_rows and is_ambiguous(state.entry_price, float(bar.open), float(bar.high), float(bar.low), rules):
+            resolved = resolve_exit(state.entry_price, rules, kind, rows)
+    if resolved is not None:
+        cash, amount, entry_price, ev, p, a, f = _exit(float(state.cash), float(state.amount), resolved[1],
+                                                       resolved[0], float(rules.fee), float(rules.slippage))
+    else:
+        cash, amount, entry_price, ev, p, a, f = _bar(
+            float(state.cash), float(state.amount), float(state.entry_price), may_exit_early,
+            float(bar.open), float(bar.high), float(bar.low), float(bar.close), np.int8(action),
+            *rules._kernel_args(),
+        )
     if ev == EV_NONE:
         return state, []
     fees_paid = state.fees_paid + f

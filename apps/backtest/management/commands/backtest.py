@@ -35,15 +35,26 @@ class Command(DomainCommand):
         add_data_arguments(parser)
         parser.add_argument("--json", action="store_true", help="Print ONE JSON object (metrics, trades, ...)")
         parser.add_argument("--report", help="Write a self-contained offline HTML report to this path")
+        parser.add_argument("--detail", choices=["1m", "trades"],
+                            help="Resolve stop-loss/take-profit candles whose outcome depends on the path inside them "
+                                 "on the stored 1m candles or raw trades of that candle (read for those candles only)")
+        parser.add_argument("--detail-data", help="With --data: a 1m candle CSV (same --time-label) for --detail 1m")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from apps.backtest import services
 
+        self.options = options
         params = parse_json_arg(options.get("params"), "--params", default={})
         if not isinstance(params, dict):
             raise bad(f"--params must be a JSON object, got {type(params).__name__}")
         data = data_options(options)
         rules = rules_options(options)
+        if options.get("detail") and "data_file" in data and not (options["detail"] == "1m"
+                                                                   and options.get("detail_data")):
+            raise bad("--detail with --data needs --detail 1m --detail-data FILE (1m candles); "
+                      "trades detail reads stored raw trades: use --exchange/--symbol")
+        if options.get("detail_data") and not options.get("detail"):
+            raise bad("--detail-data needs --detail 1m")
         try:
             services.build_strategy(options["strategy"], params)
         except services.BacktestInputError as exc:
@@ -64,6 +75,8 @@ class Command(DomainCommand):
                 data.get("data_file") or f"{data.get('exchange')} {data.get('symbol')}") + f" {data['timeframe']}"
             write_report(options["report"], title=title, df=df, result=payload)
         out = {k: payload[k] for k in ("metrics", "trades", "open_trade", "final_equity", "warnings")}
+        if payload.get("detail") is not None:
+            out["detail"] = payload["detail"]
         if options.get("json"):
             self.stdout.write(json.dumps(out, allow_nan=False))
             return
@@ -76,8 +89,14 @@ class Command(DomainCommand):
 
         loaded = services.load_csv_frame(data["data_file"], timeframe=data["timeframe"], time_label=data["time_label"],
                                          start=data.get("start"), end=data.get("end"))
+        detail = None
+        if self.options.get("detail"):
+            fine = services.load_csv_frame(self.options["detail_data"], timeframe="1m",
+                                           time_label=data["time_label"])
+            detail = ("1m", services.frame_detail_source(fine.df, candle_ts=loaded.df["timestamp"].to_numpy(),
+                                                         timeframe=data["timeframe"]))
         result = services.run_in_memory(loaded.df, strategy=strategy, parameters=params, timeframe=data["timeframe"],
-                                        rules_kwargs=rules, extra_warnings=loaded.warnings)
+                                        rules_kwargs=rules, extra_warnings=loaded.warnings, detail=detail)
         payload = jsonable(result.to_dict())
         payload["equity_curve"] = services._equity_curve(result, loaded.df, max_points=5000)
         return payload, loaded.df
@@ -86,7 +105,8 @@ class Command(DomainCommand):
         from apps.backtest import services
         from apps.backtest.models import Status
 
-        run = services.create_run(strategy=strategy, parameters=params, enqueue=False, **data, **model_rules(rules))
+        run = services.create_run(strategy=strategy, parameters=params, enqueue=False, **data, **model_rules(rules),
+                                  detail=self.options.get("detail") or "")
         try:
             run = services.execute_run(run.pk)
         except Exception:  # noqa: BLE001 - stored on the run by execute_run; the command reports one line
@@ -96,7 +116,7 @@ class Command(DomainCommand):
         self.stderr.write(f"stored as backtest run #{run.pk}")
         payload = {"metrics": run.metrics, "trades": run.trades, "open_trade": run.open_trade,
                    "final_equity": run.final_equity, "warnings": run.warnings, "equity_curve": run.equity_curve,
-                   "parameters": run.parameters}
+                   "parameters": run.parameters, "detail": run.detail_report}
         df = services.load_data(run).df
         return payload, df
 
@@ -110,6 +130,14 @@ class Command(DomainCommand):
             entry = ot.get("entry_time")
             when = format_ms(int(entry)) if isinstance(entry, int) else entry
             self.stdout.write(f"  open trade since {when} at {format_value(ot.get('entry_price'))}")
+        det = out.get("detail")
+        if det:
+            diff = det.get("metric_diff") or {}
+            shown = ", ".join(f"{k} {v:+.6g}" for k, v in diff.items()
+                              if k in ("total_return_pct", "sharpe", "max_drawdown_pct", "final_equity"))
+            self.stdout.write(f"  detail {det['source']}: {det['ambiguous_exits']} ambiguous exits on candles alone, "
+                              f"{det['changed']} changed by the detail, {det['missing']} without detail data; vs "
+                              f"candle-only: {shown or 'no metric changed'}")
         for w in out["warnings"]:
             self.stdout.write(f"  warning: {w}")
         if options.get("report"):

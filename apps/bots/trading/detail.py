@@ -1,0 +1,242 @@
+"""Intrabar detail: resolve stop-loss / take-profit exits inside a candle on finer data (1m candles or raw trades).
+
+The rule is specified once, in the fills module docstring ("Intrabar detail"). Pure: numpy + numba, no Django; the
+caller supplies the detail rows of the candles it asks about (`DetailSource`), so only ambiguous candles are ever read.
+
+Why a second pass is exact: an ambiguous candle (a level inside [low, high], no gap at the open) ALWAYS exits, with or
+without detail (candle-only: stop-first; detail: the first touch, or the conservative rule when the detail does not
+touch). So every fill happens on the same candle in both runs; only the exit reason and price of ambiguous candles
+differ (and, through the cash, the amounts after them). `simulate_detail` therefore runs `simulate` once, resolves
+the ambiguous exits it made, and refills with those exits fixed (`_bar` for every other candle: one set of rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from apps.bots.trading.fills import (
+    EV_BUY,
+    EV_NONE,
+    EV_STOP_LOSS,
+    EV_TAKE_PROFIT,
+    FillRules,
+    SimResult,
+    _bar,
+    _exit,
+    open_trade_of,
+    simulate,
+    trade_columns,
+)
+
+DETAIL_SOURCES = ("1m", "trades")
+
+#: detail rows of one candle: ("1m", (open, high, low, close) arrays in time order) or ("trades", price array)
+DetailRows = Any
+#: callable(list of candle indexes) -> {candle index: rows or None when the detail is missing}
+DetailSource = Callable[[list[int]], dict[int, DetailRows]]
+
+
+@njit(cache=True)
+def _first_touch_candles(o, h, lo, stop, target, use_sl, use_tp):  # pragma: no cover - compiled
+    """(event, level, resolved) on finer candles in time order: each is checked with the candle rule; resolved False
+    when none touches a level; a finer candle that touches both levels without a gap is stop-first (conservative)."""
+    for j in range(o.shape[0]):
+        if use_sl and o[j] <= stop:
+            return EV_STOP_LOSS, o[j], True
+        if use_tp and o[j] >= target:
+            return EV_TAKE_PROFIT, o[j], True
+        if use_sl and lo[j] <= stop:
+            return EV_STOP_LOSS, stop, True
+        if use_tp and h[j] >= target:
+            return EV_TAKE_PROFIT, target, True
+    return EV_NONE, 0.0, False
+
+
+@njit(cache=True)
+def _first_touch_trades(price, stop, target, use_sl, use_tp):  # pragma: no cover - compiled
+    """(event, level, resolved): the first trade at or beyond a level fills at ITS price."""
+    for j in range(price.shape[0]):
+        p = price[j]
+        if use_sl and p <= stop:
+            return EV_STOP_LOSS, p, True
+        if use_tp and p >= target:
+            return EV_TAKE_PROFIT, p, True
+    return EV_NONE, 0.0, False
+
+
+def is_ambiguous(entry_price: float, o: float, h: float, lo: float, rules: FillRules) -> bool:
+    """True when the exit of a protected position on this candle depends on the path inside it: a level inside
+    [low, high] and no gap through a level at the open (the open is the candle's first price: a gap is not
+    ambiguous)."""
+    use_sl, use_tp = rules.stop_loss is not None, rules.take_profit is not None
+    stop = entry_price * (1.0 - (rules.stop_loss or 0.0))
+    target = entry_price * (1.0 + (rules.take_profit or 0.0))
+    if (use_sl and o <= stop) or (use_tp and o >= target):
+        return False
+    return (use_sl and lo <= stop) or (use_tp and h >= target)
+
+
+def resolve_exit(entry_price: float, rules: FillRules, kind: str, rows: DetailRows) -> tuple[int, float] | None:
+    """(event EV_STOP_LOSS/EV_TAKE_PROFIT, level before slippage) of an ambiguous candle from its detail rows, or
+    None when the detail never touches a level (the caller then keeps the conservative candle rule).
+
+    `kind` "1m": rows = (open, high, low, close) arrays of the finer candles in time order; "trades": rows = trade
+    prices in time order. THE function the live bot calls with the stream's stored trades (replay == backtest)."""
+    use_sl, use_tp = rules.stop_loss is not None, rules.take_profit is not None
+    stop = entry_price * (1.0 - (rules.stop_loss or 0.0))
+    target = entry_price * (1.0 + (rules.take_profit or 0.0))
+    if kind == "1m":
+        o, h, lo = (np.ascontiguousarray(a, dtype=np.float64) for a in rows[:3])
+        ev, level, ok = _first_touch_candles(o, h, lo, stop, target, use_sl, use_tp)
+    elif kind == "trades":
+        ev, level, ok = _first_touch_trades(np.ascontiguousarray(rows, dtype=np.float64), stop, target, use_sl,
+                                            use_tp)
+    else:
+        raise ValueError(f"detail must be one of {', '.join(DETAIL_SOURCES)}, got {kind!r}")
+    return (int(ev), float(level)) if ok else None
+
+
+@njit(cache=True, error_model="numpy")
+def _refill_kernel(open_, high, low, close, action, initial, fee, slippage, fraction, use_sl, sl, use_tp, tp,
+                   ov_bar, ov_event, ov_level):  # pragma: no cover - compiled
+    """`simulate`'s loop with the exits of candles ov_bar (ascending) fixed to (ov_event, ov_level): `_exit` there,
+    `_bar` everywhere else. Returns (equity, event rows, cash, amount, fees_paid) like the fill kernel."""
+    n = close.shape[0]
+    equity = np.empty(n, np.float64)
+    buys = 0
+    for i in range(n):
+        buys += action[i] == 1
+    rec = np.empty((2 * buys + 1, 6), np.float64)
+    cash = initial
+    amount = 0.0
+    entry_price = 0.0
+    entry_bar = n
+    fees_paid = 0.0
+    m = 0
+    k = 0
+    for i in range(n):
+        if k < ov_bar.shape[0] and i == ov_bar[k] and amount > 0.0:
+            cash, amount, entry_price, ev, p, a, f = _exit(cash, amount, ov_level[k], ov_event[k], fee, slippage)
+            k += 1
+        else:
+            if k < ov_bar.shape[0] and i == ov_bar[k]:
+                k += 1
+            cash, amount, entry_price, ev, p, a, f = _bar(cash, amount, entry_price, i > entry_bar, open_[i],
+                                                          high[i], low[i], close[i], action[i], fee, slippage,
+                                                          fraction, use_sl, sl, use_tp, tp)
+        if ev != EV_NONE:
+            fees_paid += f
+            rec[m, 0] = i
+            rec[m, 1] = ev
+            rec[m, 2] = p
+            rec[m, 3] = a
+            rec[m, 4] = f
+            rec[m, 5] = cash
+            m += 1
+            entry_bar = i if ev == EV_BUY else n
+        equity[i] = cash + amount * close[i]
+    return equity, rec[:m].copy(), cash, amount, fees_paid
+
+
+@dataclass
+class DetailReport:
+    """What the detail changed: ambiguous exits on candles alone, how many the detail resolved differently
+    (reason or price), and the candles whose detail was missing (conservative rule kept, warned)."""
+
+    source: str
+    ambiguous_exits: int = 0
+    changed: int = 0
+    missing: list[int] = field(default_factory=list)
+    untouched: list[int] = field(default_factory=list)
+    resolved: dict[int, tuple[int, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "ambiguous_exits": self.ambiguous_exits, "changed": self.changed,
+                "missing": len(self.missing), "untouched": len(self.untouched)}
+
+
+def simulate_detail(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                    action: np.ndarray, rules: FillRules, kind: str, source: DetailSource
+                    ) -> tuple[SimResult, SimResult, DetailReport]:
+    """(detail result, candle-only result, report). `source` is asked once, for the ambiguous candles only."""
+    if kind not in DETAIL_SOURCES:
+        raise ValueError(f"detail must be one of {', '.join(DETAIL_SOURCES)}, got {kind!r}")
+    base = simulate(timestamp, open_, high, low, close, action, rules)
+    report = DetailReport(kind)
+    ev = base.events
+    if rules.stop_loss is None and rules.take_profit is None or ev.shape[0] < 2:
+        return base, base, report
+    o = np.asarray(open_, dtype=np.float64)
+    h = np.asarray(high, dtype=np.float64)
+    lo = np.asarray(low, dtype=np.float64)
+    exits = []  # (bar, entry price) of ambiguous exits
+    for r in range(1, ev.shape[0], 2):
+        code = int(ev[r, 1])
+        if code in (EV_STOP_LOSS, EV_TAKE_PROFIT):
+            bar = int(ev[r, 0])
+            entry = float(ev[r - 1, 2])
+            if is_ambiguous(entry, o[bar], h[bar], lo[bar], rules):
+                exits.append((bar, entry, code, float(ev[r, 2])))
+    report.ambiguous_exits = len(exits)
+    if not exits:
+        return base, base, report
+    rows = source([b for b, *_ in exits])
+    ov_bar, ov_event, ov_level = [], [], []
+    slip = rules.slippage
+    for bar, entry, code, price in exits:
+        detail = rows.get(bar)
+        if detail is None or (kind == "1m" and len(detail[0]) == 0) or (kind == "trades" and len(detail) == 0):
+            report.missing.append(bar)
+            continue
+        got = resolve_exit(entry, rules, kind, detail)
+        if got is None:
+            report.untouched.append(bar)
+            continue
+        event, level = got
+        report.resolved[bar] = got
+        if event != code or level * (1.0 - slip) != price:
+            report.changed += 1
+        ov_bar.append(bar)
+        ov_event.append(event)
+        ov_level.append(level)
+    if not report.changed:
+        return base, base, report
+    ts = np.asarray(timestamp, dtype=np.int64)
+    c = np.ascontiguousarray(close, dtype=np.float64)
+    equity, events, cash, amount, fees_paid = _refill_kernel(
+        np.ascontiguousarray(o), np.ascontiguousarray(h), np.ascontiguousarray(lo), c,
+        np.ascontiguousarray(action, dtype=np.int8), float(rules.initial_balance), *rules._kernel_args(),
+        np.asarray(ov_bar, dtype=np.int64), np.asarray(ov_event, dtype=np.int64), np.asarray(ov_level, np.float64))
+    result = SimResult(
+        columns=trade_columns(ts, events), open_trade=open_trade_of(ts, c, events), equity=equity,
+        final_equity=float(equity[-1]), fees_paid=float(fees_paid), initial_balance=float(rules.initial_balance),
+        final_cash=float(cash), final_position=float(amount), events=events, stats=None,
+    )
+    return result, base, report
+
+
+def frame_source(kind: str, detail_ts: np.ndarray, columns: tuple[np.ndarray, ...], candle_close_ts: np.ndarray,
+                 timeframe_ms: int) -> DetailSource:
+    """A DetailSource over in-memory detail rows: 1m candles (close-time labels, columns open/high/low/close) or
+    trades (timestamps, columns (price,)). Candle i covers [t_i - tf, t_i): 1m candles closing in (t_i - tf, t_i],
+    trades stamped in [t_i - tf, t_i)."""
+    ts = np.asarray(detail_ts, dtype=np.int64)
+
+    def source(bars: list[int]) -> dict[int, DetailRows]:
+        out: dict[int, DetailRows] = {}
+        for b in bars:
+            t = int(candle_close_ts[b])
+            if kind == "1m":
+                a, z = np.searchsorted(ts, t - timeframe_ms, side="right"), np.searchsorted(ts, t, side="right")
+                out[b] = tuple(col[a:z] for col in columns[:4]) if z > a else None
+            else:
+                a, z = np.searchsorted(ts, t - timeframe_ms, side="left"), np.searchsorted(ts, t, side="left")
+                out[b] = columns[0][a:z] if z > a else None
+        return out
+
+    return source
