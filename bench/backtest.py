@@ -15,6 +15,13 @@ Timed (medians of 3 after an untimed warm-up, all in this run):
 Every engine starts with cash 1e200 (this strategy loses ~0.2 % per round trip on 1m candles: equity ends ~1e-12 of
 the start, and vectorbt treats cash < 1e-12 as zero) and the final/initial ratios are compared. vectorbt's final
 equity is derived from its last order record (final_value() loses precision over many orders of magnitude).
+detail (also alone: `bench/backtest.py --only detail`): a 1h backtest over a year with stop-loss 1 % / take-profit
+2 % (sma_cross 10/50), candle-only vs `--detail 1m` vs `--detail trades` in the same run, each the whole
+run_backtest (detail: simulate, ambiguous candles resolved, refill, metrics of both runs for the report). The year is
+built from the REAL Binance BTC/USDT 1m sample (46 days, 2023-03-17..05-01) tiled 8 times end to end (each copy
+scaled to start at the previous copy's last close, times shifted), resampled to 1h; the trades are a stand-in built
+from those 1m candles (4 per minute: open, the nearer extreme, the other extreme, close). Detail rows are served from
+memory (frame_source), as the DB path serves them after its one windowed query.
 trades_equal: same number of trades and the same entry/exit candle indices in all three engines.
 peak_rss_mb: process peak RSS right after our part (before vectorbt is imported); compile_s: our first call (numba
 compile, or load from the on-disk cache when cache=True already compiled it).
@@ -108,7 +115,75 @@ def median_ms(fn, repeat: int = REPEAT) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def year_of_1h_from_real_1m(copies: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(1h candles, 1m candles) over ~a year: the real BTC/USDT 1m sample tiled `copies` times (see the docstring)."""
+    real = pd.read_csv(ROOT / "sample_data" / "binance_spot_2023" / "binance_BTC_USDT-1m.csv.gz",
+                       usecols=["timestamp", "open", "high", "low", "close", "volume"])
+    real["timestamp"] = real["timestamp"] + 60_000  # open -> close label
+    span = int(real["timestamp"].iloc[-1] - real["timestamp"].iloc[0]) + 60_000
+    span = (span + 3_600_000 - 1) // 3_600_000 * 3_600_000  # whole hours, so every copy stays on the 1h grid
+    parts = []
+    scale = 1.0
+    for k in range(copies):
+        part = real.copy()
+        part["timestamp"] = part["timestamp"] + k * span
+        for col in ("open", "high", "low", "close"):
+            part[col] = part[col] * scale
+        scale = float(part["close"].iloc[-1]) / float(real["open"].iloc[0])
+        parts.append(part)
+    m1 = pd.concat(parts, ignore_index=True)
+    bucket = (m1["timestamp"] - 1) // 3_600_000  # [t - 1h, t) <- 1m closes in (t - 1h, t]
+    g = m1.groupby(bucket, sort=True)
+    h1 = pd.DataFrame({"timestamp": (g["timestamp"].max() - 1) // 3_600_000 * 3_600_000 + 3_600_000,
+                       "open": g["open"].first(), "high": g["high"].max(), "low": g["low"].min(),
+                       "close": g["close"].last(), "volume": g["volume"].sum()}).reset_index(drop=True)
+    return h1, m1
+
+
+def detail_bench() -> dict:
+    from apps.bots.trading.detail import frame_source
+
+    h1, m1 = year_of_1h_from_real_1m()
+    strategy = SmaCross({"fast": FAST, "slow": SLOW})
+    rules = FillRules(stop_loss=0.01, take_profit=0.02)
+    ts = h1["timestamp"].to_numpy()
+    cols = tuple(m1[k].to_numpy() for k in ("open", "high", "low", "close"))
+    one_min = frame_source("1m", m1["timestamp"].to_numpy(), cols, ts, 3_600_000)
+    o, hi, lo, cl = cols
+    near_high = (hi - o) < (o - lo)
+    mt = m1["timestamp"].to_numpy() - 60_000
+    t_ts = np.stack([mt, mt + 15_000, mt + 30_000, mt + 45_000], axis=1).ravel()
+    t_px = np.stack([o, np.where(near_high, hi, lo), np.where(near_high, lo, hi), cl], axis=1).ravel()
+    trades = frame_source("trades", t_ts, (t_px,), ts, 3_600_000)
+    run_backtest(h1, strategy, rules, "1h")
+    run_backtest(h1, strategy, rules, "1h", detail=("1m", one_min))
+    run_backtest(h1, strategy, rules, "1h", detail=("trades", trades))
+    repeat = 15
+    candle_ms, plain = median_ms(lambda: run_backtest(h1, strategy, rules, "1h"), repeat)
+    m1_ms, with_1m = median_ms(lambda: run_backtest(h1, strategy, rules, "1h", detail=("1m", one_min)), repeat)
+    tr_ms, with_tr = median_ms(lambda: run_backtest(h1, strategy, rules, "1h", detail=("trades", trades)), repeat)
+
+    def summary(res) -> dict:
+        d = res.detail
+        return {"ambiguous_exits": d["ambiguous_exits"], "changed": d["changed"], "missing": d["missing"],
+                "total_return_pct_diff": round(d["metric_diff"].get("total_return_pct", 0.0), 4),
+                "sharpe_diff": round(d["metric_diff"].get("sharpe", 0.0), 4)}
+
+    return {
+        "detail_n_candles_1h": len(h1), "detail_n_candles_1m": len(m1), "detail_n_trades": int(t_px.shape[0]),
+        "detail_closed_trades": int(plain.sim.n_trades),
+        "candle_only_ms": round(candle_ms, 3), "detail_1m_ms": round(m1_ms, 3), "detail_trades_ms": round(tr_ms, 3),
+        "detail_1m_ratio": round(m1_ms / candle_ms, 3), "detail_trades_ratio": round(tr_ms / candle_ms, 3),
+        "detail_1m": summary(with_1m), "detail_trades": summary(with_tr),
+        "detail_data": "real BTC/USDT 1m (46 days) tiled 8x to ~1 year, resampled to 1h; trades: 4 per real 1m candle",
+    }
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--only", "detail"]:
+        tune_allocator()
+        print(json.dumps({"bench": "backtest_detail", **detail_bench()}))
+        return
     allocator_tuned = tune_allocator()  # what every backtest worker does (tradebot.memory); baselines share it
     df = make_candles(N)
     ts = df["timestamp"].to_numpy()
@@ -203,6 +278,7 @@ def main() -> None:
         "compile_s": round(compile_s, 3),
         "allocator_tuned": allocator_tuned,
         "cpus": os.cpu_count(),
+        **detail_bench(),
     }
     print(json.dumps(out))
 

@@ -225,7 +225,7 @@ def detail_source(kind: str, *, exchange: str, symbol: str, candle_ts: np.ndarra
     tf = timeframe_ms(timeframe)
     ts = np.asarray(candle_ts, dtype=np.int64)
 
-    def source(bars: list[int]):
+    def source(bars: np.ndarray):
         windows = [(int(ts[b]) - tf, int(ts[b])) for b in bars]
         if kind == "1m":
             df = candles_in_windows(exchange=exchange, symbol=symbol, timeframe="1m", windows=windows)
@@ -495,7 +495,8 @@ def run_sweep_in_process(strategy: str, param_sets: list[dict[str, Any]], df: pd
 
 def run_walkforward_in_process(strategy: str, grid: Mapping[str, Any], df: pd.DataFrame, *, timeframe: str,
                                rules_kwargs: Mapping[str, Any], train: int | str, test: int | str,
-                               step: int | str | None = None, metric: str = "sharpe") -> dict[str, Any]:
+                               step: int | str | None = None, metric: str = "sharpe",
+                               on_window: Any = None) -> dict[str, Any]:
     from apps.backtest.engine import walkforward as wf
 
     validate_metric(metric)
@@ -506,13 +507,15 @@ def run_walkforward_in_process(strategy: str, grid: Mapping[str, Any], df: pd.Da
         n_test = wf.to_candles(test, timeframe, what="test")
         n_step = None if step is None else wf.to_candles(step, timeframe, what="step")
         return wf.walk_forward(sweep_engine.CandleArrays.from_frame(df), cls, sets, build_rules(**rules_kwargs),
-                               timeframe, train=n_train, test=n_test, step=n_step, metric=metric)
+                               timeframe, train=n_train, test=n_test, step=n_step, metric=metric,
+                               on_window=on_window)
     except wf.WalkForwardError as exc:
         raise BacktestInputError(str(exc)) from None
 
 
 def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train: int | str, test: int | str,
-                               step: int | str | None = None, metric: str = "sharpe", **data: Any) -> WalkForward:
+                               step: int | str | None = None, metric: str = "sharpe", on_window: Any = None,
+                               **data: Any) -> WalkForward:
     """Store a walk-forward study and compute it now (one process: its windows depend on each other's data)."""
     from apps.backtest.engine import walkforward as wf
 
@@ -532,7 +535,8 @@ def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train:
     try:
         loaded = load_data(study)
         out = run_walkforward_in_process(strategy, grid, loaded.df, timeframe=tf, rules_kwargs=_rules_only(data),
-                                         train=n_train, test=n_test, step=n_step, metric=metric)
+                                         train=n_train, test=n_test, step=n_step, metric=metric,
+                                         on_window=on_window)
     except Exception as exc:  # noqa: BLE001 - recorded on the row, then re-raised to the caller
         WalkForward.objects.filter(pk=study.pk).update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}",
                                                        finished_at=timezone.now())

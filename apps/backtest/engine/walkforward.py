@@ -79,8 +79,9 @@ def plan_windows(n_candles: int, train: int, test: int, step: int | None = None)
 
 def walk_forward(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[dict[str, Any]], rules: Any,
                  timeframe: str, *, train: int, test: int, step: int | None = None,
-                 metric: str = "sharpe") -> dict[str, Any]:
-    """{windows: [...], stitched_metrics, stitched_equity, warnings} (all JSON-ready)."""
+                 metric: str = "sharpe", on_window: Any = None) -> dict[str, Any]:
+    """{windows: [...], stitched_metrics, stitched_equity, warnings} (all JSON-ready). `on_window(done, total)` is
+    called after each window (a command's progress bar)."""
     windows = plan_windows(len(arrays), train, test, step)
     if not param_sets:
         raise WalkForwardError("no parameter sets to choose from")
@@ -116,6 +117,8 @@ def walk_forward(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[
         out_windows.append(row)
         # Stitch: this window's test bars up to where the next window's test begins (windows may overlap).
         stop = w.test_end
+        if on_window is not None:
+            on_window(w.index + 1, len(windows))
         if w.index + 1 < len(windows):
             stop = min(stop, windows[w.index + 1].test_start)
         seg_actions.append(actions[: stop - w.test_start])

@@ -37,8 +37,10 @@ DETAIL_SOURCES = ("1m", "trades")
 
 #: detail rows of one candle: ("1m", (open, high, low, close) arrays in time order) or ("trades", price array)
 DetailRows = Any
-#: callable(list of candle indexes) -> {candle index: rows or None when the detail is missing}
-DetailSource = Callable[[list[int]], dict[int, DetailRows]]
+#: callable(candle indexes, ascending int64 array) -> (starts, stops, columns): the detail rows of candle k are
+#: columns[j][starts[k]:stops[k]] (starts == stops: missing). columns = (open, high, low, close) for "1m", (price,)
+#: for "trades". One call per run, for the ambiguous candles only.
+DetailSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]]
 
 
 @njit(cache=True)
@@ -67,6 +69,25 @@ def _first_touch_trades(price, stop, target, use_sl, use_tp):  # pragma: no cove
         if use_tp and p >= target:
             return EV_TAKE_PROFIT, p, True
     return EV_NONE, 0.0, False
+
+
+@njit(cache=True)
+def _resolve_all(trades, starts, stops, c0, c1, c2, stop, target, use_sl, use_tp):  # pragma: no cover - compiled
+    """`_first_touch_*` for many candles at once: (event, level, resolved) arrays; rows j in [starts[k], stops[k])."""
+    m = starts.shape[0]
+    event = np.zeros(m, np.int64)
+    level = np.zeros(m, np.float64)
+    ok = np.zeros(m, np.bool_)
+    for k in range(m):
+        a, z = starts[k], stops[k]
+        if trades:
+            e, lv, r = _first_touch_trades(c0[a:z], stop[k], target[k], use_sl, use_tp)
+        else:
+            e, lv, r = _first_touch_candles(c0[a:z], c1[a:z], c2[a:z], stop[k], target[k], use_sl, use_tp)
+        event[k] = e
+        level[k] = lv
+        ok[k] = r
+    return event, level, ok
 
 
 def is_ambiguous(entry_price: float, o: float, h: float, lo: float, rules: FillRules) -> bool:
@@ -174,36 +195,39 @@ def simulate_detail(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, 
     o = np.asarray(open_, dtype=np.float64)
     h = np.asarray(high, dtype=np.float64)
     lo = np.asarray(low, dtype=np.float64)
-    exits = []  # (bar, entry price) of ambiguous exits
-    for r in range(1, ev.shape[0], 2):
-        code = int(ev[r, 1])
-        if code in (EV_STOP_LOSS, EV_TAKE_PROFIT):
-            bar = int(ev[r, 0])
-            entry = float(ev[r - 1, 2])
-            if is_ambiguous(entry, o[bar], h[bar], lo[bar], rules):
-                exits.append((bar, entry, code, float(ev[r, 2])))
-    report.ambiguous_exits = len(exits)
-    if not exits:
+    k = ev.shape[0] // 2
+    entry_px = ev[0:2 * k:2, 2]
+    xbar = ev[1:2 * k:2, 0].astype(np.int64)
+    xcode = ev[1:2 * k:2, 1].astype(np.int64)
+    xprice = ev[1:2 * k:2, 2]
+    use_sl, use_tp = rules.stop_loss is not None, rules.take_profit is not None
+    stop = entry_px * (1.0 - (rules.stop_loss or 0.0))
+    target = entry_px * (1.0 + (rules.take_profit or 0.0))
+    xo, xh, xl = o[xbar], h[xbar], lo[xbar]
+    gap = (use_sl & (xo <= stop)) | (use_tp & (xo >= target))
+    inside = (use_sl & (xl <= stop)) | (use_tp & (xh >= target))
+    amb = ((xcode == EV_STOP_LOSS) | (xcode == EV_TAKE_PROFIT)) & inside & ~gap
+    bars = xbar[amb]
+    report.ambiguous_exits = int(bars.shape[0])
+    if not bars.shape[0]:
         return base, base, report
-    rows = source([b for b, *_ in exits])
-    ov_bar, ov_event, ov_level = [], [], []
-    slip = rules.slippage
-    for bar, entry, code, price in exits:
-        detail = rows.get(bar)
-        if detail is None or (kind == "1m" and len(detail[0]) == 0) or (kind == "trades" and len(detail) == 0):
-            report.missing.append(bar)
-            continue
-        got = resolve_exit(entry, rules, kind, detail)
-        if got is None:
-            report.untouched.append(bar)
-            continue
-        event, level = got
-        report.resolved[bar] = got
-        if event != code or level * (1.0 - slip) != price:
-            report.changed += 1
-        ov_bar.append(bar)
-        ov_event.append(event)
-        ov_level.append(level)
+    starts, stops, cols = source(bars)
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    stops = np.ascontiguousarray(stops, dtype=np.int64)
+    cols = tuple(np.ascontiguousarray(c_, dtype=np.float64) for c_ in cols)
+    c0 = cols[0]
+    c1 = cols[1] if kind == "1m" else c0
+    c2 = cols[2] if kind == "1m" else c0
+    event, level, ok = _resolve_all(kind == "trades", starts, stops, c0, c1, c2, np.ascontiguousarray(stop[amb]),
+                                    np.ascontiguousarray(target[amb]), use_sl, use_tp)
+    missing = stops <= starts
+    report.missing = bars[missing].tolist()
+    report.untouched = bars[~missing & ~ok].tolist()
+    use = ok & ~missing
+    ov_bar, ov_event, ov_level = bars[use], event[use], level[use]
+    before_code, before_price = xcode[amb][use], xprice[amb][use]
+    report.changed = int(((ov_event != before_code) | (ov_level * (1.0 - rules.slippage) != before_price)).sum())
+    report.resolved = {int(b): (int(e), float(v)) for b, e, v in zip(ov_bar, ov_event, ov_level, strict=True)}
     if not report.changed:
         return base, base, report
     ts = np.asarray(timestamp, dtype=np.int64)
@@ -211,7 +235,7 @@ def simulate_detail(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, 
     equity, events, cash, amount, fees_paid = _refill_kernel(
         np.ascontiguousarray(o), np.ascontiguousarray(h), np.ascontiguousarray(lo), c,
         np.ascontiguousarray(action, dtype=np.int8), float(rules.initial_balance), *rules._kernel_args(),
-        np.asarray(ov_bar, dtype=np.int64), np.asarray(ov_event, dtype=np.int64), np.asarray(ov_level, np.float64))
+        np.ascontiguousarray(ov_bar), np.ascontiguousarray(ov_event), np.ascontiguousarray(ov_level))
     result = SimResult(
         columns=trade_columns(ts, events), open_trade=open_trade_of(ts, c, events), equity=equity,
         final_equity=float(equity[-1]), fees_paid=float(fees_paid), initial_balance=float(rules.initial_balance),
@@ -222,21 +246,16 @@ def simulate_detail(timestamp: np.ndarray, open_: np.ndarray, high: np.ndarray, 
 
 def frame_source(kind: str, detail_ts: np.ndarray, columns: tuple[np.ndarray, ...], candle_close_ts: np.ndarray,
                  timeframe_ms: int) -> DetailSource:
-    """A DetailSource over in-memory detail rows: 1m candles (close-time labels, columns open/high/low/close) or
+    """A DetailSource over detail rows in time order: 1m candles (close-time labels, columns open/high/low/close) or
     trades (timestamps, columns (price,)). Candle i covers [t_i - tf, t_i): 1m candles closing in (t_i - tf, t_i],
-    trades stamped in [t_i - tf, t_i)."""
+    trades stamped in [t_i - tf, t_i). Two vectorized searchsorted calls; the columns are not copied."""
     ts = np.asarray(detail_ts, dtype=np.int64)
+    close_ts = np.asarray(candle_close_ts, dtype=np.int64)
+    side = "right" if kind == "1m" else "left"
+    cols = tuple(np.ascontiguousarray(c, dtype=np.float64) for c in (columns[:4] if kind == "1m" else columns[:1]))
 
-    def source(bars: list[int]) -> dict[int, DetailRows]:
-        out: dict[int, DetailRows] = {}
-        for b in bars:
-            t = int(candle_close_ts[b])
-            if kind == "1m":
-                a, z = np.searchsorted(ts, t - timeframe_ms, side="right"), np.searchsorted(ts, t, side="right")
-                out[b] = tuple(col[a:z] for col in columns[:4]) if z > a else None
-            else:
-                a, z = np.searchsorted(ts, t - timeframe_ms, side="left"), np.searchsorted(ts, t, side="left")
-                out[b] = columns[0][a:z] if z > a else None
-        return out
+    def source(bars: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+        t = close_ts[np.asarray(bars, dtype=np.int64)]
+        return np.searchsorted(ts, t - timeframe_ms, side=side), np.searchsorted(ts, t, side=side), cols
 
     return source

@@ -41,6 +41,7 @@ class Command(DomainCommand):
         parser.add_argument("--wait", action="store_true", help="Wait for the workers, printing progress")
         parser.add_argument("--timeout", type=float, default=3600.0, help="Give up waiting after this many seconds")
         parser.add_argument("--json", action="store_true", help="Print ONE JSON object")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar (also off when stderr is no TTY)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from apps.backtest import services
@@ -75,20 +76,30 @@ class Command(DomainCommand):
         # on_commit callbacks fire immediately in autocommit mode: the chord is dispatched (or ran eagerly) by now.
         sweep.refresh_from_db()
         if sweep.status not in (Status.DONE, Status.FAILED) and options.get("wait"):
-            sweep = self._wait(sweep.pk, options["timeout"], quiet=options.get("json", False))
+            sweep = self._wait(sweep.pk, options["timeout"], quiet=options.get("json", False),
+                               bar_off=options.get("quiet", False) or options.get("json", False))
         sweep = Sweep.objects.get(pk=sweep.pk)
         self._output(sweep, options)
         if sweep.status == Status.FAILED:
             raise CommandError(f"sweep #{sweep.pk} failed: {sweep.error}")
 
-    def _wait(self, sweep_id: int, timeout: float, *, quiet: bool):
+    def _wait(self, sweep_id: int, timeout: float, *, quiet: bool, bar_off: bool = False):
         from apps.backtest.models import Status, Sweep
+        from apps.common.progress import progress_bar
 
         deadline = time.monotonic() + timeout
         last = None
+        first = Sweep.objects.get(pk=sweep_id)
+        bar = progress_bar(first.total, f"sweep #{sweep_id}", quiet=bar_off, unit="set")
         while True:
             sweep = Sweep.objects.get(pk=sweep_id)
             state = (sweep.completed, sweep.status)
+            if bar is not None and state != last:
+                bar.n = sweep.completed
+                bar.set_postfix(failed=sweep.failed, status=sweep.status)
+                last = state
+                if sweep.status in (Status.DONE, Status.FAILED):
+                    bar.close()
             if state != last:
                 self.stderr.write(f"sweep #{sweep.pk}: {sweep.completed}/{sweep.total} done, {sweep.failed} failed "
                                   f"({sweep.status})")
@@ -96,6 +107,8 @@ class Command(DomainCommand):
             if sweep.status in (Status.DONE, Status.FAILED):
                 return sweep
             if time.monotonic() > deadline:
+                if bar is not None:
+                    bar.close()
                 raise CommandError(f"sweep #{sweep_id} still {sweep.status} after {timeout:.0f}s "
                                    f"({sweep.completed}/{sweep.total}); are `backtest` workers running?")
             time.sleep(0.5)

@@ -37,6 +37,7 @@ class Command(DomainCommand):
         parser.add_argument("--test", required=True, help="Test window: candles or a duration")
         parser.add_argument("--step", default=None, help="Distance between windows (default: the test size)")
         parser.add_argument("--metric", default="sharpe")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar (also off when stderr is no TTY)")
         parser.add_argument("--json", action="store_true", help="Print ONE JSON object")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -56,6 +57,17 @@ class Command(DomainCommand):
             services.plan_param_sets(options["strategy"], grid=grid)
         except (wf.WalkForwardError, services.BacktestInputError) as exc:
             raise bad(str(exc))
+        from apps.common.progress import progress_bar
+
+        bar = progress_bar(None, f"walk-forward {options['strategy']}", quiet=options.get("quiet") or
+                           options.get("json"), unit="window")
+
+        def on_window(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
         try:
             if data.get("data_file"):
                 loaded = services.load_csv_frame(data["data_file"], timeframe=data["timeframe"],
@@ -63,11 +75,13 @@ class Command(DomainCommand):
                                                  end=data.get("end"))
                 out = services.run_walkforward_in_process(options["strategy"], grid, loaded.df,
                                                           timeframe=data["timeframe"], rules_kwargs=rules,
-                                                          metric=options["metric"], **sizes)
+                                                          metric=options["metric"], on_window=on_window,
+                                                          **sizes)
                 out["warnings"] = services.merge_warnings(loaded.warnings, out["warnings"])
             else:
                 study = services.create_and_run_walkforward(strategy=options["strategy"], grid=grid,
-                                                            metric=options["metric"], **sizes, **data,
+                                                            metric=options["metric"], on_window=on_window,
+                                                            **sizes, **data,
                                                             **model_rules(rules))
                 self.stderr.write(f"stored as walk-forward #{study.pk}")
                 out = {"windows": study.windows, "stitched_metrics": study.stitched_metrics,
@@ -77,6 +91,8 @@ class Command(DomainCommand):
             raise bad(str(exc))
         except (OSError, ValueError) as exc:
             raise CommandError(one_line(exc))
+        if bar is not None:
+            bar.close()
         if options.get("json"):
             self.stdout.write(json.dumps(out, allow_nan=False))
             return

@@ -29,6 +29,7 @@ class Command(DomainCommand):
             help="REQUIRED: 'open' if the file's timestamps are candle open times (exchanges, ccxt, freqtrade), "
             "'close' if they are close times",
         )
+        parser.add_argument("--quiet", action="store_true", help="No progress bar (also off when stderr is no TTY)")
         parser.add_argument("--batch-size", type=int, default=200_000, help="rows per transaction (default 200000)")
         parser.add_argument("--publish", action="store_true",
                             help="announce new candles on market:{symbol} and to bots (off for history imports)")
@@ -63,6 +64,10 @@ class Command(DomainCommand):
 
         total = IngestResult(received=0, stored=0, rejected=[], new_timestamps=[])
         size = opts["batch_size"]
+        from apps.common.progress import progress_bar
+
+        bar = progress_bar(len(df), f"import {opts['symbol']} {opts['timeframe']}", quiet=opts.get("quiet", False),
+                           unit="candle")
         for lo in range(0, len(df), size):
             part = df.iloc[lo:lo + size]
             res = ingest_candles(exchange=opts["exchange"], symbol=opts["symbol"], timeframe=opts["timeframe"],
@@ -74,6 +79,10 @@ class Command(DomainCommand):
             total.updated += res.updated
             total.rejected += res.rejected
             total.new_timestamps += res.new_timestamps
+            if bar is not None:
+                bar.update(len(part))
+        if bar is not None:
+            bar.close()
         self.stdout.write(
             f"{path}: {opts['exchange']} {opts['symbol']} {opts['timeframe']} (time label {label}): {total.summary()}"
         )
