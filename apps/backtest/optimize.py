@@ -199,9 +199,15 @@ def open_study(*, name: str, strategy: str, space: Mapping[str, Any], metric: st
                     f"study {name!r} exists with another {diff[0]} ({getattr(row, diff[0])!r}); use another --study "
                     "name, or the same arguments to continue it")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage_url(storage)
+    if created:  # an Optuna study of this name without its row (the row was deleted): start it afresh
+        try:
+            optuna.delete_study(study_name=name, storage=url)
+        except KeyError:
+            pass
     samp = (optuna.samplers.TPESampler(seed=row.seed) if row.sampler == "tpe"
             else optuna.samplers.RandomSampler(seed=row.seed))
-    ostudy = optuna.create_study(study_name=name, storage=storage_url(storage), sampler=samp,
+    ostudy = optuna.create_study(study_name=name, storage=url, sampler=samp,
                                  direction=row.direction, load_if_exists=True)
     return row, ostudy, searched, fixed
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
@@ -104,13 +106,14 @@ def test_given_a_finished_study_when_listed_then_best_and_trials_best_first_and_
     from apps.backtest import optimize
     from apps.bots.config import BotConfig
 
-    row, ostudy, searched, fixed = optimize.open_study(name="api-study", strategy="sma_cross",
+    name = f"api-study-{uuid.uuid4().hex[:8]}"
+    row, ostudy, searched, fixed = optimize.open_study(name=name, strategy="sma_cross",
                                                        space={"fast": [3, 15], "slow": [30, 90]}, metric="sharpe",
                                                        seed=2, **BASE)
     optimize.run_study(row=row, ostudy=ostudy, searched=searched, fixed=fixed, n_trials=5, batch=1)  # eager
     listing = api.get("/api/backtest/studies/").json()
     items = listing["results"] if isinstance(listing, dict) else listing
-    mine = next(i for i in items if i["name"] == "api-study")
+    mine = next(i for i in items if i["name"] == name)
     assert mine["status"] == "done" and mine["best_parameters"] is not None
     trials = api.get(f"/api/backtest/studies/{mine['id']}/trials/").json()
     trials = trials["results"] if isinstance(trials, dict) else trials
