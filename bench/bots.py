@@ -182,9 +182,10 @@ def main() -> None:
                  "machine_shared": True}
     baseline = _legacy_per_bot(df)
     out["per_bot_baseline_1000"] = baseline
-    for procs in (1, 2):
+    print(json.dumps({"partial": out}), file=sys.stderr, flush=True)
+    for procs in (2, 1):
         app.control.purge()
-        proc, _ = start_worker(concurrency=procs, queues="bots", database_name=SCRATCH,
+        proc, _ = start_worker(concurrency=procs, queues="bots", database_name=SCRATCH, timeout=240,
                                extra_env={"CELERY_TASK_ALWAYS_EAGER": "0"})
         try:
             out[f"workers_{procs}"] = {
@@ -192,7 +193,8 @@ def main() -> None:
                 "one_market_10000": _case(["m0"], 10_000, df),
                 "markets_100x100": _case([f"m{i}" for i in range(100)], 100, df),
             }
-            if procs == 2:  # the shard size (producer side): 10,000 bots on one market
+            print(json.dumps({"partial": out}), file=sys.stderr, flush=True)
+            if procs == 2 and os.environ.get("BENCH_SHARD_SWEEP", "1") == "1":  # shard size (producer side), 10k bots
                 default = settings.TRADEBOT_TICK_SHARD_SIZE
                 sweep = {}
                 for size in (250, 1000, 2500):
@@ -201,6 +203,7 @@ def main() -> None:
                 settings.TRADEBOT_TICK_SHARD_SIZE = default
                 sweep[default] = out["workers_2"]["one_market_10000"]["seconds"]
                 out["shard_size_sweep_10000_s"] = dict(sorted(sweep.items()))
+                print(json.dumps({"partial": out}), file=sys.stderr, flush=True)
         finally:
             stop_worker(proc)
     w1, w2 = out["workers_1"], out["workers_2"]
