@@ -18,7 +18,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_float, env_int, env_list, env_path, env_str
+from .env import env_bool, env_float, env_int, env_json, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -165,6 +165,22 @@ TRADEBOT_REPLAY_STEP = env_int("TRADEBOT_REPLAY_STEP", None, minimum=1)
 # Byte budget (MiB) of the process-wide indicator cache of sweeps. The pure sweep engine reads the variable itself
 # (it imports no Django); it is declared here so a malformed value fails at start-up with the variable's name.
 TRADEBOT_INDICATOR_CACHE_MB = env_float("TRADEBOT_INDICATOR_CACHE_MB", 256.0, minimum=0.0)
+
+# Replace the scheme/host/port of an exchange's ccxt / ccxt.pro API URLs (paths kept), e.g. to run against a local
+# fake or a mirror: JSON {"binance": {"ws": "ws://127.0.0.1:9000", "rest": "http://127.0.0.1:9000"}}.
+TRADEBOT_EXCHANGE_URLS = env_json("TRADEBOT_EXCHANGE_URLS", {})
+if not isinstance(TRADEBOT_EXCHANGE_URLS, dict) or not all(
+    isinstance(v, dict) for v in TRADEBOT_EXCHANGE_URLS.values()
+):
+    raise ImproperlyConfigured('TRADEBOT_EXCHANGE_URLS must be a JSON object {"exchange": {"ws": ..., "rest": ...}}')
+# Stream role (manage.py stream): a 1m candle closes when a trade at/after its close arrives or the clock passes
+# close + this grace (ms); a market silent for longer than its Market.stream_timeout is treated as dropped.
+TRADEBOT_STREAM_GRACE_MS = env_int("TRADEBOT_STREAM_GRACE_MS", 250, minimum=0)
+# Lease of a market to one stream process (Redis, fenced): time to live and renewal period (ms).
+TRADEBOT_STREAM_LEASE_MS = env_int("TRADEBOT_STREAM_LEASE_MS", 6000, minimum=500)
+TRADEBOT_STREAM_RENEW_MS = env_int("TRADEBOT_STREAM_RENEW_MS", 2000, minimum=100)
+# Testing / benchmarks only: take "now" from a fake exchange's clock (apps.market.testing.binance, GET /fake/clock).
+TRADEBOT_STREAM_CLOCK_URL = env_str("TRADEBOT_STREAM_CLOCK_URL", "")
 
 # --- API --------------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

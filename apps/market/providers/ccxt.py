@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
 import numpy as np
@@ -27,7 +28,8 @@ DEFAULT_LIMIT = 1000
 
 # One ccxt client per exchange id and process: markets are loaded once, and ccxt's rate limiter (which remembers the
 # last request time on the instance) then spaces out every request of this process to that exchange.
-_CLIENTS: dict[str, ccxt.Exchange] = {}
+# Keyed by the URL overrides too, so a changed TRADEBOT_EXCHANGE_URLS (tests, a mirror) never reuses a stale client.
+_CLIENTS: dict[tuple[str, str], ccxt.Exchange] = {}
 
 
 def _default_limit() -> int:
@@ -39,23 +41,89 @@ def _default_limit() -> int:
         return DEFAULT_LIMIT
 
 
-def make_client(exchange: str, config: dict[str, Any] | None = None) -> ccxt.Exchange:
-    """A new ccxt client for an exchange id, rate limiting on; unknown ids are a clear error with suggestions."""
+def _exchange_urls_setting() -> dict[str, dict[str, str]]:
+    try:
+        from django.conf import settings
+
+        return dict(getattr(settings, "TRADEBOT_EXCHANGE_URLS", None) or {})
+    except Exception:  # noqa: BLE001 - settings not configured (pure use): no overrides
+        return {}
+
+
+def _replace_base(url: str, base: str) -> str:
+    """`url` with the scheme, host and port of `base`, keeping its path and query."""
+    u, b = urlsplit(url), urlsplit(base)
+    return urlunsplit((b.scheme, b.netloc, u.path, u.query, u.fragment))
+
+
+def override_urls(api: Any, overrides: dict[str, str]) -> Any:
+    """A copy of a ccxt `urls["api"]` tree where every ws(s):// URL takes the scheme/host/port of overrides["ws"] and
+    every http(s):// URL those of overrides["rest"] (paths kept). Keys absent from `overrides` are left alone."""
+    if isinstance(api, dict):
+        return {k: override_urls(v, overrides) for k, v in api.items()}
+    if isinstance(api, str):
+        scheme = api.split("://", 1)[0].lower() if "://" in api else ""
+        if scheme in ("ws", "wss") and overrides.get("ws"):
+            return _replace_base(api, overrides["ws"])
+        if scheme in ("http", "https") and overrides.get("rest"):
+            return _replace_base(api, overrides["rest"])
+    return api
+
+
+def apply_url_overrides(client: Any, exchange_id: str, urls: dict[str, dict[str, str]] | None = None) -> Any:
+    """Point a ccxt / ccxt.pro client at the hosts of settings.TRADEBOT_EXCHANGE_URLS[exchange_id] (if any)."""
+    overrides = (urls if urls is not None else _exchange_urls_setting()).get(exchange_id)
+    if overrides:
+        unknown = set(overrides) - {"ws", "rest"}
+        if unknown:
+            raise ProviderError(
+                f"TRADEBOT_EXCHANGE_URLS[{exchange_id!r}] has unknown key(s) {sorted(unknown)}: use 'ws' and 'rest'"
+            )
+        client.urls = {**client.urls, "api": override_urls(client.urls.get("api"), overrides)}
+    return client
+
+
+def _check_id(exchange: str, known: list[str], what: str = "ccxt") -> str:
     exchange_id = (exchange or "").strip().lower()
-    if exchange_id not in ccxt.exchanges:
-        close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3)
+    if exchange_id not in known:
+        close = difflib.get_close_matches(exchange_id, known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ProviderError(
-            f"unknown ccxt exchange id {exchange!r}{hint}; ccxt {ccxt.__version__} knows {len(ccxt.exchanges)} ids, "
+            f"unknown {what} exchange id {exchange!r}{hint}; ccxt {ccxt.__version__} knows {len(known)} ids, "
             f"e.g. binance, kraken, okx, coinbase"
         )
-    return getattr(ccxt, exchange_id)({"enableRateLimit": True, **(config or {})})
+    return exchange_id
+
+
+def make_client(exchange: str, config: dict[str, Any] | None = None) -> ccxt.Exchange:
+    """A new ccxt client for an exchange id, rate limiting on, TRADEBOT_EXCHANGE_URLS applied; unknown ids are a
+    clear error with suggestions."""
+    exchange_id = _check_id(exchange, ccxt.exchanges)
+    client = getattr(ccxt, exchange_id)({"enableRateLimit": True, **(config or {})})
+    return apply_url_overrides(client, exchange_id)
+
+
+def make_pro_client(exchange: str, config: dict[str, Any] | None = None) -> Any:
+    """A new ccxt.pro (async, websocket) client, TRADEBOT_EXCHANGE_URLS applied. Create it inside the event loop."""
+    import ccxt.pro as ccxtpro
+
+    exchange_id = _check_id(exchange, list(ccxtpro.exchanges), "ccxt.pro")
+    client = getattr(ccxtpro, exchange_id)({"enableRateLimit": True, **(config or {})})
+    return apply_url_overrides(client, exchange_id)
+
+
+def has_stream(exchange: str) -> bool:
+    """Whether ccxt.pro streams this exchange's public trades."""
+    import ccxt.pro as ccxtpro
+
+    return (exchange or "").strip().lower() in ccxtpro.exchanges
 
 
 def shared_client(exchange: str) -> ccxt.Exchange:
-    client = _CLIENTS.get(exchange)
+    key = (exchange, repr(sorted((_exchange_urls_setting().get(exchange) or {}).items())))
+    client = _CLIENTS.get(key)
     if client is None:
-        client = _CLIENTS[exchange] = make_client(exchange)
+        client = _CLIENTS[key] = make_client(exchange)
     return client
 
 

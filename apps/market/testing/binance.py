@@ -1,0 +1,554 @@
+"""A loopback fake of Binance's public spot API (REST + websocket), replaying recorded real trades.
+
+It speaks the real protocol, so ccxt / ccxt.pro parse every byte themselves:
+
+* websocket `ws://HOST:PORT/ws[/N]`: `{"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}` ->
+  `{"result": null, "id": 1}`, then one JSON event per trade (`<symbol>@trade` and `<symbol>@aggTrade` streams).
+* REST `GET /api/v3/exchangeInfo | time | aggTrades | trades | historicalTrades | klines` (klines are aggregated from
+  the same trades, open-time labelled, the still-forming candle included like Binance does), and empty
+  `/fapi/v1/exchangeInfo`, `/dapi/v1/exchangeInfo` so ccxt's default market loading works.
+
+Time is virtual: `clock()` = data time of the replay, `origin + (wall - wall0) * speed`. Trades are pushed when the
+clock passes their timestamp and REST serves only trades at or before the clock, so a consumer that asks for "now"
+must use this clock (`GET /fake/clock`, or `FakeBinance.clock` in-process).
+
+Hooks for reliability tests: `drop_connections()` (close every websocket now), `silence(on)` (keep sockets open, push
+nothing; trades keep happening and stay available by REST), `fail_next(n, kind)` (the next n REST requests answer
+429 / 5xx / garbage), `hold(until_ms)` (pause the replay at a data time), `finish()`.
+
+Usage (in-process, from sync code)::
+
+    tape = load_tape("sample_data/freqtrade_xrp_eth/binance_XRP_ETH-trades.csv.gz", symbol="XRP/ETH")
+    with FakeBinanceThread([tape], speed=50) as fake:
+        settings.TRADEBOT_EXCHANGE_URLS = fake.exchange_urls()   # {"binance": {"ws": ..., "rest": ...}}
+
+Or as a process: `python -m apps.market.testing.binance --tape PATH:SYMBOL --speed 1` prints one JSON line with the
+URLs and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+from aiohttp import WSMsgType, web
+
+from apps.market.aggregation import trades_to_candles_arrays
+
+REPO = Path(__file__).resolve().parents[3]
+EXCHANGE_INFO = REPO / "sample_data" / "ccxt_fixtures" / "binance_rest_exchangeInfo_BTCUSDT_ETHUSDT.json"
+KLINE_INTERVALS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+                   "4h": 14_400_000, "1d": 86_400_000}
+
+
+def _num(x: float) -> str:
+    return np.format_float_positional(float(x), trim="-")
+
+
+@dataclass
+class Tape:
+    """Recorded trades of one market, in time order. `symbol` is the unified symbol served (e.g. "BTC/USDT")."""
+
+    symbol: str
+    ids: np.ndarray
+    ts: np.ndarray
+    price: np.ndarray
+    amount: np.ndarray
+    buyer_maker: np.ndarray  # True = the seller was the taker (ccxt side "sell")
+    source: str = ""
+
+    @property
+    def market_id(self) -> str:
+        return self.symbol.replace("/", "").upper()
+
+    def shifted(self, ms: int, *, symbol: str | None = None, id_offset: int = 0) -> Tape:
+        return Tape(symbol or self.symbol, self.ids + id_offset, self.ts + int(ms), self.price, self.amount,
+                    self.buyer_maker, self.source)
+
+    def frame(self, until: int | None = None) -> pd.DataFrame:
+        """The trades served so far (timestamp <= until) as a trades frame."""
+        n = len(self.ts) if until is None else int(np.searchsorted(self.ts, until, side="right"))
+        return pd.DataFrame({
+            "timestamp": self.ts[:n], "price": self.price[:n], "amount": self.amount[:n],
+            "side": np.where(self.buyer_maker[:n], "sell", "buy"), "trade_id": self.ids[:n].astype(str),
+        })
+
+
+def load_tape(path: str | Path, *, symbol: str) -> Tape:
+    """A trades CSV of sample_data (`timestamp,price,amount,side,id,...`) as a tape, stably sorted by time."""
+    df = pd.read_csv(path)
+    df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    ids = df["id"].to_numpy(dtype=np.int64) if "id" in df.columns else np.arange(1, len(df) + 1, dtype=np.int64)
+    return Tape(symbol, ids, df["timestamp"].to_numpy(dtype=np.int64), df["price"].to_numpy(dtype=np.float64),
+                df["amount"].to_numpy(dtype=np.float64), (df["side"].astype(str) == "sell").to_numpy(),
+                source=str(path))
+
+
+@dataclass
+class _Failure:
+    remaining: int
+    kind: str  # "429", "500", "503", "garbage"
+    path: str | None = None
+
+
+@dataclass
+class Stats:
+    ws_messages: int = 0
+    rest_requests: int = 0
+    connections: int = 0
+    drops: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+
+
+class FakeBinance:
+    """The server (asyncio): `await start()`, then `ws_url` / `rest_url` / `exchange_urls()`; `await stop()`."""
+
+    def __init__(self, tapes: list[Tape], *, speed: float = 1.0, start_at: int | None = None,
+                 paused: bool = False, host: str = "127.0.0.1", port: int = 0) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.tapes = {t.market_id: t for t in tapes}
+        self.speed = float(speed)
+        first = min(int(t.ts[0]) for t in tapes if len(t.ts))
+        self.origin = int(start_at) if start_at is not None else first
+        self.host, self.port = host, port
+        self.stats = Stats()
+        self._wall0 = time.time() * 1000.0
+        self._subs: dict[str, set[web.WebSocketResponse]] = {}
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._failures: list[_Failure] = []
+        self._silent = False
+        self._hold: int | None = self.origin if paused else None  # paused: the clock waits at start_at for hold(None)
+        self._finished = False
+        self._cursor = {mid: int(np.searchsorted(t.ts, self.origin, side="right")) for mid, t in self.tapes.items()}
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+
+    # --- clock -----------------------------------------------------------------------------------------------------
+    def clock(self) -> int:
+        """Data time now (ms): the replay's 'now'. Frozen while held at a data time."""
+        t = int(self.origin + (time.time() * 1000.0 - self._wall0) * self.speed)
+        return min(t, self._hold) if self._hold is not None else t
+
+    def wall_of(self, data_ms: int) -> float:
+        """Wall time (s since epoch) at which the clock reaches data_ms (ignores holds)."""
+        return (self._wall0 + (data_ms - self.origin) / self.speed) / 1000.0
+
+    # --- hooks -----------------------------------------------------------------------------------------------------
+    def drop_connections(self) -> int:
+        """Close every websocket now (like a network cut); returns how many. Clients must reconnect."""
+        n = 0
+        for ws in list(self._sockets):
+            n += 1
+            asyncio.ensure_future(ws.close(code=1011, message=b"dropped by test"))
+        self._sockets.clear()
+        self._subs.clear()
+        self.stats.drops += n
+        return n
+
+    def silence(self, on: bool = True) -> None:
+        """Keep connections open but push nothing (hummingbot's silent drop). Trades still happen (REST has them)."""
+        self._silent = on
+
+    def fail_next(self, count: int, kind: str = "500", path: str | None = None) -> None:
+        """The next `count` REST requests (whose path contains `path`, if given) answer 429, 500, 503 or garbage."""
+        if kind not in ("429", "418", "500", "502", "503", "garbage"):
+            raise ValueError(f"unknown failure kind {kind!r}")
+        self._failures.append(_Failure(count, kind, path))
+
+    def hold(self, until_ms: int | None) -> None:
+        """Stop the clock when it reaches data time `until_ms`; None releases it, and it runs on from where it stopped
+        (no jump: what the hold delayed is not skipped)."""
+        if until_ms is None and self._hold is not None:
+            held = self.clock()
+            self._hold = None
+            self._wall0 = time.time() * 1000.0 - (held - self.origin) / self.speed
+        else:
+            self._hold = until_ms
+        self._wake.set()
+
+    def subscribed(self, stream: str) -> bool:
+        """Whether some websocket subscribes `stream` (e.g. "btcusdt@trade")."""
+        return bool(self._subs.get(stream))
+
+    def finish(self) -> None:
+        self._finished = True
+        self._wake.set()
+
+    def served(self, symbol: str, until: int | None = None) -> pd.DataFrame:
+        """Trades of `symbol` that exist at data time `until` (default: now), as a trades frame."""
+        tape = self.tapes[symbol.replace("/", "").upper()]
+        return tape.frame(self.clock() if until is None else until)
+
+    # --- lifecycle -------------------------------------------------------------------------------------------------
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def exchange_urls(self, exchange: str = "binance") -> dict[str, dict[str, str]]:
+        """The value for settings.TRADEBOT_EXCHANGE_URLS."""
+        return {exchange: {"ws": self.ws_url, "rest": self.rest_url}}
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/ws", self._ws)
+        app.router.add_get("/ws/{idx}", self._ws)
+        app.router.add_get("/fake/clock", self._clock)
+        app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
+        app.router.add_get("/fapi/v1/exchangeInfo", self._empty_info)
+        app.router.add_get("/dapi/v1/exchangeInfo", self._empty_info)
+        app.router.add_get("/api/v3/time", self._time)
+        app.router.add_get("/api/v3/aggTrades", self._agg_trades)
+        app.router.add_get("/api/v3/trades", self._trades)
+        app.router.add_get("/api/v3/historicalTrades", self._trades)
+        app.router.add_get("/api/v3/klines", self._klines)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._wall0 = time.time() * 1000.0
+        self._tasks = [asyncio.create_task(self._replay())]
+
+    async def stop(self) -> None:
+        self._finished = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- replay ----------------------------------------------------------------------------------------------------
+    async def _replay(self) -> None:
+        """Push every trade once the clock passes it, to the subscribers of its streams."""
+        while not self._finished:
+            now = self.clock()
+            next_due: int | None = None
+            for mid, tape in self.tapes.items():
+                i = self._cursor[mid]
+                j = int(np.searchsorted(tape.ts, now, side="right"))
+                if j > i:
+                    self._cursor[mid] = j
+                    await self._push(tape, i, j)
+                if j < len(tape.ts):
+                    due = int(tape.ts[j])
+                    next_due = due if next_due is None else min(next_due, due)
+            if next_due is None:
+                return
+            delay = (next_due - self.clock()) / self.speed / 1000.0
+            self._wake.clear()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 0.5))
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)
+
+    async def _push(self, tape: Tape, i: int, j: int) -> None:
+        if self._silent:
+            return
+        low = tape.market_id.lower()
+        trade_subs = self._subs.get(f"{low}@trade", ())
+        agg_subs = self._subs.get(f"{low}@aggTrade", ())
+        if not trade_subs and not agg_subs:
+            return
+        event_time = self.clock()
+        for k in range(i, j):
+            tid, t, p, q, m = int(tape.ids[k]), int(tape.ts[k]), _num(tape.price[k]), _num(tape.amount[k]), bool(
+                tape.buyer_maker[k])
+            if trade_subs:
+                msg = orjson.dumps({"e": "trade", "E": event_time, "s": tape.market_id, "t": tid, "p": p, "q": q,
+                                    "T": t, "m": m, "M": True}).decode()
+                for ws in list(trade_subs):
+                    await self._send(ws, msg)
+            if agg_subs:
+                msg = orjson.dumps({"e": "aggTrade", "E": event_time, "s": tape.market_id, "a": tid, "p": p, "q": q,
+                                    "f": tid, "l": tid, "T": t, "m": m, "M": True}).decode()
+                for ws in list(agg_subs):
+                    await self._send(ws, msg)
+
+    async def _send(self, ws: web.WebSocketResponse, msg: str) -> None:
+        if ws.closed:
+            return
+        try:
+            await ws.send_str(msg)
+            self.stats.ws_messages += 1
+        except (ConnectionError, RuntimeError):
+            self._forget(ws)
+
+    def _forget(self, ws: web.WebSocketResponse) -> None:
+        self._sockets.discard(ws)
+        for subs in self._subs.values():
+            subs.discard(ws)
+
+    # --- websocket -------------------------------------------------------------------------------------------------
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True, heartbeat=None)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        self.stats.connections += 1
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    req = json.loads(msg.data)
+                except ValueError:
+                    await ws.send_str(json.dumps({"error": {"code": 2, "msg": "Invalid JSON"}}))
+                    continue
+                method, params, rid = req.get("method"), req.get("params") or [], req.get("id")
+                if method == "SUBSCRIBE":
+                    for name in params:
+                        self._subs.setdefault(name, set()).add(ws)
+                elif method == "UNSUBSCRIBE":
+                    for name in params:
+                        self._subs.get(name, set()).discard(ws)
+                await ws.send_str(json.dumps({"result": None, "id": rid}))
+        finally:
+            self._forget(ws)
+        return ws
+
+    # --- REST ------------------------------------------------------------------------------------------------------
+    def _failure(self, request: web.Request) -> web.Response | None:
+        self.stats.rest_requests += 1
+        self.stats.by_path[request.path] = self.stats.by_path.get(request.path, 0) + 1
+        for f in self._failures:
+            if f.remaining > 0 and (f.path is None or f.path in request.path):
+                f.remaining -= 1
+                if f.kind == "garbage":
+                    return web.Response(text="<html>upstream hiccup\x00", status=200, content_type="application/json")
+                status = int(f.kind)
+                if status in (418, 429):
+                    return web.json_response({"code": -1003, "msg": "Too many requests; IP banned until soon."},
+                                             status=status, headers={"Retry-After": "1"})
+                return web.Response(text="Service Unavailable", status=status)  # what a gateway in front answers
+        return None
+
+    def _tape(self, request: web.Request) -> Tape | web.Response:
+        tape = self.tapes.get(request.query.get("symbol", ""))
+        if tape is None:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        return tape
+
+    async def _clock(self, request: web.Request) -> web.Response:
+        return web.json_response({"data_ms": self.clock(), "wall_ms": int(time.time() * 1000), "speed": self.speed})
+
+    async def _time(self, request: web.Request) -> web.Response:
+        return self._failure(request) or web.json_response({"serverTime": self.clock()})
+
+    async def _exchange_info(self, request: web.Request) -> web.Response:
+        failed = self._failure(request)
+        if failed:
+            return failed
+        info = json.loads(EXCHANGE_INFO.read_text())
+        template = next(s for s in info["symbols"] if s["symbol"] == "BTCUSDT")
+        symbols = []
+        for mid, tape in self.tapes.items():
+            base, quote = tape.symbol.split("/")
+            entry = copy.deepcopy(template)
+            entry.update(symbol=mid, baseAsset=base, quoteAsset=quote)
+            for flt in entry.get("filters", []):  # loosen filters so any recorded price/amount is valid
+                if flt.get("filterType") == "PRICE_FILTER":
+                    flt.update(minPrice="0.00000001", tickSize="0.00000001")
+                if flt.get("filterType") == "LOT_SIZE":
+                    flt.update(minQty="0.00000001", stepSize="0.00000001")
+            symbols.append(entry)
+        info.update(serverTime=self.clock(), symbols=symbols)
+        return web.json_response(info)
+
+    async def _empty_info(self, request: web.Request) -> web.Response:
+        return self._failure(request) or web.json_response(
+            {"timezone": "UTC", "serverTime": self.clock(), "rateLimits": [], "exchangeFilters": [], "assets": [],
+             "symbols": []})
+
+    def _visible(self, tape: Tape) -> int:
+        return int(np.searchsorted(tape.ts, self.clock(), side="right"))
+
+    async def _agg_trades(self, request: web.Request) -> web.Response:
+        failed = self._failure(request)
+        if failed:
+            return failed
+        tape = self._tape(request)
+        if isinstance(tape, web.Response):
+            return tape
+        q = request.query
+        limit = min(int(q.get("limit", 500)), 1000)
+        n = self._visible(tape)
+        if "fromId" in q:
+            lo = int(np.searchsorted(tape.ids[:n], int(q["fromId"]), side="left"))
+        elif "startTime" in q:
+            lo = int(np.searchsorted(tape.ts[:n], int(q["startTime"]), side="left"))
+        else:
+            lo = max(0, n - limit)
+        hi = n
+        if "endTime" in q:
+            hi = min(hi, int(np.searchsorted(tape.ts[:n], int(q["endTime"]), side="right")))
+        hi = min(hi, lo + limit)
+        rows = [{"a": int(tape.ids[k]), "p": _num(tape.price[k]), "q": _num(tape.amount[k]), "f": int(tape.ids[k]),
+                 "l": int(tape.ids[k]), "T": int(tape.ts[k]), "m": bool(tape.buyer_maker[k]), "M": True}
+                for k in range(lo, hi)]
+        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+
+    async def _trades(self, request: web.Request) -> web.Response:
+        failed = self._failure(request)
+        if failed:
+            return failed
+        tape = self._tape(request)
+        if isinstance(tape, web.Response):
+            return tape
+        q = request.query
+        limit = min(int(q.get("limit", 500)), 1000)
+        n = self._visible(tape)
+        lo = int(np.searchsorted(tape.ids[:n], int(q["fromId"]))) if "fromId" in q else max(0, n - limit)
+        hi = min(n, lo + limit)
+        rows = [{"id": int(tape.ids[k]), "price": _num(tape.price[k]), "qty": _num(tape.amount[k]),
+                 "quoteQty": _num(tape.price[k] * tape.amount[k]), "time": int(tape.ts[k]),
+                 "isBuyerMaker": bool(tape.buyer_maker[k]), "isBestMatch": True} for k in range(lo, hi)]
+        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        failed = self._failure(request)
+        if failed:
+            return failed
+        tape = self._tape(request)
+        if isinstance(tape, web.Response):
+            return tape
+        q = request.query
+        interval = q.get("interval", "")
+        if interval not in KLINE_INTERVALS:
+            return web.json_response({"code": -1120, "msg": "Invalid interval."}, status=400)
+        tf = KLINE_INTERVALS[interval]
+        limit = min(int(q.get("limit", 500)), 1000)
+        n = self._visible(tape)
+        lo = int(np.searchsorted(tape.ts[:n], (int(q["startTime"]) // tf) * tf, side="left")) if "startTime" in q else 0
+        hi = n
+        if "endTime" in q:
+            hi = min(hi, int(np.searchsorted(tape.ts[:n], (int(q["endTime"]) // tf) * tf + tf, side="left")))
+        t, o, h, lo_, c, v = trades_to_candles_arrays(tape.ts[lo:hi], tape.price[lo:hi], tape.amount[lo:hi],
+                                                       interval)
+        if "startTime" not in q:
+            t, o, h, lo_, c, v = (a[-limit:] for a in (t, o, h, lo_, c, v))
+        else:
+            t, o, h, lo_, c, v = (a[:limit] for a in (t, o, h, lo_, c, v))
+        rows = [[int(t[k] - tf), _num(o[k]), _num(h[k]), _num(lo_[k]), _num(c[k]), _num(v[k]), int(t[k] - 1),
+                 "0", 0, "0", "0", "0"] for k in range(len(t))]
+        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+
+
+class FakeBinanceThread:
+    """FakeBinance on its own event loop in a daemon thread, for synchronous callers (tests, bench). Context manager.
+
+    Hooks are forwarded thread-safely: `drop_connections()`, `silence()`, `fail_next()`, `hold()`; `clock()`,
+    `served()`, `stats` are read directly.
+    """
+
+    def __init__(self, tapes: list[Tape], **kwargs) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = FakeBinance.__new__(FakeBinance)
+        self._kwargs, self._tapes = kwargs, tapes
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fake-binance", daemon=True)
+
+    def start(self) -> FakeBinanceThread:
+        self._thread.start()
+
+        async def make() -> FakeBinance:
+            server = FakeBinance(self._tapes, **self._kwargs)
+            await server.start()
+            return server
+
+        self.server = asyncio.run_coroutine_threadsafe(make(), self.loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> FakeBinanceThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _call(self, fn, *args):
+        return asyncio.run_coroutine_threadsafe(_async(fn, *args), self.loop).result(timeout=10)
+
+    def drop_connections(self) -> int:
+        return self._call(self.server.drop_connections)
+
+    def silence(self, on: bool = True) -> None:
+        self._call(self.server.silence, on)
+
+    def fail_next(self, count: int, kind: str = "500", path: str | None = None) -> None:
+        self._call(self.server.fail_next, count, kind, path)
+
+    def hold(self, until_ms: int | None) -> None:
+        self._call(self.server.hold, until_ms)
+
+    def subscribed(self, stream: str) -> bool:
+        return self.server.subscribed(stream)
+
+    def clock(self) -> int:
+        return self.server.clock()
+
+    def served(self, symbol: str, until: int | None = None) -> pd.DataFrame:
+        return self.server.served(symbol, until)
+
+    def exchange_urls(self, exchange: str = "binance") -> dict[str, dict[str, str]]:
+        return self.server.exchange_urls(exchange)
+
+    @property
+    def stats(self) -> Stats:
+        return self.server.stats
+
+
+async def _async(fn, *args):
+    return fn(*args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve recorded trades through a fake Binance (loopback).")
+    parser.add_argument("--tape", action="append", required=True, help="PATH:SYMBOL, e.g. trades.csv.gz:XRP/ETH")
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--start-at", type=int, default=None, help="data time (ms) the clock starts at")
+    parser.add_argument("--shift-ms", type=int, default=0, help="add this to every recorded timestamp")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    tapes = []
+    for spec in args.tape:
+        path, _, symbol = spec.rpartition(":")
+        tapes.append(load_tape(path, symbol=symbol).shifted(args.shift_ms))
+
+    async def serve() -> None:
+        server = FakeBinance(tapes, speed=args.speed, start_at=args.start_at, port=args.port)
+        await server.start()
+        print(json.dumps({**server.exchange_urls(), "clock_url": f"{server.rest_url}/fake/clock"}), flush=True)
+        while True:
+            await asyncio.sleep(3600)
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
