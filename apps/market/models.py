@@ -16,8 +16,29 @@ class Market(models.Model):
     timeframe = models.CharField(max_length=4, choices=TIMEFRAME_CHOICES)
     provider = models.CharField(max_length=16, default="ccxt", help_text="Provider registry name")
     watched = models.BooleanField(default=False, help_text="Collect on every beat round even without a bot")
+    class Mode(models.TextChoices):
+        POLL = "poll", "poll (beat-scheduled REST fetch_ohlcv)"
+        STREAM = "stream", "stream (ccxt.pro trades aggregated live by `manage.py stream`)"
+
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.POLL)
+    store_raw_trades = models.BooleanField(default=False, help_text="Stream: also store every trade in raw_trades")
+    flat_fill = models.BooleanField(
+        default=False, help_text="Stream: a minute without trades becomes a flat zero-volume candle (else no candle)"
+    )
+    stream_timeout = models.PositiveIntegerField(
+        default=120, help_text="Stream: seconds without a trade after which the stream is treated as dropped"
+    )
+    stream_fence = models.BigIntegerField(
+        default=0, help_text="Fencing token of the stream lease that last wrote (a stale owner's writes are refused)"
+    )
+    stream_confirmed = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Stream: close time through which stored 1m candles are known complete (a takeover repairs after it)",
+    )
     last_collected_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    failures = models.PositiveIntegerField(default=0, help_text="Consecutive failed collections (backoff)")
+    retry_after = models.DateTimeField(null=True, blank=True, help_text="No collection before this (backoff)")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -118,6 +139,7 @@ class DataGap(models.Model):
         OPEN = "open", "open (to backfill)"
         FILLED = "filled", "filled by backfill"
         EXCHANGE_OUTAGE = "exchange_outage", "exchange has no data (outage)"
+        EMPTY = "empty", "source reported nothing (no trades / no row in the imported file)"
 
     market = models.ForeignKey(Market, on_delete=models.CASCADE, related_name="gaps")
     start_timestamp = models.BigIntegerField(help_text="Close time of the first missing candle")
@@ -138,3 +160,22 @@ class DataGap(models.Model):
 
     def __str__(self) -> str:
         return f"{self.market}: {self.missing} missing from {format_ms(self.start_timestamp)} ({self.status})"
+
+
+class StreamRepair(models.Model):
+    """Data-quality ledger: a range of candles a stream rebuilt from REST after it (re)connected or took a market over
+    (close times, inclusive), so what was repaired, when and why stays visible after the holes are gone."""
+
+    market = models.ForeignKey(Market, on_delete=models.CASCADE, related_name="stream_repairs")
+    start_timestamp = models.BigIntegerField(help_text="Close time of the first repaired candle")
+    end_timestamp = models.BigIntegerField(help_text="Close time of the last repaired candle")
+    trades = models.PositiveIntegerField(default=0, help_text="Trades fetched by REST")
+    candles = models.PositiveIntegerField(default=0, help_text="Candles built from them (minutes without trades: none)")
+    reason = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["market", "start_timestamp"]
+
+    def __str__(self) -> str:
+        return f"{self.market}: repaired {format_ms(self.start_timestamp)} .. {format_ms(self.end_timestamp)}"

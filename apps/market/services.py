@@ -17,7 +17,7 @@ from django.db import transaction
 
 from apps.common.errors import ApplicationError
 from apps.market.ledger import refresh_ledger
-from apps.market.models import Market
+from apps.market.models import DataGap, Market, StreamRepair
 from apps.market.partitions import ensure_partitions_for
 from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
@@ -159,14 +159,19 @@ def market_delete(*, market: Market) -> None:
     Market.objects.filter(pk=market.pk).delete()
 
 
+class StaleLeaseError(ApplicationError):
+    """A stream process wrote with a fencing token older than the market's: another process owns the market now."""
+
+
 def ingest_candles(
-    *, exchange: str, symbol: str, timeframe: str, df: pd.DataFrame, publish: bool = True
+    *, exchange: str, symbol: str, timeframe: str, df: pd.DataFrame, publish: bool = True, fence: int | None = None
 ) -> IngestResult:
     """Validate, upsert and ledger a batch of closed candles (close-time labels) in one transaction.
 
     Rejected rows are reported (and logged), never stored; the valid rest is. With `publish=True` the NEW candles are
     published on `market:{symbol}` and `candles_closed` is sent after commit; `publish=False` is for bulk history
-    (imports, backfills) that no live consumer should react to.
+    (imports, backfills) that no live consumer should react to. `fence` (stream processes): the writer's lease token;
+    a token older than the one that last wrote this market raises StaleLeaseError and nothing is written.
     """
     label = f"{exchange} {symbol}"
     valid, rejected = validate_candles(df, market=label, timeframe=timeframe)
@@ -177,7 +182,15 @@ def ingest_candles(
     with transaction.atomic():
         market = get_or_create_market(exchange, symbol, timeframe)
         # Serialise ingests of one market (collector vs backfill): upsert and ledger then see a stable table.
-        Market.objects.select_for_update().filter(pk=market.pk).first()
+        locked = Market.objects.select_for_update().filter(pk=market.pk).first()
+        if fence is not None:
+            if locked.stream_fence > fence:
+                raise StaleLeaseError(
+                    f"{label} {timeframe}: lease token {fence} is stale (market fenced at {locked.stream_fence})",
+                    field="fence",
+                )
+            if locked.stream_fence < fence:
+                Market.objects.filter(pk=market.pk).update(stream_fence=fence)
         up = upsert_candles(exchange=exchange, symbol=symbol, timeframe=timeframe, df=valid)
         if up.inserted:  # only new rows change coverage
             refresh_ledger(market, start=up.inserted[0], end=up.inserted[-1])
@@ -276,3 +289,39 @@ def resample_stored(
     source = candle_frame(exchange=exchange, symbol=symbol, timeframe=source_tf, start=source_start, end=end)
     frame = resample_candles(source, source_tf, target_tf, complete_only=True)
     return ingest_candles(exchange=exchange, symbol=symbol, timeframe=target_tf, df=frame, publish=publish)
+
+
+def mark_source_empty(*, market: Market, start: int, end: int, note: str) -> int:
+    """Open gaps lying wholly inside [start, end] (close times) become `empty`: the source was watched or read there
+    and had nothing (no trade in those minutes / no row in the imported file). Rollups then build the buckets around
+    them; backfill does not chase them. Returns how many gaps changed."""
+    return DataGap.objects.filter(
+        market=market, status=DataGap.Status.OPEN, start_timestamp__gte=start, end_timestamp__lte=end
+    ).update(status=DataGap.Status.EMPTY, note=note[:200])
+
+
+def record_stream_repair(*, market: Market, start: int, end: int, trades: int, candles: int, reason: str) -> None:
+    StreamRepair.objects.create(
+        market=market, start_timestamp=start, end_timestamp=end, trades=trades, candles=candles, reason=reason[:200]
+    )
+
+
+def rollup_targets(market: Market) -> list[str]:
+    """Higher timeframes of the market's symbol that are watched: live rollups of its 1m candles feed them."""
+    if market.timeframe != "1m":
+        return []
+    return list(
+        Market.objects.filter(exchange=market.exchange, symbol=market.symbol, watched=True)
+        .exclude(timeframe="1m")
+        .values_list("timeframe", flat=True)
+    )
+
+
+def enqueue_rollups(*, market: Market, timestamps: list[int], targets: list[str]) -> list[str]:
+    """After commit, a rollup task for every target timeframe whose bucket one of the new 1m candles closes."""
+    from apps.market.tasks import rollup_task
+
+    due = [tf for tf in targets if any(t % timeframe_ms(tf) == 0 for t in timestamps)]
+    for tf in due:
+        transaction.on_commit(lambda tf=tf: rollup_task.delay(market.exchange, market.symbol, tf))
+    return due

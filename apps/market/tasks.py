@@ -60,3 +60,12 @@ def backfill_task(
     from apps.market.collector import backfill
 
     return backfill(exchange, symbol, timeframe, since, until, provider=provider, progress=False).to_dict()
+
+
+@shared_task(acks_late=True)
+def rollup_task(exchange: str, symbol: str, timeframe: str) -> dict[str, Any]:
+    """Live rollup: build the newly complete `timeframe` candles from stored 1m candles (published like any new one)."""
+    from apps.market.services import resample_stored
+
+    result = resample_stored(exchange=exchange, symbol=symbol, source_tf="1m", target_tf=timeframe, publish=True)
+    return {"new": len(result.new_timestamps), "updated": result.updated}

@@ -1,0 +1,534 @@
+"""The `stream` role: ccxt.pro trade streams -> 1m candles, stored and published within moments of the close.
+
+One `StreamProcess` per `manage.py stream`. Every few seconds it renews the leases of its markets and tries to lease
+the free ones (apps.market.lease: Redis, fenced), so each streamed market is owned by exactly one process and a dead
+process's markets are taken over within the lease TTL plus one round. Each owned market runs a `MarketStream`:
+
+1. (Re)connect at clock time c. The bucket in progress at c is never built from the stream (it started before we
+   listened); the stream is trusted from the next minute boundary b = floor(c) + 1m.
+2. Repair: once b has passed (a trade at/after b arrived, or the clock reached b + grace) every minute from the last
+   stored candle up to b is rebuilt from REST `fetch_trades` (paged, same aggregation code) and stored, BEFORE any
+   later candle is published; the ledger (StreamRepair) records it. So a start mid-minute, a dropped connection and
+   a takeover all end the same way: no partial candle, no hole, no doubled candle.
+3. Live: trades go into a `live.CandleBuilder`; a bucket closes when a trade at/after its close arrives or the clock
+   passes close + grace (TRADEBOT_STREAM_GRACE_MS). Closed candles are ingested with the lease token (validate,
+   upsert, ledger, publish `market:{symbol}` after commit, `candles_closed` -> bot ticks, rollups to the watched
+   higher timeframes); minutes seen without trades are marked `empty` in the ledger.
+4. A network error, or no trade for `Market.stream_timeout` seconds (a silent stream), is a drop: close the client,
+   back off (exponential, jittered) and go to 1.
+
+Raw trades are stored (COPY into month partitions created on demand) when Market.store_raw_trades is on.
+Database work runs in worker threads (Django's ORM is synchronous); one market's writes stay in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.db import close_old_connections
+
+from apps.market.aggregation import trades_to_candles
+from apps.market.live import CandleBuilder, Closed, fill_flat
+from apps.market.models import Market
+from apps.market.timeframes import format_ms
+
+logger = logging.getLogger(__name__)
+
+TF = 60_000
+RECHECK_MINUTES = 2  # on takeover / start, the last minutes stored by the previous owner are rebuilt from REST
+MAX_REPAIR_MINUTES = 24 * 60  # older holes are left to backfill (an open gap in the ledger)
+TRADES_LIMIT = 100_000
+# Exchanges whose public trade ids are consecutive per market (Binance's `t` / `a`): a jump means trades were lost on
+# a connection that looked alive, which is handled like a drop (REST repair).
+CONSECUTIVE_TRADE_IDS = {"binance", "binanceus"}
+
+
+class Dropped(Exception):
+    """The stream is gone (network error, closed socket) or silent for too long."""
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def make_clock(url: str | None = None) -> Callable[[], int]:
+    """'Now' in ms: the wall clock, or (testing/bench) the clock of a fake exchange at TRADEBOT_STREAM_CLOCK_URL."""
+    url = url if url is not None else getattr(settings, "TRADEBOT_STREAM_CLOCK_URL", "")
+    if not url:
+        return wall_ms
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - a configured local URL
+        info = json.loads(resp.read())
+    data0, wall0, speed = int(info["data_ms"]), time.time() * 1000.0, float(info["speed"])
+    return lambda: int(data0 + (time.time() * 1000.0 - wall0) * speed)
+
+
+_CLOSING: set[asyncio.Future] = set()
+
+
+async def _close_quietly(client) -> None:
+    try:
+        await asyncio.wait_for(client.close(), timeout=10)
+    except Exception:  # noqa: BLE001 - closing a broken client
+        pass
+
+
+def _key(trade: dict) -> tuple[int, int | str]:
+    tid = trade.get("id")
+    try:
+        return int(trade["timestamp"]), int(tid)
+    except (TypeError, ValueError):
+        return int(trade["timestamp"]), str(tid)
+
+
+@dataclass
+class StreamStats:
+    trades: int = 0
+    candles: int = 0
+    repairs: int = 0
+    repaired_candles: int = 0
+    drops: int = 0
+    silent_drops: int = 0
+    late_trades: int = 0
+    raw_trades: int = 0
+    published: list[int] = field(default_factory=list)  # close times ingested as new, in order
+
+
+class MarketStream:
+    """One leased market: watch, aggregate, repair, ingest (see the module docstring)."""
+
+    def __init__(self, market: Market, fence: int, *, clock: Callable[[], int], db: ThreadPoolExecutor,
+                 raw_db: ThreadPoolExecutor, grace_ms: int | None = None, client_config: dict | None = None,
+                 backoff: float = 0.5, max_backoff: float = 30.0, tick_s: float = 0.02) -> None:
+        self.market = market
+        self.fence = fence
+        self.clock = clock
+        self.db, self.raw_db = db, raw_db
+        self.grace = int(settings.TRADEBOT_STREAM_GRACE_MS if grace_ms is None else grace_ms)
+        self.client_config = client_config or {}
+        self.backoff, self.max_backoff, self.tick_s = backoff, max_backoff, tick_s
+        self.stats = StreamStats()
+        self.last_stored: int | None = None  # close time of the newest stored 1m candle
+        self.last_price: float | None = None  # its close price (flat fill)
+        # Newest close time known complete: a candle closed by the clock (close + grace) is confirmed only once a
+        # later trade arrives on the same connection; after a drop, repair starts here (and corrects what it finds).
+        self.confirmed: int | None = None
+        self.rollups: list[str] = []
+        self._raw_pending: asyncio.Future | None = None
+
+    # --- db helpers ------------------------------------------------------------------------------------------------
+    async def _db(self, fn, *args, pool: ThreadPoolExecutor | None = None, **kwargs):
+        def run():
+            close_old_connections()
+            return fn(*args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(pool or self.db, run)
+
+    def _load_state(self) -> tuple[int | None, float | None, list[str], Market]:
+        from apps.market.models import Candle
+        from apps.market.services import rollup_targets
+
+        market = Market.objects.get(pk=self.market.pk)
+        last = (Candle.objects.filter(exchange=market.exchange, symbol=market.symbol, timeframe="1m")
+                .order_by("-timestamp").values_list("timestamp", "close").first())
+        return (last[0] if last else None), (last[1] if last else None), rollup_targets(market), market
+
+    def _ingest(self, frame: pd.DataFrame, observed_from: int, through: int, updated: bool = False):
+        from apps.market.services import enqueue_rollups, ingest_candles, mark_source_empty
+
+        m = self.market
+        from django.db import transaction
+
+        with transaction.atomic():
+            result = ingest_candles(exchange=m.exchange, symbol=m.symbol, timeframe="1m", df=frame, publish=True,
+                                    fence=self.fence)
+            if result.new_timestamps and self.rollups:
+                enqueue_rollups(market=m, timestamps=result.new_timestamps, targets=self.rollups)
+            if self.confirmed is not None:
+                Market.objects.filter(pk=m.pk).update(stream_confirmed=self.confirmed)
+            if through > observed_from:
+                mark_source_empty(market=m, start=observed_from, end=through,
+                                  note="stream: no trades in these minutes")
+        return (result.new_timestamps, result.updated) if updated else result.new_timestamps
+
+    def _store_raw(self, frame: pd.DataFrame) -> int:
+        from apps.market.services import ingest_trades
+
+        return ingest_trades(exchange=self.market.exchange, symbol=self.market.symbol, df=frame)
+
+    # --- client ----------------------------------------------------------------------------------------------------
+    def _client(self):
+        from apps.market.providers.ccxt import make_pro_client
+
+        config = {**self.client_config}
+        config["options"] = {"tradesLimit": TRADES_LIMIT, **config.get("options", {})}
+        return make_pro_client(self.market.exchange, config)
+
+    # --- main loop -------------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.last_stored, self.last_price, self.rollups, self.market = await self._db(self._load_state)
+        if self.market.stream_confirmed is not None:  # what the previous owner knew complete; repair after it
+            self.confirmed = self.market.stream_confirmed
+        elif self.last_stored is not None:  # no stream wrote here yet: recheck the newest minutes anyway
+            self.confirmed = self.last_stored - RECHECK_MINUTES * TF
+        delay = self.backoff
+        while True:
+            client = self._client()
+            try:
+                await self._session(client)
+                return
+            except (Dropped, ccxt.NetworkError) as exc:
+                self.stats.drops += 1
+                logger.warning("stream %s dropped (%s: %s); reconnecting in %.1fs", self.market, type(exc).__name__,
+                               exc, delay)
+            except ccxt.ExchangeError as exc:
+                self.stats.drops += 1
+                logger.warning("stream %s: exchange error %s: %s; retry in %.1fs", self.market, type(exc).__name__,
+                               exc, delay)
+            finally:
+                # Close in the background: a half-dead socket can take the whole close timeout to answer.
+                closing = asyncio.ensure_future(_close_quietly(client))
+                _CLOSING.add(closing)
+                closing.add_done_callback(_CLOSING.discard)
+            await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: processes do not reconnect in lockstep
+            delay = min(delay * 2, self.max_backoff)
+
+    async def _session(self, client) -> None:
+        m = self.market
+        await client.load_markets()
+        connected_at = self.clock()
+        boundary = (connected_at // TF) * TF + TF
+        builder = CandleBuilder("1m", start=boundary, flat_fill=m.flat_fill, last_close=self.last_price)
+        repaired = False
+        ready: list[Closed] = []
+        last_key: tuple | None = None
+        last_activity = time.monotonic()
+        max_seen = -1
+        late_seen = 0
+        late_floor = 2**62  # open time of the oldest candle a late trade belongs to
+        consecutive = m.exchange in CONSECUTIVE_TRADE_IDS
+        prev_id: int | None = None
+        first_live_id: int | None = None
+        conns: set[int] | None = None  # the websocket clients of this session (ccxt may reconnect behind our back)
+        watch = asyncio.ensure_future(client.watch_trades(m.symbol))
+        raw_rows: list[tuple] = []
+        try:
+            while True:
+                done, _ = await asyncio.wait({watch}, timeout=self.tick_s)
+                if watch in done:
+                    watch.result()  # raises on a dropped connection
+                    if conns is None:
+                        conns = {id(c) for c in (client.clients or {}).values()}
+                    cache = client.trades.get(m.symbol) or []
+                    new = []
+                    for trade in reversed(cache):
+                        k = _key(trade)
+                        if last_key is not None and k <= last_key:
+                            break
+                        new.append(trade)
+                    new.reverse()
+                    if new:
+                        if last_key is not None and len(new) == len(cache):
+                            logger.warning("stream %s: trade cache overflowed; treating as a drop", m)
+                            raise Dropped("trade cache overflow")
+                        last_key = _key(new[-1])
+                        last_activity = time.monotonic()
+                        self.stats.trades += len(new)
+                        for trade in new:
+                            ts = int(trade["timestamp"])
+                            if consecutive and ts >= boundary:  # REST covers what came before the boundary
+                                tid = int(trade["id"])
+                                if prev_id is not None and tid != prev_id + 1:
+                                    raise Dropped(f"trade ids jump from {prev_id} to {tid}: trades were lost")
+                                if first_live_id is None:
+                                    first_live_id = tid
+                                prev_id = tid
+                            max_seen = max(max_seen, ts)
+                            before = builder.late
+                            closed = builder.add(ts, float(trade["price"]), float(trade["amount"]))
+                            if builder.late > before:
+                                late_floor = min(late_floor, (ts // TF) * TF)
+                            if closed is not None:
+                                ready.append(closed)
+                            if m.store_raw_trades and ts >= boundary:
+                                raw_rows.append((ts, float(trade["price"]), float(trade["amount"]),
+                                                 trade.get("side") or "", str(trade.get("id") or "")))
+                    watch = asyncio.ensure_future(client.watch_trades(m.symbol))
+                    if repaired and self.last_stored is not None:
+                        self.confirmed = max(self.confirmed or 0, min(self.last_stored, (max_seen // TF) * TF))
+                if conns is not None:
+                    current = client.clients or {}
+                    if {id(c) for c in current.values()} != conns or any(c.closed() for c in current.values()):
+                        raise Dropped("websocket closed")
+                now = self.clock()
+                if not repaired and (max_seen >= boundary or now >= boundary + self.grace):
+                    rest_last = await self._repair(client, boundary,
+                                                   reason="stream (re)connected at " + format_ms(connected_at))
+                    repaired = True
+                    if consecutive and rest_last is not None:
+                        if first_live_id is not None and first_live_id != rest_last + 1:
+                            raise Dropped(f"first streamed trade {first_live_id} does not follow REST's {rest_last}")
+                        if first_live_id is None:
+                            prev_id = rest_last
+                    if builder.open_at == boundary:  # nothing built live yet: flat fill continues from the repair
+                        builder.last_close = self.last_price
+                closed = builder.close_due(now, self.grace)
+                if closed is not None:
+                    ready.append(closed)
+                if repaired and ready:
+                    batch, ready = ready, []
+                    await self._flush(batch)
+                    if raw_rows:
+                        await self._flush_raw(raw_rows)
+                        raw_rows = []
+                if builder.late > late_seen:  # a trade for a candle the clock already closed: rebuild it from REST
+                    late_seen = builder.late
+                    logger.warning("stream %s: %d trade(s) arrived after the clock closed their candle; rebuilding "
+                                   "from REST (confirmed through %s)", m, builder.late,
+                                   format_ms(self.confirmed) if self.confirmed else None)
+                    self.confirmed = late_floor if self.confirmed is None else min(self.confirmed, late_floor)
+                    late_floor = 2**62
+                    if repaired:
+                        await self._repair(client, builder.open_at, reason="late trade after a clock close")
+                silent_for = time.monotonic() - last_activity
+                if silent_for > m.stream_timeout:
+                    self.stats.silent_drops += 1
+                    raise Dropped(f"no trade for {silent_for:.1f}s (stream_timeout {m.stream_timeout}s)")
+        finally:
+            self.stats.late_trades += builder.late
+            watch.cancel()
+            if self._raw_pending is not None:
+                await asyncio.shield(self._raw_pending)
+
+    async def _flush(self, batch: list[Closed]) -> None:
+        frames = [c.candles for c in batch if len(c.candles)]
+        through = batch[-1].through
+        observed_from = self.last_stored if self.last_stored is not None else through
+        frame = pd.concat(frames, ignore_index=True) if frames else None
+        if frame is None:
+            return
+        new = await self._db(self._ingest, frame, observed_from, through)
+        self.last_price = float(frame["close"].iat[-1])
+        self.stats.candles += len(new)
+        self.stats.published += new
+        if new:
+            self.last_stored = max(self.last_stored or 0, new[-1])
+
+    async def _flush_raw(self, rows: list[tuple]) -> None:
+        frame = pd.DataFrame(rows, columns=["timestamp", "price", "amount", "side", "trade_id"])
+        if self._raw_pending is not None:
+            await self._raw_pending  # one raw batch in flight per market: bounded memory, in order
+        loop = asyncio.get_running_loop()
+
+        def run():
+            close_old_connections()
+            return self._store_raw(frame)
+
+        self._raw_pending = loop.run_in_executor(self.raw_db, run)
+        self._raw_pending.add_done_callback(self._raw_done)
+
+    def _raw_done(self, fut) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            logger.error("stream %s: storing raw trades failed: %s", self.market, fut.exception())
+        else:
+            self.stats.raw_trades += fut.result()
+
+    # --- REST repair -----------------------------------------------------------------------------------------------
+    async def _repair(self, client, boundary: int, *, reason: str) -> int | None:
+        """Store every minute from the last confirmed candle up to `boundary` (exclusive end) from REST trades.
+        Returns the id of the last trade before `boundary` when ids are numeric (None when nothing was fetched)."""
+        m = self.market
+        start = self.confirmed if self.confirmed is not None else self.last_stored
+        start = start if start is not None else boundary - TF
+        start = max(start, boundary - MAX_REPAIR_MINUTES * TF)
+        if start >= boundary:
+            return None
+        delay = self.backoff
+        while True:
+            try:
+                trades = await self._fetch_trades(client, start, boundary)
+                break
+            except ccxt.NetworkError as exc:  # keep later candles held back: a bot must never see a hole
+                logger.warning("stream %s: REST repair failed (%s: %s); retry in %.1fs", m, type(exc).__name__,
+                               exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.max_backoff)
+        frame = trades_to_candles(trades["ts"], trades["price"], trades["amount"], "1m")
+        frame = frame.loc[(frame["timestamp"] > start) & (frame["timestamp"] <= boundary)].reset_index(drop=True)
+        if m.flat_fill:
+            frame = fill_flat(frame, start + TF, boundary, TF, self.last_price)
+        if len(frame):
+            self.last_price = float(frame["close"].iat[-1])
+        new: list[int] = []
+        corrected = 0
+        if len(frame):
+            new, corrected = await self._db(self._ingest, frame, start, boundary, True)
+        if corrected:
+            logger.warning("stream %s: %d candle(s) closed by the clock were missing trades; corrected from REST",
+                           m, corrected)
+        if m.store_raw_trades and len(trades["ts"]):
+            rows = list(zip(trades["ts"].tolist(), trades["price"].tolist(), trades["amount"].tolist(),
+                            trades["side"], trades["id"], strict=True))
+            await self._flush_raw(rows)
+        await self._db(self._record_repair, start + TF, boundary, len(trades["ts"]), len(frame), reason)
+        self.stats.repairs += 1
+        self.stats.repaired_candles += len(new)
+        self.stats.published += new
+        self.last_stored = boundary if self.last_stored is None else max(self.last_stored, boundary)
+        self.confirmed = boundary
+        if new:
+            logger.info("stream %s: repaired %d candles %s .. %s from %d REST trades", m, len(new),
+                        format_ms(new[0]), format_ms(new[-1]), len(trades["ts"]))
+        try:
+            return max(int(i) for i in trades["id"]) if trades["id"] else None
+        except ValueError:
+            return None
+
+    def _record_repair(self, start: int, end: int, trades: int, candles: int, reason: str) -> None:
+        from apps.market.services import record_stream_repair
+
+        record_stream_repair(market=self.market, start=start, end=end, trades=trades, candles=candles, reason=reason)
+
+    async def _fetch_trades(self, client, start: int, end: int) -> dict[str, Any]:
+        """Trades with start <= timestamp < end, paged through fetch_trades (since + until), deduplicated by id."""
+        ts: list[int] = []
+        price: list[float] = []
+        amount: list[float] = []
+        side: list[str] = []
+        ids: list[str] = []
+        seen: set[str] = set()
+        since = start
+        limit = 1000
+        window = 3_600_000  # Binance aggTrades: startTime..endTime at most one hour
+        while since < end:
+            until = min(since + window, end) - 1
+            page = await client.fetch_trades(self.market.symbol, since=since, limit=limit, params={"until": until})
+            page = [t for t in page if start <= int(t["timestamp"]) < end]
+            fresh = [t for t in page if str(t.get("id")) not in seen]
+            for t in fresh:
+                seen.add(str(t.get("id")))
+                ts.append(int(t["timestamp"]))
+                price.append(float(t["price"]))
+                amount.append(float(t["amount"]))
+                side.append(t.get("side") or "")
+                ids.append(str(t.get("id") or ""))
+            if len(page) >= limit and fresh:
+                since = int(page[-1]["timestamp"])  # same-ms trades on the page edge come again: deduplicated
+            else:
+                since = until + 1
+        order = np.argsort(np.asarray(ts, dtype=np.int64), kind="stable")
+        return {
+            "ts": np.asarray(ts, dtype=np.int64)[order], "price": np.asarray(price)[order],
+            "amount": np.asarray(amount)[order], "side": [side[i] for i in order], "id": [ids[i] for i in order],
+        }
+
+
+def _warm_up() -> None:
+    """Compile the aggregation kernels now: a first-call JIT compile inside the event loop would stall lease renewal."""
+    trades_to_candles(np.array([0, 1], dtype=np.int64), np.array([1.0, 1.0]), np.array([1.0, 1.0]), "1m")
+
+
+class StreamProcess:
+    """Leases streamed markets and runs a MarketStream for each one it owns (see the module docstring)."""
+
+    def __init__(self, *, market_ids: list[int] | None = None, clock: Callable[[], int] | None = None,
+                 owner: str | None = None, renew_ms: int | None = None, lease_ms: int | None = None,
+                 grace_ms: int | None = None, max_markets: int | None = None) -> None:
+        from apps.market.lease import Leases
+
+        self.market_ids = market_ids
+        self.clock = clock or make_clock()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leases = Leases(self.owner, ttl_ms=lease_ms)
+        self.renew_s = int(renew_ms or settings.TRADEBOT_STREAM_RENEW_MS) / 1000.0
+        self.grace_ms = grace_ms
+        self.max_markets = max_markets
+        self.db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stream-db")
+        self.raw_db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-raw")
+        self.streams: dict[int, MarketStream] = {}
+        self.tasks: dict[int, asyncio.Task] = {}
+        self._stop = asyncio.Event()
+        _warm_up()
+
+    def _markets(self) -> list[Market]:
+        close_old_connections()
+        qs = Market.objects.filter(mode=Market.Mode.STREAM, watched=True, timeframe="1m")
+        if self.market_ids is not None:
+            qs = qs.filter(pk__in=self.market_ids)
+        return list(qs.order_by("pk"))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, rounds: int | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        n = 0
+        try:
+            while not self._stop.is_set():
+                await self._round(await loop.run_in_executor(self.db, self._markets))
+                n += 1
+                if rounds is not None and n >= rounds:
+                    break
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=self.renew_s)
+                except TimeoutError:
+                    pass
+        finally:
+            for mid in list(self.tasks):
+                await self._drop(mid, release=True)
+            self.db.shutdown(wait=True)
+            self.raw_db.shutdown(wait=True)
+
+    async def _round(self, markets: list[Market]) -> None:
+        wanted = {m.pk: m for m in markets}
+        for mid in list(self.tasks):
+            task = self.tasks[mid]
+            if mid not in wanted:
+                await self._drop(mid, release=True)
+            elif not self.leases.renew(mid):
+                logger.warning("stream %s: lease lost; stopping it here", self.streams[mid].market)
+                await self._drop(mid, release=False)
+            elif task.done():
+                exc = task.exception() if not task.cancelled() else None
+                logger.error("stream %s stopped (%s); restarting", self.streams[mid].market, exc)
+                await self._drop(mid, release=False)
+        for mid, market in wanted.items():
+            if mid in self.tasks:
+                continue
+            if self.max_markets is not None and len(self.tasks) >= self.max_markets:
+                break
+            fence = self.leases.acquire(mid)
+            if fence is None:
+                continue
+            logger.info("stream %s: leased by %s (token %d)", market, self.owner, fence)
+            stream = MarketStream(market, fence, clock=self.clock, db=self.db, raw_db=self.raw_db,
+                                  grace_ms=self.grace_ms)
+            self.streams[mid] = stream
+            self.tasks[mid] = asyncio.create_task(stream.run(), name=f"stream-{market}")
+
+    async def _drop(self, mid: int, *, release: bool) -> None:
+        task = self.tasks.pop(mid)
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - already logged / being stopped
+            pass
+        if release:
+            self.leases.release(mid)
