@@ -12,8 +12,8 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.market.models import Market
 from apps.common.errors import ApplicationError
+from apps.market.models import Market
 from apps.market.services import market_watch
 
 logger = logging.getLogger("apps.market.stream")
