@@ -75,6 +75,7 @@ def run_stream(fake, until_data_ms: int, *, during=None, grace_ms: int, processe
             if during is not None:
                 during(fake, fake.clock(), procs, tasks)
             await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # let trades in flight (and repairs they trigger) land before stopping
         for p in procs:
             p.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -183,7 +184,7 @@ def test_given_kraken_trades_with_flat_fill_when_streamed_then_candles_equal_kra
     kraken = pd.read_csv(folder / "kraken_XBTUSDT-1m_partA.csv")
     kraken["timestamp"] += TF  # open -> close label
     stream_market("BTC/USDT", stream_timeout=60, flat_fill=True)
-    speed = 2000
+    speed = 1000
     start = int(tape.ts[0]) - 1
     fake = fake_exchange([tape], speed=speed, start_at=start, paused=True)
     run_stream(fake, int(kraken["timestamp"].iat[-1]), grace_ms=speed * 40)
