@@ -7,6 +7,8 @@ most of its time building an index (see bench/aggregate.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from numba import njit
@@ -218,6 +220,25 @@ def _fill_flat(t, o, h, lo, c, v, tf: int) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What is known about a source series (source close times, inclusive): it was fetched from `first` through
+    `last`, except the `pending` ranges (open gaps: not fetched yet). Holes outside `pending` are settled: the source
+    had nothing there."""
+
+    first: int
+    last: int
+    pending: tuple[tuple[int, int], ...] = ()
+
+    def mask(self, bucket_closes: np.ndarray, src: int, tgt: int) -> np.ndarray:
+        """True for the buckets (target close times) whose every source interval is settled."""
+        lo = bucket_closes - tgt + src  # first source close time in the bucket
+        ok = (lo >= self.first) & (bucket_closes <= self.last)
+        for a, b in self.pending:
+            ok &= ~((lo <= b) & (bucket_closes >= a))
+        return ok
+
+
 def check_resample(source_tf: str, target_tf: str) -> tuple[int, int]:
     """(source ms, target ms), or TimeframeError when the target is not a whole multiple of the source."""
     src = timeframe_ms(source_tf)
@@ -230,7 +251,8 @@ def check_resample(source_tf: str, target_tf: str) -> tuple[int, int]:
 
 
 def resample_candles(
-    df: pd.DataFrame, source_tf: str, target_tf: str, *, complete_only: bool = True
+    df: pd.DataFrame, source_tf: str, target_tf: str, *, complete_only: bool = True,
+    settled: Settled | None = None,
 ) -> pd.DataFrame:
     """Candle frame of `target_tf` from a candle frame of `source_tf` (close labels on both sides).
 
@@ -239,6 +261,11 @@ def resample_candles(
     of its target/source source candles is DROPPED, so an exchange outage (e.g. Binance 2023-03-24, 80 missing 1m
     candles) or the still-forming end of the data never yields a wrong candle; `complete_only=False` keeps such
     partial buckets. Unsorted input is sorted; duplicate or off-grid source timestamps are a ValueError.
+
+    With `settled` (what the ledger knows about the source, see `Settled`) the rule is the exchanges' own instead: an
+    interval the source reported nothing for (no trades, exchange down: an `empty` / `exchange_outage` gap) contributes
+    nothing and the bucket is still built from the rest; a bucket is held back only while one of its intervals is not
+    fetched yet (an open gap, or outside what was fetched) — so the still-forming bucket is never built.
     """
     src, tgt = check_resample(source_tf, target_tf)
     missing = [c for c in CANDLE_COLUMNS if c not in df.columns]
@@ -270,6 +297,8 @@ def resample_candles(
         {"timestamp": out_ts[keep], "open": o[keep], "high": h[keep], "low": lo[keep], "close": c[keep],
          "volume": v[keep]}
     )
-    if complete_only:
+    if settled is not None:
+        out = out.loc[settled.mask(out["timestamp"].to_numpy(), src, tgt)].reset_index(drop=True)
+    elif complete_only:
         out = out.loc[cnt[keep] == tgt // src].reset_index(drop=True)
     return out

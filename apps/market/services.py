@@ -265,6 +265,27 @@ def ingest_trades(*, exchange: str, symbol: str, df: pd.DataFrame) -> int:
     return ingest_trades_detailed(exchange=exchange, symbol=symbol, df=df).inserted
 
 
+def settled_source(exchange: str, symbol: str, timeframe: str):
+    """The ledger's view of a stored series for rollups (aggregation.Settled), or None when nothing is stored.
+
+    Fetched = from the first to the last stored candle; pending = the OPEN gaps between (not fetched yet). Gaps marked
+    `empty` (the stream saw no trade; an imported file has no row there) or `exchange_outage` (backfill asked and the
+    exchange had nothing) are settled: they contribute nothing and never hold a bucket back."""
+    from apps.market.aggregation import Settled
+    from apps.market.models import Candle
+
+    rows = Candle.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe)
+    first = rows.order_by("timestamp").values_list("timestamp", flat=True).first()
+    if first is None:
+        return None
+    last = rows.order_by("-timestamp").values_list("timestamp", flat=True).first()
+    pending = tuple(
+        DataGap.objects.filter(market__exchange=exchange, market__symbol=symbol, market__timeframe=timeframe,
+                               status=DataGap.Status.OPEN).values_list("start_timestamp", "end_timestamp")
+    )
+    return Settled(first=int(first), last=int(last), pending=pending)
+
+
 def resample_stored(
     *,
     exchange: str,
@@ -287,7 +308,7 @@ def resample_stored(
         start = last_candle_timestamp(exchange, symbol, target_tf)
     source_start = None if start is None else start - tgt + src
     source = candle_frame(exchange=exchange, symbol=symbol, timeframe=source_tf, start=source_start, end=end)
-    frame = resample_candles(source, source_tf, target_tf, complete_only=True)
+    frame = resample_candles(source, source_tf, target_tf, settled=settled_source(exchange, symbol, source_tf))
     return ingest_candles(exchange=exchange, symbol=symbol, timeframe=target_tf, df=frame, publish=publish)
 
 
@@ -325,3 +346,51 @@ def enqueue_rollups(*, market: Market, timestamps: list[int], targets: list[str]
     for tf in due:
         transaction.on_commit(lambda tf=tf: rollup_task.delay(market.exchange, market.symbol, tf))
     return due
+
+
+FIT_ROWS = 200
+
+
+def describe_spacing(timestamps, timeframe: str) -> str | None:
+    """None when close times fit `timeframe` (on its grid, rows a whole number of timeframes apart); else one phrase
+    saying what the file looks like, e.g. "rows are 1h apart" or "timestamps are not on the 1h grid"."""
+    from apps.market.timeframes import TIMEFRAME_MS
+
+    tf = timeframe_ms(timeframe)
+    if len(timestamps) == 0:
+        return None
+    names = {ms: name for name, ms in TIMEFRAME_MS.items()}
+
+    def human(ms: int) -> str:
+        if ms in names:
+            return names[ms]
+        return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+    head = np.asarray(timestamps, dtype=np.int64)[:FIT_ROWS]  # the first rows, in file order: what the file is
+    diffs = np.diff(np.unique(head))
+    if len(diffs):
+        values, counts = np.unique(diffs, return_counts=True)
+        step = int(values[np.argmax(counts)])  # the usual spacing; holes and a stray bad row do not change it
+        if step < tf or (step > tf and step % tf == 0 and counts.max() * 2 > len(diffs)):
+            return f"rows are {human(step)} apart"
+    off = head % tf != 0
+    if off.sum() * 2 > len(head):  # most rows off the grid: a wrong timeframe, not a few bad rows
+        return f"timestamps are not on the {timeframe} grid (e.g. {int(head[np.flatnonzero(off)[0]])})"
+    return None
+
+
+def changed_candles(*, exchange: str, symbol: str, timeframe: str, df: pd.DataFrame) -> list[int]:
+    """Close times of stored candles that `df` (close-labelled) would change (values differ), ascending."""
+    if len(df) == 0:
+        return []
+    ts = df["timestamp"].to_numpy(dtype=np.int64)
+    stored = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe, start=int(ts.min()),
+                          end=int(ts.max()))
+    if len(stored) == 0:
+        return []
+    merged = stored.merge(df.drop_duplicates("timestamp", keep="last"), on="timestamp", suffixes=("_old", "_new"))
+    diff = np.zeros(len(merged), dtype=bool)
+    for col in ("open", "high", "low", "close", "volume"):
+        a, b = merged[f"{col}_old"].to_numpy(dtype=np.float64), merged[f"{col}_new"].to_numpy(dtype=np.float64)
+        diff |= ~np.isclose(a, b, rtol=1e-12, atol=0.0, equal_nan=False)
+    return sorted(merged.loc[diff, "timestamp"].astype(np.int64).tolist())

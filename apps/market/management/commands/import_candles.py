@@ -10,8 +10,14 @@ from django.core.management.base import CommandError, CommandParser
 
 from apps.common.management import DomainCommand
 from apps.market.csvio import CsvFormatError, read_candle_csv
-from apps.market.services import IngestResult, ingest_candles
-from apps.market.timeframes import TIMEFRAMES, TimeframeError, timeframe_ms
+from apps.market.services import (
+    IngestResult,
+    changed_candles,
+    describe_spacing,
+    ingest_candles,
+    mark_source_empty,
+)
+from apps.market.timeframes import TIMEFRAMES, TimeframeError, format_ms, timeframe_ms
 
 SHOWN_REJECTIONS = 5
 
@@ -31,6 +37,8 @@ class Command(DomainCommand):
         )
         parser.add_argument("--quiet", action="store_true", help="No progress bar (also off when stderr is no TTY)")
         parser.add_argument("--batch-size", type=int, default=200_000, help="rows per transaction (default 200000)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace stored candles whose values differ (without it such an import is refused)")
         parser.add_argument("--publish", action="store_true",
                             help="announce new candles on market:{symbol} and to bots (off for history imports)")
 
@@ -62,6 +70,17 @@ class Command(DomainCommand):
         except (OSError, ValueError) as exc:
             raise CommandError(f"{path}: {exc}")
 
+        misfit = describe_spacing(df["timestamp"].to_numpy(), opts["timeframe"])
+        if misfit:
+            raise CommandError(f"import_candles {path}: refused: {misfit}, not --timeframe {opts['timeframe']}",
+                               returncode=2)
+        changed = changed_candles(exchange=opts["exchange"], symbol=opts["symbol"], timeframe=opts["timeframe"],
+                                  df=df)
+        if changed and not opts["overwrite"]:
+            first = changed[0]
+            raise CommandError(
+                f"import_candles {path}: refused: {len(changed)} stored candle(s) would change (first at "
+                f"{format_ms(first)} close time); re-run with --overwrite to replace them", returncode=2)
         total = IngestResult(received=0, stored=0, rejected=[], new_timestamps=[])
         size = opts["batch_size"]
         from apps.common.progress import progress_bar
@@ -83,6 +102,17 @@ class Command(DomainCommand):
                 bar.update(len(part))
         if bar is not None:
             bar.close()
+        if len(df):
+            # The file is the source for its whole span: a hole inside it is "the source has nothing here" (settled
+            # for rollups), not "not fetched yet".
+            from apps.market.models import Market
+
+            market = Market.objects.filter(exchange=opts["exchange"], symbol=opts["symbol"],
+                                           timeframe=opts["timeframe"]).first()
+            if market is not None:
+                ts = df["timestamp"]
+                mark_source_empty(market=market, start=int(ts.min()), end=int(ts.max()),
+                                  note=f"import: no row in {path}"[:200])
         self.stdout.write(
             f"{path}: {opts['exchange']} {opts['symbol']} {opts['timeframe']} (time label {label}): {total.summary()}"
         )

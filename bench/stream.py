@@ -1,0 +1,231 @@
+"""Benchmark: live candles through the stream role vs beat polling, against the loopback fake Binance. ONE JSON line.
+
+Real recorded trades (Binance XRP/ETH, sample_data/freqtrade_xrp_eth; cloned under 20 symbols with shifted ids for the
+20-market runs) are replayed by the fake exchange in a SEPARATE process (python -m apps.market.testing.binance) at
+1x and 50x their recorded rate. This process runs one StreamProcess (ccxt.pro watch_trades -> CandleBuilder ->
+ingest into PostgreSQL -> publish after commit) and a Redis subscriber on `market:*`:
+
+* latency = wall time the `market:` message is seen minus the wall time the fake's clock passed the candle's close
+  (grace = 250 ms of wall time at every speed), p50/p99 over live candles (REST-repaired start-up minutes excluded);
+* polling baseline in the same run, against the same server: `CcxtProvider.fetch_candles` (fetch_ohlcv) every beat
+  interval (60 s of wall time, the default schedule), latency = when a poll returns the candle minus its close;
+* throughput: the fake pushes all trades of 20 markets as fast as it can (speed 1e6); trades/s = trades aggregated
+  and stored by the one stream process per second of wall time, with raw trades off and on (COPY into partitions).
+
+Durations: BENCH_STREAM_SECONDS (default 150 s per 1x run, 60 s per 50x run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradebot.settings.test")
+
+import django  # noqa: E402
+
+django.setup()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import redis  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from apps.market.models import Candle, DataGap, Market, RawTrade, StreamRepair  # noqa: E402
+from apps.market.stream import StreamProcess, make_clock  # noqa: E402
+from apps.market.testing.binance import load_tape  # noqa: E402
+
+TF = 60_000
+XRP = ROOT / "sample_data" / "freqtrade_xrp_eth" / "binance_XRP_ETH-trades.csv.gz"
+SECONDS_1X = float(os.environ.get("BENCH_STREAM_SECONDS", "150"))
+SECONDS_50X = float(os.environ.get("BENCH_STREAM_SECONDS_50X", "60"))
+BEAT_S = 60.0
+
+
+def symbols(n: int) -> list[str]:
+    return ["XRP/ETH"] + [f"X{i:02d}/ETH" for i in range(1, n)]
+
+
+def write_tapes(n: int, tmp: Path) -> list[str]:
+    """CSV tapes for n markets: the real XRP/ETH trades, and clones with other names and disjoint ids."""
+    df = pd.read_csv(XRP)
+    specs = []
+    for i, sym in enumerate(symbols(n)):
+        path = tmp / f"tape_{i}.csv"
+        if not path.exists():
+            out = df.copy()
+            out["id"] = out["id"] + i * 10_000_000
+            out.to_csv(path, index=False)
+        specs.append(f"{path}:{sym}")
+    return specs
+
+
+def start_fake(specs: list[str], speed: float, start_at: int) -> tuple[subprocess.Popen, dict]:
+    args = [sys.executable, "-m", "apps.market.testing.binance", "--speed", str(speed), "--start-at", str(start_at)]
+    for spec in specs:
+        args += ["--tape", spec]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    return proc, json.loads(proc.stdout.readline())
+
+
+def reset(syms: list[str], *, raw: bool) -> list[int]:
+    Candle.objects.filter(exchange="binance", symbol__in=syms).delete()
+    RawTrade.objects.filter(exchange="binance", symbol__in=syms).delete()
+    Market.objects.filter(exchange="binance", symbol__in=syms).delete()
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    for key in r.scan_iter("tradebot:stream:*"):
+        r.delete(key)
+    ids = []
+    for sym in syms:
+        m = Market.objects.create(exchange="binance", symbol=sym, timeframe="1m", provider="ccxt", watched=True,
+                                  mode=Market.Mode.STREAM, store_raw_trades=raw, stream_timeout=600)
+        ids.append(m.pk)
+    assert not StreamRepair.objects.filter(market_id__in=ids).exists() and not DataGap.objects.filter(
+        market_id__in=ids).exists()
+    return ids
+
+
+class Subscriber(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: list[tuple[str, int, float]] = []
+        self.client = redis.Redis.from_url(settings.REDIS_URL)
+        self.pubsub = self.client.pubsub()
+        self.pubsub.psubscribe("market:*")
+        self.stop = False
+
+    def run(self) -> None:
+        while not self.stop:
+            msg = self.pubsub.get_message(timeout=0.2)
+            if msg and msg["type"] == "pmessage":
+                t = time.time()
+                payload = json.loads(msg["data"])
+                if payload.get("exchange") == "binance" and payload.get("timeframe") == "1m":
+                    self.seen.append((payload["symbol"], int(payload["timestamp"]), t))
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def run_latency(n: int, speed: float, seconds: float, tmp: Path) -> dict:
+    syms = symbols(n)
+    ids = reset(syms, raw=False)
+    tape = load_tape(XRP, symbol="XRP/ETH")
+    start_at = int(tape.ts[0]) + 120 * TF + 20_000
+    fake, info = start_fake(write_tapes(n, tmp), speed, start_at)
+    clock_info = json.loads(subprocess.check_output(["curl", "-s", info["clock_url"]]))
+    data0, wall0 = clock_info["data_ms"], clock_info["wall_ms"] / 1000.0
+
+    def wall_of(data_ms: int) -> float:
+        return wall0 + (data_ms - data0) / speed / 1000.0
+
+    settings.TRADEBOT_EXCHANGE_URLS = {"binance": info["binance"]}
+    sub = Subscriber()
+    sub.start()
+    poll_lat: list[float] = []
+    poll_stop = threading.Event()
+
+    def poller() -> None:
+        from apps.market.providers.ccxt import CcxtProvider, make_client
+
+        provider = CcxtProvider("binance", client=make_client("binance"), clock=clock)
+        last: dict[str, int | None] = {s: None for s in syms}
+        while not poll_stop.wait(BEAT_S if last["XRP/ETH"] is not None else 0.0):
+            for s in syms:
+                for page in provider.fetch_candles(s, "1m", since=last[s]):
+                    now = time.time()
+                    for t in page["timestamp"].tolist():
+                        if last[s] is not None:  # the first poll is history, not live
+                            poll_lat.append((now - wall_of(int(t))) * 1000.0)
+                    last[s] = int(page["timestamp"].iat[-1]) if len(page) else last[s]
+                if last[s] is None:
+                    last[s] = clock() // TF * TF
+
+    clock = make_clock(info["clock_url"])
+    poll_thread = threading.Thread(target=poller, daemon=True)
+    poll_thread.start()
+    live_from = start_at + int(10 * speed * 1000) + 2 * TF  # candles after start-up (10 s of wall) are live ones
+
+    async def main() -> StreamProcess:
+        proc = StreamProcess(market_ids=ids, clock=clock, grace_ms=int(250 * speed))
+        task = asyncio.create_task(proc.run())
+        await asyncio.sleep(seconds)
+        proc.stop()
+        await task
+        return proc
+
+    proc = asyncio.run(main())
+    poll_stop.set()
+    sub.stop = True
+    sub.join(timeout=5)
+    poll_thread.join(timeout=120)
+    fake.kill()
+    fake.wait()
+    lat = [(t - wall_of(ts)) * 1000.0 for _s, ts, t in sub.seen if ts >= live_from]
+    trades = sum(s.stats.trades for s in proc.streams.values())
+    return {"markets": n, "speed": speed, "seconds": seconds, "live_candles": len(lat),
+            "stream_p50_ms": pct(lat, 50), "stream_p99_ms": pct(lat, 99), "poll_candles": len(poll_lat),
+            "poll_p50_ms": pct(poll_lat, 50), "poll_p99_ms": pct(poll_lat, 99), "trades": trades}
+
+
+def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
+    syms = symbols(n)
+    ids = reset(syms, raw=raw)
+    tape = load_tape(XRP, symbol="XRP/ETH")
+    start_at = int(tape.ts[0]) + TF + 1
+    fake, info = start_fake(write_tapes(n, tmp), 1e6, start_at)
+    settings.TRADEBOT_EXCHANGE_URLS = {"binance": info["binance"]}
+    clock = make_clock(info["clock_url"])
+    total = n * (len(tape.ts) - int(np.searchsorted(tape.ts, start_at, side="right")))
+
+    async def main() -> tuple[StreamProcess, float, float]:
+        proc = StreamProcess(market_ids=ids, clock=clock, grace_ms=10_000_000)
+        task = asyncio.create_task(proc.run())
+        first = None
+        t_end = time.monotonic() + 120
+        while time.monotonic() < t_end:
+            got = sum(s.stats.trades for s in proc.streams.values())
+            if got and first is None:
+                first = (time.monotonic(), got)
+            if got >= total * 0.99:
+                break
+            await asyncio.sleep(0.01)
+        done = time.monotonic()
+        proc.stop()
+        await task
+        return proc, first, done
+
+    proc, first, done = asyncio.run(main())
+    fake.kill()
+    fake.wait()
+    trades = sum(s.stats.trades for s in proc.streams.values()) - first[1]
+    stored = Candle.objects.filter(exchange="binance", symbol__in=syms).count()
+    raw_rows = RawTrade.objects.filter(exchange="binance", symbol__in=syms).count()
+    return {"markets": n, "raw_trades": raw, "trades": trades, "seconds": round(done - first[0], 2),
+            "trades_per_s": round(trades / max(done - first[0], 1e-9)), "candles_stored": stored,
+            "raw_rows_stored": raw_rows}
+
+
+def main() -> None:
+    tmp = ROOT / "var" / "bench_stream"
+    tmp.mkdir(parents=True, exist_ok=True)
+    out: dict = {"bench": "stream", "latency": [], "throughput": []}
+    for raw in (False, True):
+        out["throughput"].append(run_throughput(20, raw, tmp))
+    for n in (1, 20):
+        for speed in (1.0, 50.0):
+            out["latency"].append(run_latency(n, speed, SECONDS_1X if speed == 1.0 else SECONDS_50X, tmp))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
