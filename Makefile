@@ -57,7 +57,7 @@ up: install services
 	$(UP_ENV) $(VENV)/bin/honcho -f Procfile start
 
 worker: install
-	$(DEV_ENV) $(VENV)/bin/celery -A tradebot worker -Q market,bots,backtest -l info
+	$(DEV_ENV) $(VENV)/bin/celery -A tradebot worker -Q market,collect,bots,backtest -l info
 
 beat: install
 	$(DEV_ENV) $(PY) manage.py setup_periodic_tasks

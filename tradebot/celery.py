@@ -16,6 +16,10 @@ from kombu import Queue
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradebot.settings.production")
 
 TASK_ROUTES = {
+    # Exchange I/O on its own queue: a dead exchange can only slow collection, never bot ticks or backtests.
+    "apps.market.tasks.collect_market_task": {"queue": "collect"},
+    "apps.market.tasks.collect_watched_task": {"queue": "collect"},
+    "apps.market.tasks.backfill_task": {"queue": "collect"},
     "apps.market.tasks.*": {"queue": "market"},
     "apps.bots.tasks.*": {"queue": "bots"},
     "apps.backtest.tasks.*": {"queue": "backtest"},
@@ -24,7 +28,7 @@ TASK_ROUTES = {
 app = Celery("tradebot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    task_queues=(Queue("market"), Queue("bots"), Queue("backtest")),
+    task_queues=(Queue("market"), Queue("collect"), Queue("bots"), Queue("backtest")),
     task_default_queue="market",
     task_routes=TASK_ROUTES,
     task_acks_late=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -49,10 +50,45 @@ def _merge(total: IngestResult, part: IngestResult) -> None:
     total.updated += getattr(part, "updated", 0)
 
 
+BACKOFF_BASE_S = 60
+BACKOFF_MAX_S = 3600
+
+
+def root_cause(exc: BaseException) -> str:
+    """One line naming what actually failed (DNS, refused connection, timeout...), not the wrapper's 80-line story."""
+    chain, seen = [], set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
+    host = ""
+    for marker in ("host='", "//"):
+        if marker in text:
+            host = text.split(marker, 1)[1].split("'", 1)[0].split("/", 1)[0].split(":", 1)[0]
+            break
+    where = f" for {host}" if host else ""
+    lowered = text.lower()
+    if any(k in lowered for k in ("nameresolutionerror", "name or service not known", "temporary failure in name",
+                                  "nodename nor servname", "getaddrinfo failed", "gaierror")):
+        return f"DNS resolution failed{where}"
+    if "connection refused" in lowered or "connectionrefusederror" in lowered:
+        return f"connection refused{where}"
+    if "timed out" in lowered or "timeout" in lowered:
+        return f"timed out{where}"
+    if "ssl" in lowered and "certificate" in lowered:
+        return f"TLS certificate error{where}"
+    innermost = chain[-1]
+    return f"{type(innermost).__name__}: {innermost}".splitlines()[0][:300]
+
+
 def collect_market(market_id: int, *, provider: Provider | None = None) -> IngestResult:
     """Fetch and store the closed candles newer than the newest stored one; new candles are published after commit.
 
-    Updates Market.last_collected_at (success) or Market.last_error (failure, then re-raised so a task can retry).
+    Success: Market.last_collected_at, failures reset. Failure: Market.last_error = the root cause in one line,
+    Market.failures + 1 and Market.retry_after = now + exponential backoff (rounds skip the market until then); the
+    exception is re-raised for the caller to report.
     """
     market = Market.objects.filter(pk=market_id).first()
     if market is None:
@@ -67,17 +103,34 @@ def collect_market(market_id: int, *, provider: Provider | None = None) -> Inges
             )
             _merge(total, part)
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-        Market.objects.filter(pk=market.pk).update(last_error=message)
-        logger.warning("collect %s failed: %s", market, message)
+        cause = root_cause(exc)
+        failures = market.failures + 1
+        delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_MAX_S)
+        Market.objects.filter(pk=market.pk).update(
+            last_error=cause[:MAX_ERROR_CHARS], failures=failures,
+            retry_after=timezone.now() + timedelta(seconds=delay),
+        )
+        logger.warning("collect %s failed (%d in a row, next try in %ds): %s", market, failures, delay, cause)
         raise
-    Market.objects.filter(pk=market.pk).update(last_collected_at=timezone.now(), last_error="")
+    Market.objects.filter(pk=market.pk).update(last_collected_at=timezone.now(), last_error="", failures=0,
+                                               retry_after=None)
     return total
 
 
 def watched_markets() -> list[Market]:
-    """Markets to collect each round: those watched (through services.market_watch, e.g. by a starting bot)."""
-    return list(Market.objects.filter(watched=True).order_by("exchange", "symbol", "timeframe"))
+    """Markets to poll each round: those watched (through services.market_watch, e.g. by a starting bot) whose mode
+    is `poll` (stream markets are fed by `manage.py stream`)."""
+    return list(Market.objects.filter(watched=True).exclude(mode=Market.Mode.STREAM)
+                .order_by("exchange", "symbol", "timeframe"))
+
+
+def due_markets() -> tuple[list[Market], list[Market]]:
+    """(watched poll markets due now, those still backing off after failures)."""
+    now = timezone.now()
+    due, waiting = [], []
+    for market in watched_markets():
+        (waiting if market.retry_after is not None and market.retry_after > now else due).append(market)
+    return due, waiting
 
 
 def market_summary(market: Market, result: IngestResult | None, error: str = "") -> dict[str, Any]:

@@ -1,18 +1,22 @@
 """Celery tasks of the market app: thin (ids in, a collector/service call, a JSON-able summary out).
 
-Transient exchange failures (ccxt.NetworkError, incl. rate limits) are retried by Celery with exponential back-off
-and a bounded number of retries, on top of the provider's own short in-request retries.
+Collection runs on its own `collect` queue, one in flight per market (Redis lock), and a failing market backs off
+(Market.failures / retry_after, root cause in last_error) instead of retrying inside Celery. Backfill (resumable)
+keeps a bounded Celery retry on ccxt.NetworkError.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ccxt
 from celery import shared_task
 from django.conf import settings
 
-RETRY = {
+logger = logging.getLogger(__name__)
+
+RETRY = {  # backfill: resumable, so a bounded Celery retry continues it
     "acks_late": True,
     "autoretry_for": (ccxt.NetworkError,),
     "retry_backoff": 5,
@@ -22,23 +26,53 @@ RETRY = {
 }
 
 
-@shared_task(**RETRY)
+COLLECT_LOCK_S = 300  # a collection that takes longer than this no longer blocks the next one
+
+
+@shared_task(acks_late=True)
 def collect_market_task(market_id: int) -> dict[str, Any]:
-    """Collect one market now (new closed candles are published after commit)."""
+    """Collect one market now (new closed candles are published after commit). One collection in flight per market
+    (a Redis lock with expiry: a round that finds it held is skipped, in one log line). A failure is recorded on the
+    market (root cause, backoff) and returned, not raised: no retry storm, no traceback per round."""
+    import redis
+
     from apps.market import collector
     from apps.market.models import Market
 
-    result = collector.collect_market(market_id)
-    market = Market.objects.get(pk=market_id)
+    market = Market.objects.filter(pk=market_id).first()
+    if market is None:
+        return {"market_id": market_id, "error": "no such market"}
+    lock = None
+    if settings.REDIS_URL:
+        lock = redis.Redis.from_url(settings.REDIS_URL).lock(f"tradebot:collect:{market_id}", timeout=COLLECT_LOCK_S,
+                                                             blocking=False)
+        if not lock.acquire(blocking=False):
+            logger.info("collect %s: skipped, a collection of it is still in flight", market)
+            return {"market_id": market_id, "skipped": True}
+    try:
+        result = collector.collect_market(market_id)
+    except Exception:  # noqa: BLE001 - recorded on the market by collect_market (root cause + backoff)
+        market.refresh_from_db()
+        return collector.market_summary(market, None, market.last_error)
+    finally:
+        if lock is not None:
+            try:
+                lock.release()
+            except Exception:  # noqa: BLE001 - expired meanwhile
+                pass
     return collector.market_summary(market, result)
 
 
 @shared_task(acks_late=True)
 def collect_watched_task() -> list[int]:
-    """Beat entry point: fan out one collect_market_task per watched market (after this transaction commits)."""
+    """Beat entry point: fan out one collect_market_task per watched poll market that is not backing off."""
     from apps.market import collector
 
-    ids = [m.pk for m in collector.watched_markets()]
+    due, waiting = collector.due_markets()
+    if waiting:
+        logger.info("collect round: %d market(s) backing off after failures: %s", len(waiting),
+                    ", ".join(f"{m} (until {m.retry_after:%H:%M:%S}, {m.last_error})" for m in waiting))
+    ids = [m.pk for m in due]
     for market_id in ids:
         collector.enqueue_collect(market_id)
     return ids

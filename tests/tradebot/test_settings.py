@@ -26,7 +26,8 @@ def test_given_no_service_urls_when_base_settings_load_then_embedded_default_is_
 def test_given_celery_app_when_configured_then_queues_and_reliability_options_are_set():
     from tradebot.celery import app
 
-    assert {q.name for q in app.conf.task_queues} == {"market", "bots", "backtest"}
+    assert {q.name for q in app.conf.task_queues} == {"market", "collect", "bots", "backtest"}
+    assert app.amqp.router.route({}, "apps.market.tasks.collect_market_task")["queue"].name == "collect"
     assert app.conf.task_acks_late is True
     assert app.conf.task_reject_on_worker_lost is True
     assert app.conf.worker_prefetch_multiplier == 1

@@ -130,11 +130,13 @@ if NOTIFY_BACKEND not in ("redis", "inprocess"):
 # of N s" on the run / sweep); at the hard limit the worker kills the process running it. Eager tasks have no limit.
 TRADEBOT_MARKET_SOFT_TIME_LIMIT = env_float("TRADEBOT_MARKET_SOFT_TIME_LIMIT", 540.0, minimum=0.001)
 TRADEBOT_MARKET_TIME_LIMIT = env_float("TRADEBOT_MARKET_TIME_LIMIT", 600.0, minimum=0.001)
+TRADEBOT_COLLECT_SOFT_TIME_LIMIT = env_float("TRADEBOT_COLLECT_SOFT_TIME_LIMIT", 540.0, minimum=0.001)
+TRADEBOT_COLLECT_TIME_LIMIT = env_float("TRADEBOT_COLLECT_TIME_LIMIT", 600.0, minimum=0.001)
 TRADEBOT_BOTS_SOFT_TIME_LIMIT = env_float("TRADEBOT_BOTS_SOFT_TIME_LIMIT", 240.0, minimum=0.001)
 TRADEBOT_BOTS_TIME_LIMIT = env_float("TRADEBOT_BOTS_TIME_LIMIT", 300.0, minimum=0.001)
 TRADEBOT_BACKTEST_SOFT_TIME_LIMIT = env_float("TRADEBOT_BACKTEST_SOFT_TIME_LIMIT", 3600.0, minimum=0.001)
 TRADEBOT_BACKTEST_TIME_LIMIT = env_float("TRADEBOT_BACKTEST_TIME_LIMIT", 3900.0, minimum=0.001)
-for _queue in ("MARKET", "BOTS", "BACKTEST"):
+for _queue in ("MARKET", "COLLECT", "BOTS", "BACKTEST"):
     if globals()[f"TRADEBOT_{_queue}_SOFT_TIME_LIMIT"] >= globals()[f"TRADEBOT_{_queue}_TIME_LIMIT"]:
         raise ImproperlyConfigured(
             f"TRADEBOT_{_queue}_SOFT_TIME_LIMIT={globals()[f'TRADEBOT_{_queue}_SOFT_TIME_LIMIT']:g} must be below "

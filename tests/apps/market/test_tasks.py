@@ -25,7 +25,7 @@ def fake():
 
 
 @pytest.fixture
-def eager_retries():
+def _eager_retries():
     """Eager Celery runs a retry in-process only when eager errors do not propagate (else it raises Retry)."""
     conf = collect_market_task.app.conf
     before = conf.task_eager_propagates
@@ -53,30 +53,48 @@ def test_given_two_watched_markets_when_collect_watched_task_is_delayed_then_eac
     assert Candle.objects.filter(exchange=f"{EXCHANGE}3").count() == 0
 
 
-def test_given_network_errors_outlasting_the_provider_retries_when_the_task_runs_then_celery_retries_it(
-    fake, eager_retries
-):
-    market = Market.objects.create(exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", provider="fakebinance")
-    fake.errors = {1: ccxt.NetworkError("reset"), 2: ccxt.RequestTimeout("timeout"), 3: ccxt.RateLimitExceeded("429")}
-
-    summary = collect_market_task.delay(market.pk).get()
-
-    assert summary["new"] == 50 and summary["market_id"] == market.pk
-    assert fake.kline_calls == 4  # 2 attempts in the first run, 2 in the Celery retry (the 2nd succeeds)
-
-
-def test_given_network_errors_beyond_celery_max_retries_when_the_task_runs_then_it_fails_with_the_error(
-    fake, eager_retries
-):
-    market = Market.objects.create(exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", provider="fakebinance")
+def test_given_network_errors_outlasting_the_provider_retries_when_the_task_runs_then_the_market_backs_off(fake):
+    market = Market.objects.create(exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", provider="fakebinance",
+                                   watched=True)
     fake.errors = {i: ccxt.ExchangeNotAvailable(f"503 #{i}") for i in range(1, 100)}
 
-    with pytest.raises(ccxt.ExchangeNotAvailable):
-        collect_market_task.delay(market.pk).get()
+    summary = collect_market_task.delay(market.pk).get()  # recorded and returned: no retry storm, no traceback
 
-    assert fake.kline_calls == 2 * (1 + collect_market_task.max_retries)  # bounded: every run, then give up
+    assert "ExchangeNotAvailable" in summary["error"]
+    assert fake.kline_calls == 2  # the provider's own bounded attempts, once
     market.refresh_from_db()
-    assert "ExchangeNotAvailable" in market.last_error
+    assert market.failures == 1 and market.retry_after is not None and "503" in market.last_error
+    assert collect_watched_task.delay().get() == []  # the next round skips it while it backs off
+    fake.errors = {}
+    Market.objects.filter(pk=market.pk).update(retry_after=None)
+    assert collect_market_task.delay(market.pk).get()["new"] == 50
+    market.refresh_from_db()
+    assert (market.failures, market.retry_after, market.last_error) == (0, None, "")
+
+
+def test_given_a_collection_in_flight_when_another_round_comes_then_it_is_skipped(fake, redis_client):
+    market = Market.objects.create(exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", provider="fakebinance")
+    lock = redis_client.lock(f"tradebot:collect:{market.pk}", timeout=30)
+    assert lock.acquire(blocking=False)
+    try:
+        assert collect_market_task.delay(market.pk).get() == {"market_id": market.pk, "skipped": True}
+    finally:
+        lock.release()
+    assert fake.kline_calls == 0
+
+
+def test_given_dns_failure_wrapped_by_ccxt_when_recorded_then_the_root_cause_is_named():
+    import socket
+
+    from apps.market.collector import root_cause
+
+    try:
+        try:
+            raise socket.gaierror(-3, "Temporary failure in name resolution")
+        except socket.gaierror as inner:
+            raise ccxt.NetworkError("binance GET https://api.binance.com/api/v3/exchangeInfo") from inner
+    except ccxt.NetworkError as exc:
+        assert root_cause(exc) == "DNS resolution failed for api.binance.com"
 
 
 def test_given_a_range_when_backfill_task_is_delayed_then_it_returns_the_report(fake):
