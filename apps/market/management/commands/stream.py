@@ -10,16 +10,17 @@ import asyncio
 import logging
 import signal
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from apps.common.errors import ApplicationError
+from apps.common.management import DomainCommand
 from apps.market.models import Market
 from apps.market.services import market_watch
 
 logger = logging.getLogger("apps.market.stream")
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = ("Stream trades of the watched `stream`-mode 1m markets through ccxt.pro, aggregate them into 1m candles "
             "and store/publish each one moments after its close. Leases markets in Redis: run several for scale-out.")
 
