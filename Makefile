@@ -74,6 +74,7 @@ bench: bench-install services
 	$(TEST_ENV) $(PY) bench/ingest.py
 	$(TEST_ENV) $(PY) bench/backtest.py
 	$(TEST_ENV) $(PY) bench/sweep.py
+	$(TEST_ENV) $(PY) bench/stream.py
 
 clean:
 	rm -rf var/ .pytest_cache

@@ -142,6 +142,11 @@ class Command(DomainCommand):
         twin = twin_fills(window, create_strategy(STRATEGY, PARAMS), bot_services.rules_for(bot), trading_from=first)
         expected = [(f["timestamp"], f["side"], f["price"], f["amount"], f["fee"]) for f in twin]
         same = fills == expected
+        # Clean up after ourselves: the replay is over, so nothing keeps the bot or its market live (a later
+        # `collect` or `stream` has nothing of the demo's to serve).
+        bot_services.bot_stop(bot=bot)
+        for market in Market.objects.filter(exchange=REPLAY_EXCHANGE, watched=True):
+            market_services.market_unwatch(market=market)
         before = [f for f in fills if f[0] <= start_at]
         self.say(f"   started after {format_ms(start_at)} UTC; replayed {replay.emitted} candles after it, "
                  f"{len(heard)} market:BTC/USDT messages delivered in-process")

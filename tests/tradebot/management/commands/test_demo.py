@@ -35,3 +35,8 @@ def test_given_a_fresh_data_dir_when_the_demo_runs_then_every_step_reports_succe
     assert re.search(r"<script[^>]*\ssrc=", html) is None and "Plotly" in html  # offline: nothing fetched
     assert '"name":"equity"' in html and '"name":"drawdown %"' in html  # all three panels have data
     assert (tmp_path / "tradebot.sqlite3").exists()
+    # The demo cleans up after itself: a collection round right after it has nothing failing to do.
+    after = subprocess.run([sys.executable, "manage.py", "collect"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert after.returncode == 0, after.stdout[-2000:] + after.stderr[-2000:]
+    assert "unknown ccxt exchange id" not in after.stdout + after.stderr
