@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import urllib.request
 import uuid
@@ -465,7 +466,28 @@ class StreamProcess:
         self.streams: dict[int, MarketStream] = {}
         self.tasks: dict[int, asyncio.Task] = {}
         self._stop = asyncio.Event()
+        # Renewal runs in its own thread: a flood of trades keeping the event loop busy must never cost the lease.
+        self._owned: set[int] = set()
+        self._lost: set[int] = set()
+        self._keeper_lock = threading.Lock()
+        self._keeper_stop = threading.Event()
+        self._keeper = threading.Thread(target=self._keep_leases, name="stream-leases", daemon=True)
         _warm_up()
+
+    def _keep_leases(self) -> None:
+        while not self._keeper_stop.wait(self.renew_s):
+            with self._keeper_lock:
+                owned = list(self._owned)
+            for mid in owned:
+                try:
+                    ok = self.leases.renew(mid)
+                except Exception:  # noqa: BLE001 - Redis unreachable: the lease will expire, treat as lost
+                    logger.exception("stream: renewing the lease of market %s failed", mid)
+                    ok = False
+                if not ok:
+                    with self._keeper_lock:
+                        self._owned.discard(mid)
+                        self._lost.add(mid)
 
     def _markets(self) -> list[Market]:
         close_old_connections()
@@ -480,6 +502,7 @@ class StreamProcess:
     async def run(self, *, rounds: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         n = 0
+        self._keeper.start()
         try:
             while not self._stop.is_set():
                 await self._round(await loop.run_in_executor(self.db, self._markets))
@@ -491,6 +514,7 @@ class StreamProcess:
                 except TimeoutError:
                     pass
         finally:
+            self._keeper_stop.set()
             for mid in list(self.tasks):
                 await self._drop(mid, release=True)
             self.db.shutdown(wait=True)
@@ -502,7 +526,7 @@ class StreamProcess:
             task = self.tasks[mid]
             if mid not in wanted:
                 await self._drop(mid, release=True)
-            elif not self.leases.renew(mid):
+            elif self._take_lost(mid):
                 logger.warning("stream %s: lease lost; stopping it here", self.streams[mid].market)
                 await self._drop(mid, release=False)
             elif task.done():
@@ -518,12 +542,23 @@ class StreamProcess:
             if fence is None:
                 continue
             logger.info("stream %s: leased by %s (token %d)", market, self.owner, fence)
+            with self._keeper_lock:
+                self._owned.add(mid)
             stream = MarketStream(market, fence, clock=self.clock, db=self.db, raw_db=self.raw_db,
                                   grace_ms=self.grace_ms)
             self.streams[mid] = stream
             self.tasks[mid] = asyncio.create_task(stream.run(), name=f"stream-{market}")
 
+    def _take_lost(self, mid: int) -> bool:
+        with self._keeper_lock:
+            if mid in self._lost:
+                self._lost.discard(mid)
+                return True
+            return False
+
     async def _drop(self, mid: int, *, release: bool) -> None:
+        with self._keeper_lock:
+            self._owned.discard(mid)
         task = self.tasks.pop(mid)
         task.cancel()
         try:
