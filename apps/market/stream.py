@@ -517,6 +517,8 @@ class StreamProcess:
             self._keeper_stop.set()
             for mid in list(self.tasks):
                 await self._drop(mid, release=True)
+            if _CLOSING:  # the clients being closed in the background: finish before the loop goes away
+                await asyncio.gather(*list(_CLOSING), return_exceptions=True)
             self.db.shutdown(wait=True)
             self.raw_db.shutdown(wait=True)
 
