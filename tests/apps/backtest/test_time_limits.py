@@ -87,6 +87,7 @@ def test_given_the_default_limits_when_a_worker_applies_them_then_each_queue_get
     from tradebot.celery import app, apply_queue_time_limits
 
     settings.TRADEBOT_MARKET_SOFT_TIME_LIMIT, settings.TRADEBOT_MARKET_TIME_LIMIT = 11.0, 12.0
+    settings.TRADEBOT_COLLECT_SOFT_TIME_LIMIT, settings.TRADEBOT_COLLECT_TIME_LIMIT = 41.0, 42.0
     settings.TRADEBOT_BOTS_SOFT_TIME_LIMIT, settings.TRADEBOT_BOTS_TIME_LIMIT = 21.0, 22.0
     settings.TRADEBOT_BACKTEST_SOFT_TIME_LIMIT, settings.TRADEBOT_BACKTEST_TIME_LIMIT = 31.0, 32.0
     saved = {name: (t.soft_time_limit, t.time_limit) for name, t in app.tasks.items()}
@@ -94,7 +95,11 @@ def test_given_the_default_limits_when_a_worker_applies_them_then_each_queue_get
         applied = apply_queue_time_limits(app)
         assert applied["apps.backtest.tasks.run_backtest_task"] == (31.0, 32.0)
         assert applied["apps.backtest.tasks.sweep_chunk_task"] == (31.0, 32.0)
-        assert {v for k, v in applied.items() if k.startswith("apps.market.tasks.")} == {(11.0, 12.0)}
+        collect = {"apps.market.tasks.collect_market_task", "apps.market.tasks.collect_watched_task",
+                   "apps.market.tasks.backfill_task"}  # exchange I/O: the `collect` queue
+        assert {v for k, v in applied.items() if k in collect} == {(41.0, 42.0)}
+        assert {v for k, v in applied.items() if k.startswith("apps.market.tasks.") and k not in collect} == {
+            (11.0, 12.0)}
         assert {v for k, v in applied.items() if k.startswith("apps.bots.tasks.")} == {(21.0, 22.0)}
         assert not any(k.startswith("celery.") for k in applied)
     finally:
