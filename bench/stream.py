@@ -69,8 +69,9 @@ def write_tapes(n: int, tmp: Path) -> list[str]:
     return specs
 
 
-def start_fake(specs: list[str], speed: float, start_at: int) -> tuple[subprocess.Popen, dict]:
-    args = [sys.executable, "-m", "apps.market.testing.binance", "--speed", str(speed), "--start-at", str(start_at)]
+def start_fake(specs: list[str], speed: float, start_at: int, wait: int = 0) -> tuple[subprocess.Popen, dict]:
+    args = [sys.executable, "-m", "apps.market.testing.binance", "--speed", str(speed), "--start-at", str(start_at),
+            "--wait-subscribers", str(wait)]
     for spec in specs:
         args += ["--tape", spec]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -184,9 +185,9 @@ def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
     ids = reset(syms, raw=raw)
     tape = load_tape(XRP, symbol="XRP/ETH")
     start_at = int(tape.ts[0]) + TF + 1
-    fake, info = start_fake(write_tapes(n, tmp), 1e6, start_at)
+    fake, info = start_fake(write_tapes(n, tmp), 1e6, start_at, wait=n)  # the flood starts once all subscribed
     settings.TRADEBOT_EXCHANGE_URLS = {"binance": info["binance"]}
-    clock = make_clock(info["clock_url"])
+    clock = lambda: 2**60  # noqa: E731 - the flood replays history: every candle is due, closed by later trades
     total = n * (len(tape.ts) - int(np.searchsorted(tape.ts, start_at, side="right")))
 
     async def main() -> tuple[StreamProcess, float, float]:
@@ -226,8 +227,9 @@ def main() -> None:
     markets = [int(x) for x in os.environ.get("BENCH_STREAM_MARKETS", "1,20").split(",")]
     for raw in (False, True):
         out["throughput"].append(run_throughput(int(os.environ.get("BENCH_STREAM_FLOOD_MARKETS", "20")), raw, tmp))
-    for n in markets:
-        for speed in (1.0, 50.0):
+    speeds = [float(x) for x in os.environ.get("BENCH_STREAM_SPEEDS", "1,50").split(",")]
+    for n in markets if os.environ.get("BENCH_STREAM_LATENCY", "1") == "1" else []:
+        for speed in speeds:
             out["latency"].append(run_latency(n, speed, SECONDS_1X if speed == 1.0 else SECONDS_50X, tmp))
     print(json.dumps(out))
 

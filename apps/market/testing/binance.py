@@ -114,7 +114,7 @@ class FakeBinance:
     """The server (asyncio): `await start()`, then `ws_url` / `rest_url` / `exchange_urls()`; `await stop()`."""
 
     def __init__(self, tapes: list[Tape], *, speed: float = 1.0, start_at: int | None = None,
-                 paused: bool = False, host: str = "127.0.0.1", port: int = 0) -> None:
+                 paused: bool = False, wait_subscribers: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.tapes = {t.market_id: t for t in tapes}
@@ -128,7 +128,9 @@ class FakeBinance:
         self._sockets: set[web.WebSocketResponse] = set()
         self._failures: list[_Failure] = []
         self._silent = False
-        self._hold: int | None = self.origin if paused else None  # paused: the clock waits at start_at for hold(None)
+        # paused: the clock waits at start_at for hold(None), or until `wait_subscribers` streams are subscribed
+        self._hold: int | None = self.origin if paused or wait_subscribers else None
+        self._wait_subscribers = int(wait_subscribers)
         self._finished = False
         self._cursor = {mid: int(np.searchsorted(t.ts, self.origin, side="right")) for mid, t in self.tapes.items()}
         self._runner: web.AppRunner | None = None
@@ -318,6 +320,9 @@ class FakeBinance:
                 if method == "SUBSCRIBE":
                     for name in params:
                         self._subs.setdefault(name, set()).add(ws)
+                    if self._wait_subscribers and sum(1 for v in self._subs.values() if v) >= self._wait_subscribers:
+                        self._wait_subscribers = 0
+                        self.hold(None)
                 elif method == "UNSUBSCRIBE":
                     for name in params:
                         self._subs.get(name, set()).discard(ws)
@@ -531,6 +536,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start-at", type=int, default=None, help="data time (ms) the clock starts at")
     parser.add_argument("--shift-ms", type=int, default=0, help="add this to every recorded timestamp")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--wait-subscribers", type=int, default=0,
+                        help="keep the clock at --start-at until this many streams are subscribed")
     args = parser.parse_args(argv)
     tapes = []
     for spec in args.tape:
@@ -538,7 +545,8 @@ def main(argv: list[str] | None = None) -> None:
         tapes.append(load_tape(path, symbol=symbol).shifted(args.shift_ms))
 
     async def serve() -> None:
-        server = FakeBinance(tapes, speed=args.speed, start_at=args.start_at, port=args.port)
+        server = FakeBinance(tapes, speed=args.speed, start_at=args.start_at, port=args.port,
+                             wait_subscribers=args.wait_subscribers)
         await server.start()
         print(json.dumps({**server.exchange_urls(), "clock_url": f"{server.rest_url}/fake/clock"}), flush=True)
         while True:
