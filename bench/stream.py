@@ -187,7 +187,7 @@ def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
     start_at = int(tape.ts[0]) + TF + 1
     fake, info = start_fake(write_tapes(n, tmp), 1e6, start_at, wait=n)  # the flood starts once all subscribed
     settings.TRADEBOT_EXCHANGE_URLS = {"binance": info["binance"]}
-    clock = lambda: 2**60  # noqa: E731 - the flood replays history: every candle is due, closed by later trades
+    clock = lambda: start_at  # noqa: E731 - the flood: candles are closed by the next trades, not by the clock
     total = n * (len(tape.ts) - int(np.searchsorted(tape.ts, start_at, side="right")))
 
     async def main() -> tuple[StreamProcess, float, float]:
