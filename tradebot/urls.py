@@ -1,12 +1,14 @@
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+
+from tradebot.api.views import redirect_to_v1
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("api/market/", include("apps.market.api.urls")),
-    path("api/backtest/", include("apps.backtest.api.urls")),
-    path("api/", include("apps.bots.api.urls")),
+    path("api/v1/", include("tradebot.api.urls")),
+    # Pre-v1 paths (/api/bots/, /api/market/..., /api/backtest/..., /api/docs/) answer 308 to the same v1 path.
+    re_path(r"^api/(?!v1/)(?P<rest>.*)$", redirect_to_v1),
 ]
+
+handler404 = "tradebot.api.views.not_found"
+handler500 = "tradebot.api.views.server_failure"

@@ -31,6 +31,44 @@ class BacktestInputError(ApplicationError):
     """Bad user input for a run/sweep (unknown strategy, bad parameters, bad space): one readable line."""
 
 
+# Bounds of one sweep request (API, admin and commands alike): documented in the README and the API schema.
+MAX_SWEEP_SETS = 10_000  # parameter sets per sweep
+MAX_SWEEP_CHUNKS = 500  # chunk tasks per sweep (sets / chunk_size, rounded up)
+MAX_TOP_K = 1_000
+
+
+def check_sweep_request(*, total: int, chunk_size: int, top_k: int, metric: str, seed: int | None = None,
+                        start: int | None = None, end: int | None = None) -> None:
+    """Every bound and name a sweep must respect, checked before anything is stored or queued."""
+    from apps.backtest.engine.metrics import METRIC_KEYS
+
+    if chunk_size <= 0:
+        raise BacktestInputError(f"chunk size must be positive, got {chunk_size}", field="chunk_size")
+    if total > MAX_SWEEP_SETS:
+        raise BacktestInputError(f"{total} parameter sets: at most {MAX_SWEEP_SETS} per sweep", field="grid")
+    chunks = -(-total // chunk_size)
+    if chunks > MAX_SWEEP_CHUNKS:
+        raise BacktestInputError(f"{chunks} chunks of {chunk_size}: at most {MAX_SWEEP_CHUNKS} chunks per sweep "
+                                 f"(raise chunk_size to at least {-(-total // MAX_SWEEP_CHUNKS)})", field="chunk_size")
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise BacktestInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}", field="top_k")
+    if metric.lstrip("-") not in METRIC_KEYS:
+        raise BacktestInputError(f"unknown metric {metric!r}: expected one of {', '.join(METRIC_KEYS)}",
+                                 field="metric")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise BacktestInputError(f"seed must be between 0 and {2**32 - 1}, got {seed}", field="seed")
+    if start is not None and end is not None and end < start:
+        raise BacktestInputError("end must not be before start", field="end")
+
+
+def grid_size(grid: Mapping[str, Any]) -> int:
+    """Number of sets a grid expands to, without expanding it (a huge grid is refused before it is built)."""
+    n = 1
+    for values in grid.values():
+        n *= len(values) if isinstance(values, list | tuple) else 1
+    return n
+
+
 # --- strategies and rules ---------------------------------------------------------------------------------------
 
 def resolve_strategy(name: str) -> type:
@@ -388,13 +426,21 @@ def plan_param_sets(strategy: str, *, grid: Mapping[str, Any] | None = None, n_r
 def create_sweep(*, strategy: str, grid: Mapping[str, Any] | None = None, n_random: int | None = None,
                  space: Mapping[str, Any] | None = None, seed: int | None = None, metric: str = "sharpe",
                  top_k: int = 10, chunk_size: int = 25, enqueue: bool = True, **data: Any) -> Sweep:
-    """Store the sweep (total = number of sets) and dispatch chord(group(chunks), finish) on commit."""
-    if chunk_size <= 0:
-        raise BacktestInputError(f"chunk size must be positive, got {chunk_size}", field="chunk_size")
-    if top_k <= 0:
-        raise BacktestInputError(f"top_k must be positive, got {top_k}", field="top_k")
-    validate_metric(metric)
+    """Check the bounds, store the sweep (total = number of sets) and, on commit, enqueue `dispatch_sweep_task`:
+    a worker fans out chord(group(chunks), finish) — never the web process."""
+    if grid is not None and isinstance(grid, Mapping):
+        check_sweep_request(total=grid_size(grid), chunk_size=chunk_size, top_k=top_k, metric=metric, seed=seed,
+                            start=data.get("start"), end=data.get("end"))
+    elif n_random is not None:
+        check_sweep_request(total=n_random, chunk_size=chunk_size, top_k=top_k, metric=metric, seed=seed,
+                            start=data.get("start"), end=data.get("end"))
+    if grid is None and seed is None:
+        import secrets
+
+        seed = secrets.randbelow(2**32)  # stored, so the dispatching worker draws the same sets
     sets = plan_param_sets(strategy, grid=grid, n_random=n_random, space=space, seed=seed)
+    check_sweep_request(total=len(sets), chunk_size=chunk_size, top_k=top_k, metric=metric, seed=seed,
+                        start=data.get("start"), end=data.get("end"))
     build_rules(**_rules_only(data))
     validate_range(data.get("start"), data.get("end"))
     if not data.get("data_file"):
@@ -405,10 +451,33 @@ def create_sweep(*, strategy: str, grid: Mapping[str, Any] | None = None, n_rand
         strategy=strategy, mode=mode, space=sweep_engine.jsonable(dict(grid if grid is not None else (space or {}))),
         n_samples=n_random, seed=seed, metric=metric, top_k=top_k, chunk_size=chunk_size, total=len(sets), **data,
     )
-    chunks = sweep_engine.split_chunks([[i, s] for i, s in enumerate(sweep_engine.jsonable(sets))], chunk_size)
     if enqueue:
-        transaction.on_commit(lambda: dispatch_sweep(sweep.pk, chunks))
+        from apps.backtest.tasks import dispatch_sweep_task
+
+        transaction.on_commit(lambda: dispatch_sweep_task.delay(sweep.pk))
     return sweep
+
+
+def sweep_param_sets(sweep: Sweep) -> list[dict[str, Any]]:
+    """The stored sweep's parameter sets again (grid, or random with its stored seed): same sets, same order."""
+    if sweep.mode == Sweep.Mode.GRID:
+        return plan_param_sets(sweep.strategy, grid=sweep.space)
+    return plan_param_sets(sweep.strategy, n_random=sweep.n_samples, space=sweep.space or None, seed=sweep.seed)
+
+
+def dispatch_stored_sweep(sweep_id: int):
+    """Worker side of create_sweep: plan the sets, split them in chunks and send the chord. Failures mark it failed."""
+    sweep = Sweep.objects.get(pk=sweep_id)
+    if sweep.status != Status.PENDING:
+        return None  # redelivered: already dispatched
+    try:
+        sets = sweep_param_sets(sweep)
+        chunks = sweep_engine.split_chunks([[i, s] for i, s in enumerate(sweep_engine.jsonable(sets))],
+                                           sweep.chunk_size)
+        return dispatch_sweep(sweep_id, chunks)
+    except Exception as exc:
+        fail_sweep(sweep_id, f"dispatch failed: {type(exc).__name__}: {exc}")
+        raise
 
 
 def dispatch_sweep(sweep_id: int, chunks: list[list[Any]]):

@@ -44,6 +44,13 @@ def run_backtest_task(self, run_id: int) -> dict:
     return {"run_id": run.pk, "status": run.status}
 
 
+@shared_task(acks_late=True)
+def dispatch_sweep_task(sweep_id: int) -> int:
+    """Fan a stored sweep out into its chunk tasks (done here, not in the web request that created it)."""
+    services.dispatch_stored_sweep(sweep_id)
+    return sweep_id
+
+
 @shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3,
              retry_backoff=1, retry_backoff_max=10, retry_jitter=False)
 def sweep_chunk_task(self, sweep_id: int, chunk_index: int, param_sets: list) -> dict:

@@ -1,13 +1,15 @@
-"""Reads of the bots app (status views for commands and pages)."""
+"""Reads of the bots app: status views for commands and pages, profit summaries (freqtrade's /profit and
+/performance) and the fleet overview."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Max
+from django.db.models import Count, F, FloatField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.bots.models import Bot, Signal
+from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.market.timeframes import format_ms
 
 HOUR_MS = 3_600_000
@@ -44,3 +46,93 @@ def bot_status_rows(bots: list[Bot]) -> list[dict[str, Any]]:
             "last_error": bot.last_error,
         })
     return rows
+
+
+def _trade_stats(trades: QuerySet) -> dict[str, Any]:
+    sells = Q(side=Trade.Side.SELL)
+    agg = trades.aggregate(
+        trade_count=Count("id"),
+        closed_trade_count=Count("id", filter=sells),
+        winning_trades=Count("id", filter=sells & Q(realized_pnl__gt=0)),
+        losing_trades=Count("id", filter=sells & Q(realized_pnl__lte=0)),
+        profit_closed=Coalesce(Sum("realized_pnl", filter=sells), 0.0, output_field=FloatField()),
+        gross_profit=Coalesce(Sum("realized_pnl", filter=sells & Q(realized_pnl__gt=0)), 0.0,
+                              output_field=FloatField()),
+        gross_loss=Coalesce(Sum("realized_pnl", filter=sells & Q(realized_pnl__lt=0)), 0.0,
+                            output_field=FloatField()),
+        fees=Coalesce(Sum("fee"), 0.0, output_field=FloatField()),
+        first_trade_timestamp=Min("timestamp"),
+        latest_trade_timestamp=Max("timestamp"),
+    )
+    closed = agg["closed_trade_count"]
+    agg["winrate"] = agg["winning_trades"] / closed if closed else None
+    agg["profit_factor"] = agg["gross_profit"] / -agg["gross_loss"] if agg["gross_loss"] < 0 else None
+    return agg
+
+
+def latest_performance(bot: Bot) -> BotPerformance | None:
+    return bot.performance.order_by("-timestamp").first()
+
+
+def bot_equity(bot: Bot) -> float:
+    """Cash plus the position valued at the last processed candle's close (the latest snapshot)."""
+    snap = latest_performance(bot)
+    return float(snap.equity) if snap is not None else float(bot.cash)
+
+
+def bot_profit(bot: Bot) -> dict[str, Any]:
+    stats = _trade_stats(Trade.objects.filter(bot=bot))
+    equity = bot_equity(bot)
+    max_dd = bot.performance.aggregate(m=Max("drawdown"))["m"]
+    return {
+        "bot_id": bot.pk,
+        "name": bot.name,
+        "initial_balance": bot.initial_balance,
+        "equity": equity,
+        "profit_all": equity - bot.initial_balance,
+        "profit_all_pct": (equity / bot.initial_balance - 1.0) * 100.0,
+        "profit_closed_pct": stats["profit_closed"] / bot.initial_balance * 100.0,
+        "open_position": bot.position,
+        "max_drawdown": float(max_dd or 0.0),
+        **stats,
+    }
+
+
+def fleet_profit() -> dict[str, Any]:
+    """The freqtrade `/profit` view over every bot: totals over all trades, equity summed over bots."""
+    stats = _trade_stats(Trade.objects.all())
+    bots = Bot.objects.aggregate(n=Count("id"), initial=Coalesce(Sum("initial_balance"), 0.0,
+                                                                  output_field=FloatField()),
+                                 running=Count("id", filter=Q(status=Bot.Status.RUNNING)))
+    equity = sum(float(e) for e in with_equity(Bot.objects.all()).values_list("equity_now", flat=True))
+    initial = float(bots["initial"])
+    return {
+        "bots": bots["n"],
+        "running": bots["running"],
+        "initial_balance": initial,
+        "equity": equity,
+        "profit_all": equity - initial,
+        "profit_all_pct": (equity / initial - 1.0) * 100.0 if initial else 0.0,
+        **stats,
+    }
+
+
+def performance_by_market() -> list[dict[str, Any]]:
+    """The freqtrade `/performance` view: closed-trade profit per market, best first."""
+    rows = (
+        Trade.objects.filter(side=Trade.Side.SELL)
+        .values(exchange=F("bot__exchange"), symbol=F("bot__symbol"), timeframe=F("bot__timeframe"))
+        .annotate(profit=Sum("realized_pnl"), count=Count("id"), bots=Count("bot", distinct=True))
+        .order_by("-profit", "exchange", "symbol", "timeframe")
+    )
+    return [dict(r) for r in rows]
+
+
+def with_equity(qs: QuerySet) -> QuerySet:
+    """Bots annotated with `equity_now` (latest snapshot, else cash) and `drawdown_now`/`max_drawdown`."""
+    latest = BotPerformance.objects.filter(bot=OuterRef("pk")).order_by("-timestamp")
+    return qs.annotate(
+        equity_now=Coalesce(Subquery(latest.values("equity")[:1]), F("cash"), output_field=FloatField()),
+        drawdown_now=Coalesce(Subquery(latest.values("drawdown")[:1]), 0.0, output_field=FloatField()),
+        max_drawdown=Coalesce(Max("performance__drawdown"), 0.0, output_field=FloatField()),
+    )

@@ -37,7 +37,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "apps.market",
     "apps.bots",
@@ -47,8 +49,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files (docs UI, plotly.js) from gunicorn too, no CDN
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "tradebot.api.views.SingleValuedQueryMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -108,6 +112,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# plotly.js comes from the installed plotly package (/static/plotly/plotly.min.js): the dashboard works offline.
+STATICFILES_DIRS = [("plotly", Path(__import__("plotly").__file__).parent / "package_data")]
+WHITENOISE_USE_FINDERS = True  # serve straight from the apps' and packages' static dirs, collectstatic optional
 
 # --- redis / celery / notifications -----------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
@@ -185,23 +192,67 @@ TRADEBOT_STREAM_RENEW_MS = env_int("TRADEBOT_STREAM_RENEW_MS", 2000, minimum=100
 TRADEBOT_STREAM_CLOCK_URL = env_str("TRADEBOT_STREAM_CLOCK_URL", "")
 
 # --- API --------------------------------------------------------------------------------------------------------
+# Throttle rates ("N/second|minute|hour|day"), counted in the Django cache (Redis when REDIS_URL is set, so every web
+# process shares the counts). anon: unauthenticated callers by address; user: per user; login: token requests by
+# address.
+TRADEBOT_THROTTLE_ANON = env_str("TRADEBOT_THROTTLE_ANON", "60/minute")
+TRADEBOT_THROTTLE_USER = env_str("TRADEBOT_THROTTLE_USER", "6000/minute")
+TRADEBOT_THROTTLE_LOGIN = env_str("TRADEBOT_THROTTLE_LOGIN", "10/minute")
+for _name in ("TRADEBOT_THROTTLE_ANON", "TRADEBOT_THROTTLE_USER", "TRADEBOT_THROTTLE_LOGIN"):
+    _rate = globals()[_name]
+    _num, _, _period = _rate.partition("/")
+    if not (_num.isdigit() and _period[:1] in ("s", "m", "h", "d")):
+        raise ImproperlyConfigured(f"environment variable {_name}={_rate!r} is not a rate like 60/minute")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # Token first: its `WWW-Authenticate: Token` header turns an anonymous request into a 401 (session auth has none).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["tradebot.api.permissions.IsStaffOrReadOnly"],
+    "DEFAULT_PAGINATION_CLASS": "tradebot.api.pagination.CappedLimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],  # JSON only, never an HTML page
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],  # request bodies are JSON
+    "DEFAULT_THROTTLE_CLASSES": ["tradebot.api.throttling.AnonThrottle", "tradebot.api.throttling.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": TRADEBOT_THROTTLE_ANON, "user": TRADEBOT_THROTTLE_USER,
+                               "login": TRADEBOT_THROTTLE_LOGIN},
     "EXCEPTION_HANDLER": "tradebot.api.exception_handlers.exception_handler_with_fields",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "tradebot API",
-    "DESCRIPTION": "Market data, bots and backtests. Candle timestamps are close times in ms UTC.",
-    "VERSION": "0.1.0",
+    "DESCRIPTION": "Market data, bots and backtests. Candle timestamps are close times in ms UTC. "
+    "Authenticate with `Authorization: Token <key>` (POST /api/v1/auth/token/) or a session; reads need a login, "
+    "writes need a staff user.",
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files (drf-spectacular-sidecar): works offline
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tradebot.api.schema.add_error_responses",
+    ],
+    "COMPONENT_SPLIT_REQUEST": True,
     # Bots and backtest jobs both have a "status" field with different choices: name the two enums explicitly.
     "ENUM_NAME_OVERRIDES": {
         "BotStatusEnum": "apps.bots.models.Bot.Status",
         "JobStatusEnum": "apps.backtest.models.Status",
     },
 }
+
+# Django cache: Redis when configured (throttle counters shared across processes), else per-process memory.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "tradebot"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+LOGIN_URL = "/admin/login/"
+
 
 # LOG_LEVEL sets both the root logger (default WARNING) and the `apps` loggers (default INFO).
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -65,13 +65,16 @@ class SweepSerializer(serializers.ModelSerializer):
 
 
 class SweepCreateSerializer(serializers.Serializer):
-    """POST: {strategy, grid | (random, space?, seed?), exchange, symbol, timeframe, ...}; fanned out in chunks."""
+    """POST: {strategy, grid | (random, space?, seed?), exchange, symbol, timeframe, ...}; stored, then fanned out in
+    chunks by a worker. Bounds (services.MAX_SWEEP_*): at most 10,000 parameter sets and 500 chunks per sweep,
+    top_k at most 1,000."""
 
     strategy = serializers.CharField(max_length=64)
-    grid = serializers.JSONField(required=False)
-    random = serializers.IntegerField(required=False, min_value=1, max_value=100_000)
+    grid = serializers.JSONField(required=False, help_text=f"{{parameter: [values]}}; the product must be at most "
+                                                           f"{services.MAX_SWEEP_SETS} sets")
+    random = serializers.IntegerField(required=False, min_value=1, max_value=services.MAX_SWEEP_SETS)
     space = serializers.JSONField(required=False)
-    seed = serializers.IntegerField(required=False, allow_null=True)
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**32 - 1)
     exchange = serializers.CharField(max_length=32)
     symbol = serializers.CharField(max_length=32)
     timeframe = serializers.CharField(max_length=4)
@@ -93,7 +96,7 @@ class SweepCreateSerializer(serializers.Serializer):
         return attrs
 
     def create(self, validated_data: dict[str, Any]) -> Sweep:
-        data = dict(validated_data)
+        data = {k: v for k, v in validated_data.items() if v is not None or k in ("stop_loss", "take_profit")}
         return services.create_sweep(strategy=data.pop("strategy"), grid=data.pop("grid", None),
                                      n_random=data.pop("random", None), space=data.pop("space", None),
                                      seed=data.pop("seed", None), metric=data.pop("metric"), top_k=data.pop("top_k"),

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from apps.backtest import selectors
 from apps.backtest.api import serializers as s
 from apps.backtest.models import Status
 
 
+def _status(params) -> str | None:
+    value = params.get("status")
+    if value is not None and value not in Status.values:
+        raise ValidationError({"status": f"unknown status {value!r}: expected one of {', '.join(Status.values)}"})
+    return value or None
+
+
+RUN_FILTERS = [OpenApiParameter("strategy", str), OpenApiParameter("status", str, enum=[c for c, _ in Status.choices]),
+               OpenApiParameter("sweep", int, description="Runs of this sweep")]
+
+
+@extend_schema_view(list=extend_schema(parameters=RUN_FILTERS))
 class BacktestRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Backtest runs. POST queues a run over stored candles; poll it until status is done (or failed)."""
 
     def get_queryset(self):
         q = self.request.query_params
-        return selectors.runs(strategy=q.get("strategy"), status=q.get("status"), sweep_id=q.get("sweep"))
+        sweep = q.get("sweep")
+        if sweep is not None and not (sweep.isdigit() and int(sweep) < 2**63):
+            raise ValidationError({"sweep": "must be a sweep id (a positive integer)"})
+        return selectors.runs(strategy=q.get("strategy"), status=_status(q), sweep_id=sweep)
 
     def get_serializer_class(self):
         if self.action == "create":
@@ -27,12 +44,16 @@ class BacktestRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
             return s.BacktestRunListSerializer
         return s.BacktestRunSerializer
 
+    @extend_schema(request=s.BacktestRunCreateSerializer, responses={202: s.BacktestRunListSerializer})
     def create(self, request, *args, **kwargs):
+        """Queue a run: 202 Accepted, `Location` (and `url` in the body) is the run to poll until done or failed."""
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         run = serializer.save()
         run.refresh_from_db()  # eager mode may have finished it already
-        return Response(s.BacktestRunSerializer(run).data, status=status.HTTP_201_CREATED)
+        url = reverse("backtest-run-detail", args=[run.pk], request=request)
+        body = {**s.BacktestRunListSerializer(run).data, "url": url}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
 
     @extend_schema(responses={(200, "text/html"): str}, description="Offline HTML report (plotly embedded).")
     @action(detail=True, methods=["get"])
@@ -45,12 +66,13 @@ class BacktestRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
         return HttpResponse(report_for_run(run), content_type="text/html; charset=utf-8")
 
 
+@extend_schema_view(list=extend_schema(parameters=RUN_FILTERS[:2]))
 class SweepViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Parameter sweeps: `completed`/`total` and `progress` update while the workers run; `ranking` = top K."""
 
     def get_queryset(self):
         q = self.request.query_params
-        return selectors.sweeps(strategy=q.get("strategy"), status=q.get("status"))
+        return selectors.sweeps(strategy=q.get("strategy"), status=_status(q))
 
     def get_serializer_class(self):
         if self.action == "create":
@@ -59,13 +81,16 @@ class SweepViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             return s.SweepResultSerializer
         return s.SweepSerializer
 
-    @extend_schema(request=s.SweepCreateSerializer, responses={201: s.SweepSerializer})
+    @extend_schema(request=s.SweepCreateSerializer, responses={202: s.SweepSerializer})
     def create(self, request, *args, **kwargs):
+        """Store the sweep and queue its dispatch (a worker fans it out): 202 with the URL to poll."""
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         sweep = serializer.save()
         sweep.refresh_from_db()
-        return Response(s.SweepSerializer(sweep).data, status=status.HTTP_201_CREATED)
+        url = reverse("sweep-detail", args=[sweep.pk], request=request)
+        return Response({**s.SweepSerializer(sweep).data, "url": url}, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": url})
 
     @extend_schema(
         parameters=[OpenApiParameter("metric", str, description="Rank by this metric (default: the sweep's)"),
@@ -77,7 +102,10 @@ class SweepViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         """Every result of the sweep, best first by the metric, failed ones last with their reason."""
         sweep = self.get_object()
         rows = selectors.sweep_results(sweep, metric=request.query_params.get("metric") or None)
-        if request.query_params.get("failed") in ("1", "true", "yes"):
+        failed = request.query_params.get("failed")
+        if failed not in (None, "true", "false"):
+            raise ValidationError({"failed": "must be true or false"})
+        if failed == "true":
             rows = [r for r in rows if r.get("error")]
         page = self.paginate_queryset(rows)
         if page is not None:

@@ -55,3 +55,50 @@ class PerformanceSerializer(serializers.ModelSerializer):
     class Meta:
         model = BotPerformance
         fields = ("timestamp", "cash", "position", "equity", "realized_pnl", "unrealized_pnl", "drawdown")
+
+
+class _Stats(serializers.Serializer):
+    trade_count = serializers.IntegerField()
+    closed_trade_count = serializers.IntegerField()
+    winning_trades = serializers.IntegerField()
+    losing_trades = serializers.IntegerField()
+    winrate = serializers.FloatField(allow_null=True)
+    profit_factor = serializers.FloatField(allow_null=True)
+    profit_closed = serializers.FloatField()
+    gross_profit = serializers.FloatField()
+    gross_loss = serializers.FloatField()
+    fees = serializers.FloatField()
+    first_trade_timestamp = serializers.IntegerField(allow_null=True)
+    latest_trade_timestamp = serializers.IntegerField(allow_null=True)
+    initial_balance = serializers.FloatField()
+    equity = serializers.FloatField()
+    profit_all = serializers.FloatField()
+    profit_all_pct = serializers.FloatField()
+
+
+class BotProfitSerializer(_Stats):
+    """freqtrade's `/profit` for one bot."""
+
+    bot_id = serializers.IntegerField()
+    name = serializers.CharField()
+    profit_closed_pct = serializers.FloatField()
+    open_position = serializers.FloatField()
+    max_drawdown = serializers.FloatField()
+
+
+class FleetProfitSerializer(_Stats):
+    """freqtrade's `/profit` over every bot."""
+
+    bots = serializers.IntegerField()
+    running = serializers.IntegerField()
+
+
+class MarketPerformanceSerializer(serializers.Serializer):
+    """freqtrade's `/performance`: one row per market."""
+
+    exchange = serializers.CharField()
+    symbol = serializers.CharField()
+    timeframe = serializers.CharField()
+    profit = serializers.FloatField()
+    count = serializers.IntegerField()
+    bots = serializers.IntegerField()

@@ -4,11 +4,15 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from apps.bots import services
+from apps.bots import selectors, services
 from apps.bots.api.serializers import (
     BotInputSerializer,
+    BotProfitSerializer,
     BotSerializer,
+    FleetProfitSerializer,
+    MarketPerformanceSerializer,
     PerformanceSerializer,
     SignalSerializer,
     TradeSerializer,
@@ -29,10 +33,12 @@ def _input(request, *, partial: bool, bot: Bot | None = None) -> dict:
 
 
 class BotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Virtual bots. POST start/stop to change the lifecycle; signals, trades and performance are what it did."""
+    """Virtual bots. POST start/stop/restart to change the lifecycle; signals, trades and performance are what it
+    did; profit is its freqtrade-style summary."""
 
-    queryset = Bot.objects.all()
+    queryset = Bot.objects.all().order_by("name")
     serializer_class = BotSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     @extend_schema(request=BotInputSerializer, responses={201: BotSerializer})
     def create(self, request, *args, **kwargs):
@@ -65,6 +71,17 @@ class BotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def stop(self, request, pk=None):
         return Response(BotSerializer(services.bot_stop(bot=self.get_object())).data)
 
+    @extend_schema(request=None, responses=BotSerializer)
+    @action(detail=True, methods=["post"])
+    def restart(self, request, pk=None):
+        bot = services.bot_stop(bot=self.get_object())
+        return Response(BotSerializer(services.bot_start(bot=bot)).data)
+
+    @extend_schema(responses=BotProfitSerializer)
+    @action(detail=True, methods=["get"])
+    def profit(self, request, pk=None):
+        return Response(selectors.bot_profit(self.get_object()))
+
     def _page(self, queryset, serializer_class):
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(serializer_class(page, many=True).data)
@@ -83,3 +100,19 @@ class BotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @action(detail=True, methods=["get"])
     def performance(self, request, pk=None):
         return self._page(self.get_object().performance.order_by("-timestamp"), PerformanceSerializer)
+
+
+class FleetProfitView(APIView):
+    """Like freqtrade's `/profit`: totals over every bot's trades and equity."""
+
+    @extend_schema(responses=FleetProfitSerializer)
+    def get(self, request):
+        return Response(selectors.fleet_profit())
+
+
+class MarketPerformanceView(APIView):
+    """Like freqtrade's `/performance`: closed-trade profit per market, best first."""
+
+    @extend_schema(responses=MarketPerformanceSerializer(many=True))
+    def get(self, request):
+        return Response(selectors.performance_by_market())

@@ -1,10 +1,15 @@
 from rest_framework import serializers
 
 from apps.market.models import DataGap, Market
+from apps.market.providers.registry import available
 from apps.market.timeframes import TIMEFRAMES
+
+MS_MAX = 10**13  # year 2286 in ms: anything beyond is a typo (seconds vs ms) or an attack, never a candle
 
 
 class MarketSerializer(serializers.ModelSerializer):
+    timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
+
     class Meta:
         model = Market
         fields = ("id", "exchange", "symbol", "timeframe", "provider", "watched", "last_collected_at", "last_error",
@@ -27,6 +32,44 @@ class MarketUpdateSerializer(serializers.Serializer):
     provider = serializers.CharField(max_length=16, required=False)
     watched = serializers.BooleanField(required=False)
 
+    def validate_provider(self, value: str) -> str:
+        names = available()
+        if value not in names:
+            raise serializers.ValidationError(f"unknown provider {value!r}: expected one of {', '.join(names)}")
+        return value
+
+
+class CoverageSerializer(serializers.Serializer):
+    market = serializers.CharField()
+    exchange = serializers.CharField()
+    symbol = serializers.CharField()
+    timeframe = serializers.CharField()
+    first_timestamp = serializers.IntegerField(allow_null=True)
+    last_timestamp = serializers.IntegerField(allow_null=True)
+    candles = serializers.IntegerField()
+    covered_ranges = serializers.IntegerField()
+    open_gaps = serializers.IntegerField()
+    missing_candles = serializers.IntegerField()
+    outage_gaps = serializers.IntegerField()
+    outage_missing_candles = serializers.IntegerField()
+    filled_gaps = serializers.IntegerField()
+
+
+class BackfillRequestSerializer(serializers.Serializer):
+    since = serializers.IntegerField(min_value=0, max_value=MS_MAX, help_text="First close time, ms UTC")
+    until = serializers.IntegerField(min_value=0, max_value=MS_MAX, required=False, allow_null=True,
+                                     help_text="Last close time, ms UTC (default: now)")
+
+    def validate(self, attrs):
+        if attrs.get("until") is not None and attrs["until"] < attrs["since"]:
+            raise serializers.ValidationError({"until": "must be >= since"})
+        return attrs
+
+
+class QueuedSerializer(serializers.Serializer):
+    queued = serializers.BooleanField()
+    detail = serializers.CharField()
+
 
 class DataGapSerializer(serializers.ModelSerializer):
     market = serializers.StringRelatedField()
@@ -42,9 +85,12 @@ class CandleQuerySerializer(serializers.Serializer):
     exchange = serializers.CharField(max_length=32)
     symbol = serializers.CharField(max_length=32)
     timeframe = serializers.ChoiceField(choices=TIMEFRAMES)
-    start = serializers.IntegerField(required=False, min_value=0, help_text="Close time >= start (ms UTC)")
-    end = serializers.IntegerField(required=False, min_value=0, help_text="Close time <= end (ms UTC)")
-    after = serializers.IntegerField(required=False, min_value=0, help_text="Cursor: close time > after")
+    start = serializers.IntegerField(required=False, min_value=0, max_value=MS_MAX,
+                                     help_text="Close time >= start (ms UTC)")
+    end = serializers.IntegerField(required=False, min_value=0, max_value=MS_MAX,
+                                   help_text="Close time <= end (ms UTC)")
+    after = serializers.IntegerField(required=False, min_value=0, max_value=MS_MAX,
+                                     help_text="Cursor: close time > after")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=5000, default=1000)
 
     def validate(self, attrs):

@@ -4,6 +4,7 @@ from rest_framework.routers import DefaultRouter
 from apps.market.api.views import CandleListView, DataGapViewSet, MarketViewSet
 
 router = DefaultRouter()
+router.include_root_view = False
 router.register("markets", MarketViewSet)
 router.register("gaps", DataGapViewSet)
 

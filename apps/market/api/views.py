@@ -4,24 +4,34 @@ bench figures in the design) and streams plain rows from the (symbol, timeframe,
 from __future__ import annotations
 
 import orjson
+from django.db import transaction
 from django.http import HttpResponse
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.market import services
+from apps.market import selectors, services
 from apps.market.api.serializers import (
+    BackfillRequestSerializer,
     CandleQuerySerializer,
+    CoverageSerializer,
     DataGapSerializer,
     MarketInputSerializer,
     MarketSerializer,
     MarketUpdateSerializer,
+    QueuedSerializer,
 )
 from apps.market.models import Candle, DataGap, Market
 
 CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+
+CandlePage = inline_serializer("CandlePage", {
+    "columns": serializers.ListField(child=serializers.CharField()),
+    "rows": serializers.ListField(child=serializers.ListField(child=serializers.FloatField())),
+    "next": serializers.URLField(allow_null=True),
+})
 
 
 class MarketViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -66,16 +76,43 @@ class MarketViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def unwatch(self, request, pk=None):
         return Response(MarketSerializer(services.market_unwatch(market=self.get_object())).data)
 
+    @extend_schema(responses=CoverageSerializer)
+    @action(detail=True, methods=["get"])
+    def coverage(self, request, pk=None):
+        """Stored range, candles and gaps of the market, from the data-quality ledger."""
+        return Response(selectors.market_coverage(self.get_object()))
+
+    @extend_schema(responses=DataGapSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def gaps(self, request, pk=None):
+        qs = DataGap.objects.filter(market=self.get_object()).select_related("market").order_by("start_timestamp")
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(DataGapSerializer(page, many=True).data)
+
+    @extend_schema(request=BackfillRequestSerializer, responses={202: QueuedSerializer})
+    @action(detail=True, methods=["post"])
+    def backfill(self, request, pk=None):
+        """Queue a backfill of [since, until] on a worker (gaps the ledger knows are refilled)."""
+        from apps.market.collector import enqueue_backfill
+
+        market = self.get_object()
+        body = BackfillRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with transaction.atomic():
+            enqueue_backfill(market.exchange, market.symbol, market.timeframe, body.validated_data["since"],
+                             body.validated_data.get("until"))
+        return Response({"queued": True, "detail": f"backfill of {market} queued"}, status=status.HTTP_202_ACCEPTED)
+
 
 class DataGapViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = DataGap.objects.select_related("market")
+    queryset = DataGap.objects.select_related("market").order_by("market_id", "start_timestamp")
     serializer_class = DataGapSerializer
 
 
 class CandleListView(APIView):
     @extend_schema(
         parameters=[CandleQuerySerializer],
-        responses={200: dict},
+        responses={200: CandlePage},
         description="Closed candles, oldest first: `{columns, rows, next}`; rows are "
         "[timestamp(close ms), open, high, low, close, volume]. Follow `next` (a cursor on close time) for more.",
     )

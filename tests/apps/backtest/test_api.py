@@ -24,7 +24,7 @@ def stored(data_dir):
 @pytest.fixture
 def api():
     client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("trader", password="x" * 12))
+    client.force_authenticate(get_user_model().objects.create_user("trader", password="x" * 12, is_staff=True))
     return client
 
 
@@ -33,16 +33,17 @@ BASE = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "15m"}
 
 @pytest.mark.django_db(transaction=True)
 def test_given_stored_candles_when_posting_a_run_then_it_is_created_run_and_retrievable(stored, api):
-    resp = api.post("/api/backtest/runs/", {**BASE, "strategy": "sma_cross", "parameters": {"fast": 10, "slow": 40},
+    resp = api.post("/api/v1/backtest/runs/", {**BASE, "strategy": "sma_cross", "parameters": {"fast": 10, "slow": 40},
                                             "fee": 0.0005}, format="json")
-    assert resp.status_code == 201, resp.content
+    assert resp.status_code == 202, resp.content
     run_id = resp.json()["id"]
-    detail = api.get(f"/api/backtest/runs/{run_id}/").json()
+    assert resp["Location"].endswith(f"/api/v1/backtest/runs/{run_id}/") and resp.json()["url"] == resp["Location"]
+    detail = api.get(f"/api/v1/backtest/runs/{run_id}/").json()
     assert detail["status"] == "done" and detail["fee"] == 0.0005
     assert detail["metrics"]["bars"] == len(stored) and len(detail["trades"]) == detail["metrics"]["closed_trades"]
-    listed = api.get("/api/backtest/runs/?strategy=sma_cross").json()
+    listed = api.get("/api/v1/backtest/runs/?strategy=sma_cross").json()
     assert listed["count"] == 1 and "trades" not in listed["results"][0]
-    report = api.get(f"/api/backtest/runs/{run_id}/report/")
+    report = api.get(f"/api/v1/backtest/runs/{run_id}/report/")
     assert report.status_code == 200 and report["Content-Type"].startswith("text/html")
 
 
@@ -55,7 +56,7 @@ def test_given_stored_candles_when_posting_a_run_then_it_is_created_run_and_retr
     ({"strategy": "sma_cross", "timeframe": "2m"}, "timeframe", "2m"),
 ])
 def test_given_bad_input_when_posting_a_run_then_400_names_the_field(api, body, field, text):
-    resp = api.post("/api/backtest/runs/", {**BASE, **body}, format="json")
+    resp = api.post("/api/v1/backtest/runs/", {**BASE, **body}, format="json")
     assert resp.status_code == 400
     assert resp.json()["field"].startswith(field) and text in resp.json()["detail"]
     assert BacktestRun.objects.count() == 0
@@ -63,31 +64,31 @@ def test_given_bad_input_when_posting_a_run_then_400_names_the_field(api, body, 
 
 @pytest.mark.django_db
 def test_given_anonymous_when_posting_a_run_then_refused():
-    resp = APIClient().post("/api/backtest/runs/", {**BASE, "strategy": "sma_cross"}, format="json")
+    resp = APIClient().post("/api/v1/backtest/runs/", {**BASE, "strategy": "sma_cross"}, format="json")
     assert resp.status_code in (401, 403)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_given_a_grid_when_posting_a_sweep_then_progress_ranking_and_results_are_served(stored, api):
-    resp = api.post("/api/backtest/sweeps/", {**BASE, "strategy": "sma_cross", "grid": {"fast": [5, 10, 60],
+    resp = api.post("/api/v1/backtest/sweeps/", {**BASE, "strategy": "sma_cross", "grid": {"fast": [5, 10, 60],
                                               "slow": [40, 80]}, "top_k": 2, "chunk_size": 2}, format="json")
-    assert resp.status_code == 201, resp.content
+    assert resp.status_code == 202, resp.content
     sweep = resp.json()
     assert sweep["status"] == "done" and sweep["total"] == 6 and sweep["completed"] == 6
     assert sweep["progress"] == 1.0 and sweep["failed"] == 1 and len(sweep["ranking"]) == 2
-    results = api.get(f"/api/backtest/sweeps/{sweep['id']}/results/").json()
+    results = api.get(f"/api/v1/backtest/sweeps/{sweep['id']}/results/").json()
     assert results["count"] == 6
     assert results["results"][0]["index"] == sweep["ranking"][0]["index"]
     assert "'fast' must be < slow" in results["results"][-1]["error"]
-    failed = api.get(f"/api/backtest/sweeps/{sweep['id']}/results/?failed=1").json()
+    failed = api.get(f"/api/v1/backtest/sweeps/{sweep['id']}/results/?failed=true").json()
     assert [r["parameters"] for r in failed["results"]] == [{"fast": 60, "slow": 40}]
 
 
 @pytest.mark.django_db
 def test_given_neither_grid_nor_random_when_posting_a_sweep_then_400(api):
-    resp = api.post("/api/backtest/sweeps/", {**BASE, "strategy": "sma_cross"}, format="json")
+    resp = api.post("/api/v1/backtest/sweeps/", {**BASE, "strategy": "sma_cross"}, format="json")
     assert resp.status_code == 400 and resp.json()["field"] == "grid"
-    resp = api.post("/api/backtest/sweeps/", {**BASE, "strategy": "sma_cross", "grid": {"fastest": [1]}},
+    resp = api.post("/api/v1/backtest/sweeps/", {**BASE, "strategy": "sma_cross", "grid": {"fastest": [1]}},
                     format="json")
     assert resp.status_code == 400 and resp.json()["field"] == "grid.fastest" and "fastest" in resp.json()["detail"]
     assert Sweep.objects.count() == 0
@@ -95,10 +96,10 @@ def test_given_neither_grid_nor_random_when_posting_a_sweep_then_400(api):
 
 @pytest.mark.django_db
 def test_given_the_schema_when_generated_then_backtest_endpoints_are_documented(api):
-    resp = api.get("/api/schema/")
+    resp = api.get("/api/v1/schema/")
     assert resp.status_code == 200
     text = resp.content.decode()
-    assert "/api/backtest/sweeps/{id}/results/" in text and "/api/backtest/runs/" in text
+    assert "/api/v1/backtest/sweeps/{id}/results/" in text and "/api/v1/backtest/runs/" in text
 
 
 @pytest.mark.django_db(transaction=True)
@@ -111,11 +112,11 @@ def test_given_a_finished_study_when_listed_then_best_and_trials_best_first_and_
                                                        space={"fast": [3, 15], "slow": [30, 90]}, metric="sharpe",
                                                        seed=2, **BASE)
     optimize.run_study(row=row, ostudy=ostudy, searched=searched, fixed=fixed, n_trials=5, batch=1)  # eager
-    listing = api.get("/api/backtest/studies/").json()
+    listing = api.get("/api/v1/backtest/studies/").json()
     items = listing["results"] if isinstance(listing, dict) else listing
     mine = next(i for i in items if i["name"] == name)
     assert mine["status"] == "done" and mine["best_parameters"] is not None
-    trials = api.get(f"/api/backtest/studies/{mine['id']}/trials/").json()
+    trials = api.get(f"/api/v1/backtest/studies/{mine['id']}/trials/").json()
     trials = trials["results"] if isinstance(trials, dict) else trials
     assert len(trials) == 5
     assert trials[0]["value"] == mine["best_value"] and trials[0]["parameters"] == mine["best_parameters"]

@@ -13,20 +13,20 @@ BODY = {"name": "api-bot", "strategy": "sma_cross", "parameters": {"fast": 5}, "
 @pytest.fixture
 def client():
     api = APIClient()
-    api.force_authenticate(User.objects.create_user("bob", password="pw-123456789"))
+    api.force_authenticate(User.objects.create_user("bob", password="pw-123456789", is_staff=True))
     return api
 
 
 def test_given_valid_body_when_creating_a_bot_then_parameters_get_defaults_and_it_can_start_and_stop(client):
-    resp = client.post("/api/bots/", BODY, format="json")
+    resp = client.post("/api/v1/bots/", BODY, format="json")
     assert resp.status_code == 201, resp.content
     assert resp.json()["parameters"] == {"fast": 5, "slow": 50}
     bot_id = resp.json()["id"]
 
-    assert client.post(f"/api/bots/{bot_id}/start/").json()["status"] == "running"
+    assert client.post(f"/api/v1/bots/{bot_id}/start/").json()["status"] == "running"
     assert Bot.objects.get(pk=bot_id).status == Bot.Status.RUNNING
-    assert client.post(f"/api/bots/{bot_id}/stop/").json()["status"] == "stopped"
-    assert client.get(f"/api/bots/{bot_id}/signals/").json()["count"] == 0
+    assert client.post(f"/api/v1/bots/{bot_id}/stop/").json()["status"] == "stopped"
+    assert client.get(f"/api/v1/bots/{bot_id}/signals/").json()["count"] == 0
 
 
 @pytest.mark.parametrize(
@@ -38,23 +38,23 @@ def test_given_valid_body_when_creating_a_bot_then_parameters_get_defaults_and_i
     ],
 )
 def test_given_bad_body_when_creating_a_bot_then_400_names_the_field(client, change, field, text):
-    resp = client.post("/api/bots/", {**BODY, **change}, format="json")
+    resp = client.post("/api/v1/bots/", {**BODY, **change}, format="json")
     assert resp.status_code == 400
     assert resp.json()["field"] == field
     assert text in resp.json()["detail"]
 
 
 def test_given_anonymous_user_when_creating_a_bot_then_refused():
-    assert APIClient().post("/api/bots/", BODY, format="json").status_code in (401, 403)
+    assert APIClient().post("/api/v1/bots/", BODY, format="json").status_code in (401, 403)
 
 
 def test_given_a_bot_when_its_get_body_is_put_back_with_a_change_then_only_the_config_changes(client):
-    bot = client.post("/api/bots/", BODY, format="json").json()
+    bot = client.post("/api/v1/bots/", BODY, format="json").json()
 
-    resp = client.put(f"/api/bots/{bot['id']}/", {**bot, "stop_loss": 0.05}, format="json")
+    resp = client.put(f"/api/v1/bots/{bot['id']}/", {**bot, "stop_loss": 0.05}, format="json")
     assert resp.status_code == 200, resp.content
     assert resp.json()["stop_loss"] == 0.05
 
-    resp = client.put(f"/api/bots/{bot['id']}/", {**bot, "status": "running"}, format="json")
+    resp = client.put(f"/api/v1/bots/{bot['id']}/", {**bot, "status": "running"}, format="json")
     assert resp.status_code == 400 and resp.json()["field"] == "status"
     assert Bot.objects.get(pk=bot["id"]).status == Bot.Status.STOPPED

@@ -25,9 +25,9 @@ def test_given_initial_balance_500_when_creating_then_cash_and_peak_equity_are_5
 
 def test_given_initial_balance_500_when_posting_to_the_api_then_cash_is_500(django_user_model):
     api = APIClient()
-    api.force_authenticate(django_user_model.objects.create_user("u", password="x" * 12))
+    api.force_authenticate(django_user_model.objects.create_user("u", password="x" * 12, is_staff=True))
 
-    resp = api.post("/api/bots/", {**CONFIG, "initial_balance": 500}, format="json")
+    resp = api.post("/api/v1/bots/", {**CONFIG, "initial_balance": 500}, format="json")
 
     assert resp.status_code == 201, resp.content
     assert resp.json()["cash"] == 500

@@ -20,9 +20,16 @@ def candles(data_dir):
     return df
 
 
-def test_given_stored_candles_when_listing_pages_then_cursor_walks_all_rows_in_order(candles):
+@pytest.fixture
+def reader():
     client = APIClient()
-    url = "/api/market/candles/?exchange=binance&symbol=BTC/USDT&timeframe=1h&limit=12"
+    client.force_authenticate(User.objects.create_user("reader", password="pw-123456789"))
+    return client
+
+
+def test_given_stored_candles_when_listing_pages_then_cursor_walks_all_rows_in_order(candles, reader):
+    client = reader
+    url = "/api/v1/market/candles/?exchange=binance&symbol=BTC/USDT&timeframe=1h&limit=12"
     seen = []
     while url:
         resp = client.get(url)
@@ -36,26 +43,26 @@ def test_given_stored_candles_when_listing_pages_then_cursor_walks_all_rows_in_o
                            candles["volume"][0]]
 
 
-def test_given_bad_query_when_listing_candles_then_400_names_the_field():
-    resp = APIClient().get("/api/market/candles/?exchange=binance&symbol=BTC/USDT&timeframe=7m")
+def test_given_bad_query_when_listing_candles_then_400_names_the_field(reader):
+    resp = reader.get("/api/v1/market/candles/?exchange=binance&symbol=BTC/USDT&timeframe=7m")
     assert resp.status_code == 400
     assert resp.json()["field"] == "timeframe"
 
 
-def test_given_user_when_adding_market_then_it_is_watched():
-    user = User.objects.create_user("alice", password="pw-123456789")
+def test_given_staff_user_when_adding_market_then_it_is_watched():
+    user = User.objects.create_user("alice", password="pw-123456789", is_staff=True)
     client = APIClient()
     client.force_authenticate(user)
-    resp = client.post("/api/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m",
+    resp = client.post("/api/v1/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m",
                                                 "watched": True}, format="json")
     assert resp.status_code == 201, resp.content
     assert Market.objects.get(symbol="ETH/USDT").watched is True
-    dup = client.post("/api/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m"},
+    dup = client.post("/api/v1/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m"},
                       format="json")
     assert dup.status_code == 400
 
 
-def test_given_schema_endpoint_when_fetched_then_candle_endpoint_is_documented():
-    resp = APIClient().get("/api/schema/")
+def test_given_schema_endpoint_when_fetched_then_candle_endpoint_is_documented(reader):
+    resp = reader.get("/api/v1/schema/")
     assert resp.status_code == 200
-    assert b"/api/market/candles/" in resp.content
+    assert b"/api/v1/market/candles/" in resp.content

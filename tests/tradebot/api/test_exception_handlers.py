@@ -45,7 +45,7 @@ BAD_BOTS = [
 @pytest.fixture
 def api():
     client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user("prober", password="x" * 12))
+    client.force_authenticate(get_user_model().objects.create_user("prober", password="x" * 12, is_staff=True))
     return client
 
 
@@ -59,31 +59,31 @@ def assert_400(resp, field: str) -> dict:
 
 @pytest.mark.parametrize(("change", "field"), BAD_BOTS)
 def test_given_a_bad_bot_body_when_creating_then_400_names_the_field_and_nothing_is_stored(api, change, field):
-    assert_400(api.post("/api/bots/", {**BOT, **change}, format="json"), field)
+    assert_400(api.post("/api/v1/bots/", {**BOT, **change}, format="json"), field)
     assert not Bot.objects.exists()
 
 
 @pytest.mark.parametrize(("change", "field"), BAD_BOTS)
 def test_given_a_bad_bot_change_when_patching_then_400_names_the_field_and_the_bot_is_unchanged(api, change, field):
-    created = api.post("/api/bots/", BOT, format="json")
+    created = api.post("/api/v1/bots/", BOT, format="json")
     assert created.status_code == 201, created.content
     before = created.json()
 
-    assert_400(api.patch(f"/api/bots/{before['id']}/", change, format="json"), field)
+    assert_400(api.patch(f"/api/v1/bots/{before['id']}/", change, format="json"), field)
 
-    assert api.get(f"/api/bots/{before['id']}/").json() == before
+    assert api.get(f"/api/v1/bots/{before['id']}/").json() == before
 
 
 def test_given_a_duplicate_bot_name_when_creating_then_400_names_the_name(api):
-    assert api.post("/api/bots/", BOT, format="json").status_code == 201
-    assert_400(api.post("/api/bots/", BOT, format="json"), "name")
+    assert api.post("/api/v1/bots/", BOT, format="json").status_code == 201
+    assert_400(api.post("/api/v1/bots/", BOT, format="json"), "name")
 
 
 def test_given_a_bot_on_a_market_with_an_unknown_provider_when_started_then_400_names_the_provider(api):
     Market.objects.create(exchange="binance", symbol="BTC/USDT", timeframe="5m", provider="nonexistent")
-    bot = api.post("/api/bots/", BOT, format="json").json()
+    bot = api.post("/api/v1/bots/", BOT, format="json").json()
 
-    assert_400(api.post(f"/api/bots/{bot['id']}/start/"), "provider")
+    assert_400(api.post(f"/api/v1/bots/{bot['id']}/start/"), "provider")
     assert Bot.objects.get(pk=bot["id"]).status == Bot.Status.STOPPED
 
 
@@ -95,14 +95,14 @@ def test_given_a_bot_on_a_market_with_an_unknown_provider_when_started_then_400_
 ])
 def test_given_a_bad_market_when_creating_then_400_names_the_field(api, body, field):
     market = {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m", "watched": True}
-    assert_400(api.post("/api/market/markets/", {**market, **body}, format="json"), field)
+    assert_400(api.post("/api/v1/market/markets/", {**market, **body}, format="json"), field)
     assert not Market.objects.exists()
 
 
 def test_given_a_market_when_patching_an_unknown_provider_then_400_and_unchanged(api):
-    market = api.post("/api/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m"},
+    market = api.post("/api/v1/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "5m"},
                       format="json").json()
-    assert_400(api.patch(f"/api/market/markets/{market['id']}/", {"provider": "nonexistent"}, format="json"),
+    assert_400(api.patch(f"/api/v1/market/markets/{market['id']}/", {"provider": "nonexistent"}, format="json"),
                "provider")
     assert Market.objects.get(pk=market["id"]).provider == "ccxt"
 
@@ -121,7 +121,7 @@ def test_given_a_market_when_patching_an_unknown_provider_then_400_and_unchanged
     ({"timeframe": "2m"}, "timeframe"),
 ])
 def test_given_a_bad_run_when_posting_then_400_names_the_field(api, change, field):
-    assert_400(api.post("/api/backtest/runs/", {**RUN, **change}, format="json"), field)
+    assert_400(api.post("/api/v1/backtest/runs/", {**RUN, **change}, format="json"), field)
     assert not BacktestRun.objects.exists()
 
 
@@ -138,7 +138,7 @@ def test_given_a_bad_run_when_posting_then_400_names_the_field(api, change, fiel
 ])
 def test_given_a_bad_sweep_when_posting_then_400_names_the_field(api, change, field):
     body = {k: v for k, v in {**SWEEP, **change}.items() if v is not None}
-    assert_400(api.post("/api/backtest/sweeps/", body, format="json"), field)
+    assert_400(api.post("/api/v1/backtest/sweeps/", body, format="json"), field)
     assert not Sweep.objects.exists()
 
 
