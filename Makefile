@@ -64,7 +64,7 @@ beat: install
 	$(DEV_ENV) $(VENV)/bin/celery -A tradebot beat -l info -S django_celery_beat.schedulers:DatabaseScheduler
 
 flower: install
-	$(DEV_ENV) $(VENV)/bin/celery -A tradebot flower --basic-auth=$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}
+	$(DEV_ENV) $(PY) -m tradebot.flower   # needs FLOWER_BASIC_AUTH=user:password; FLOWER_ADDRESS (127.0.0.1), FLOWER_PORT (5555)
 
 bench-install: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
