@@ -20,7 +20,6 @@ import random
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -64,16 +63,16 @@ from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from apps.bots.models import Bot, Trade
 from apps.market.services import ingest_candles
-df = pd.read_csv("sample_data/binance_spot_2023/binance_BTC_USDT-1m.csv.gz", nrows=%d)
+df = pd.read_csv("sample_data/binance_spot_2023/binance_BTC_USDT-1m.csv.gz", nrows=CANDLES)
 df["timestamp"] = df["timestamp"] + 60_000
 ingest_candles(exchange="bench", symbol="BTC/USDT", timeframe="1m", df=df, publish=False)
 bot = Bot.objects.create(name="bench", strategy="sma_cross", parameters={"fast": 5, "slow": 50}, exchange="bench",
                          symbol="BTC/USDT", timeframe="1m")
 closes = df["close"].to_numpy(); ts = df["timestamp"].to_numpy()
 rows = []
-for i in range(%d):
-    j = i * (len(df) // %d)
-    side = "buy" if i %% 2 == 0 else "sell"
+for i in range(TRADES):
+    j = i * (len(df) // TRADES)
+    side = "buy" if i % 2 == 0 else "sell"
     rows.append(Trade(bot=bot, timestamp=int(ts[j]), side=side, price=float(closes[j]), amount=0.1, fee=0.01,
                       realized_pnl=0.0 if side == "buy" else float(closes[j] - closes[j - 1]) * 0.1,
                       cash_after=10_000.0, position_after=0.1 if side == "buy" else 0.0))
@@ -81,7 +80,7 @@ Trade.objects.bulk_create(rows, batch_size=5000)
 user = User.objects.create_user("bench", password="bench-pass-123")
 print(json.dumps({"token": Token.objects.create(user=user).key, "bot": bot.pk,
                   "first": int(ts[0]), "last": int(ts[-1])}))
-''' % (CANDLES, TRADES, TRADES)
+'''.replace("CANDLES", str(CANDLES)).replace("TRADES", str(TRADES))
     env = {**os.environ, "DATABASE_URL": scratch_url, "DJANGO_SETTINGS_MODULE": "tradebot.settings.test"}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
