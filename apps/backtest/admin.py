@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from apps.backtest.models import BacktestRun, Study, StudyTrial, Sweep, SweepResult, WalkForward
+from apps.backtest import services
+from apps.backtest.models import BacktestRun, Status, Study, StudyTrial, Sweep, SweepResult, WalkForward
+from apps.bots.models import Bot
+from apps.common.errors import ApplicationError
+
+
+def neighbourhood_grid(parameters: dict) -> dict:
+    """A small grid around a run's numeric parameters (x0.5, x1, x1.5; integers stay integers, >= 1)."""
+    grid = {}
+    for name, value in (parameters or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            grid[name] = [value]
+        elif isinstance(value, int):
+            grid[name] = sorted({max(1, round(value * f)) for f in (0.5, 1.0, 1.5)})
+        else:
+            grid[name] = sorted({value * f for f in (0.5, 1.0, 1.5)})
+    return grid
 
 
 @admin.register(BacktestRun)
 class BacktestRunAdmin(admin.ModelAdmin):
     list_display = ("id", "strategy", "parameters", "market", "status", "progress", "sharpe", "total_return",
-                    "final_equity", "created_at", "duration")
+                    "final_equity", "created_at", "duration", "report")
     list_filter = ("status", "strategy", "timeframe", "exchange", "symbol")
     search_fields = ("strategy", "symbol", "exchange", "data_file")
+    actions = ("sweep_around_run",)
     readonly_fields = ("status", "progress", "metrics", "trades", "open_trade", "final_equity", "equity_curve",
                        "warnings", "error", "sweep", "created_at", "started_at", "finished_at", "duration")
     date_hierarchy = "created_at"
@@ -30,6 +47,25 @@ class BacktestRunAdmin(admin.ModelAdmin):
     def total_return(self, obj):
         return (obj.metrics or {}).get("total_return_pct")
 
+    @admin.display(description="report")
+    def report(self, obj):
+        if obj.status != Status.DONE:
+            return "-"
+        return format_html('<a href="/dashboard/runs/{}/">dashboard</a> · <a href="/api/v1/backtest/runs/{}/report/">'
+                           'HTML report</a>', obj.pk, obj.pk)
+
+    @admin.action(description="Launch a sweep around the selected runs' parameters (x0.5, x1, x1.5)")
+    def sweep_around_run(self, request, queryset) -> None:
+        for run in queryset:
+            try:
+                sweep = services.create_sweep(
+                    strategy=run.strategy, grid=neighbourhood_grid(run.parameters), exchange=run.exchange,
+                    symbol=run.symbol, timeframe=run.timeframe, start=run.start, end=run.end, **run.rules_kwargs())
+                self.message_user(request, f"run {run.pk}: sweep {sweep.pk} queued ({sweep.total} sets)",
+                                  level=messages.SUCCESS)
+            except ApplicationError as exc:
+                self.message_user(request, f"run {run.pk}: {exc.message}", level=messages.ERROR)
+
 
 class SweepResultInline(admin.TabularInline):
     model = SweepResult
@@ -44,7 +80,8 @@ class SweepResultInline(admin.TabularInline):
 @admin.register(Sweep)
 class SweepAdmin(admin.ModelAdmin):
     list_display = ("id", "strategy", "mode", "market", "status", "progress_bar", "completed", "total", "failed",
-                    "metric", "best", "created_at")
+                    "metric", "best", "created_at", "report")
+    actions = ("bots_from_best",)
     list_filter = ("status", "strategy", "mode", "timeframe")
     search_fields = ("strategy", "symbol")
     readonly_fields = ("status", "total", "completed", "failed", "ranking", "error", "created_at", "started_at",
@@ -73,6 +110,35 @@ class SweepAdmin(admin.ModelAdmin):
     def progress_bar(self, obj):
         pct = round(obj.progress * 100)
         return format_html('<progress value="{}" max="100"></progress> {}%', pct, pct)
+
+    @admin.display(description="report")
+    def report(self, obj):
+        return format_html('<a href="/dashboard/sweeps/{}/">ranking + heat map</a>', obj.pk)
+
+    @admin.action(description="Turn the selected sweeps' best parameter sets into (stopped) bots")
+    def bots_from_best(self, request, queryset) -> None:
+        from apps.bots import services as bot_services
+
+        for sweep in queryset:
+            if sweep.status != Status.DONE or not sweep.ranking:
+                self.message_user(request, f"sweep {sweep.pk}: not done, no ranking yet", level=messages.WARNING)
+                continue
+            made = 0
+            for row in sweep.ranking[: min(5, len(sweep.ranking))]:
+                if row.get("error"):
+                    continue
+                try:
+                    bot_services.bot_create(data={
+                        "name": f"sweep{sweep.pk}-rank{row['rank']}", "strategy": sweep.strategy,
+                        "parameters": row["parameters"], "exchange": sweep.exchange, "symbol": sweep.symbol,
+                        "timeframe": sweep.timeframe, "initial_balance": sweep.initial_balance,
+                        "fee_rate": sweep.fee, "fraction": sweep.fraction, "slippage": sweep.slippage,
+                        "stop_loss": sweep.stop_loss, "take_profit": sweep.take_profit})
+                    made += 1
+                except ApplicationError as exc:
+                    self.message_user(request, f"sweep {sweep.pk} rank {row['rank']}: {exc.message}",
+                                      level=messages.ERROR)
+            self.message_user(request, f"sweep {sweep.pk}: {made} bot(s) created (stopped)", level=messages.SUCCESS)
 
     @admin.display(description="best")
     def best(self, obj):
@@ -150,3 +216,22 @@ class StudyTrialAdmin(admin.ModelAdmin):
     list_filter = ("state", "told")
     readonly_fields = ("study", "number", "parameters", "state", "value", "metrics", "error", "told", "enqueued_at",
                        "finished_at", "compute_seconds")
+
+
+# "Backtest this config" on the bots' admin: registered from here because backtest depends on bots (never back).
+@admin.action(description="Backtest the selected bots' config over their stored candles")
+def backtest_bot_config(modeladmin, request, queryset) -> None:
+    for bot in queryset:
+        try:
+            run = services.create_run(strategy=bot.strategy, parameters=bot.parameters, exchange=bot.exchange,
+                                      symbol=bot.symbol, timeframe=bot.timeframe, fee=bot.fee_rate,
+                                      slippage=bot.slippage, initial_balance=bot.initial_balance,
+                                      fraction=bot.fraction, stop_loss=bot.stop_loss, take_profit=bot.take_profit)
+            modeladmin.message_user(request, f"{bot.name}: backtest run {run.pk} queued", level=messages.SUCCESS)
+        except ApplicationError as exc:
+            modeladmin.message_user(request, f"{bot.name}: {exc.message}", level=messages.ERROR)
+
+
+_bot_admin = admin.site._registry.get(Bot)
+if _bot_admin is not None and "backtest_bot_config" not in _bot_admin.actions:
+    _bot_admin.actions = (*_bot_admin.actions, backtest_bot_config)

@@ -1,10 +1,15 @@
 """Bots in the control panel: writes through apps.bots.services. Signals, trades and snapshots are what bots did:
 read-only."""
 
+import time
+
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
-from apps.bots import services
+from apps.bots import selectors, services
 from apps.bots.config import CONFIG_FIELDS, default_fee_rate, validate_config
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.services import LIFECYCLE_FIELDS
@@ -46,14 +51,15 @@ class BotAdmin(admin.ModelAdmin):
     start/stop actions (bot_start / bot_stop); portfolio and liveness state are read-only."""
 
     form = BotAdminForm
-    list_display = ("name", "strategy", "exchange", "symbol", "timeframe", "status", "equity_hint", "heartbeat_at",
-                    "last_candle", "restart_count")
+    list_display = ("name", "strategy", "market", "status", "heartbeat_age", "equity", "open_position",
+                    "restarts_last_hour", "last_candle", "error_short", "links")
     list_filter = ("status", "strategy", "exchange", "timeframe")
     search_fields = ("name", "symbol")
-    readonly_fields = (*LIFECYCLE_FIELDS, "config_file", "created_at", "updated_at")
-    actions = ("start_bots", "stop_bots")
+    readonly_fields = (*LIFECYCLE_FIELDS, "config_file", "created_at", "updated_at", "recent_activity")
+    actions = ("start_bots", "stop_bots", "restart_bots", "replay_bots")
     fieldsets = (
         (None, {"fields": ("name", "strategy", "parameters", "config_file", "status")}),
+        ("Recent signals and trades", {"fields": ("recent_activity",)}),
         ("Market", {"fields": ("exchange", "symbol", "timeframe")}),
         ("Virtual trading", {"fields": ("initial_balance", "fee_rate", "fraction", "slippage", "stop_loss",
                                         "take_profit")}),
@@ -63,9 +69,59 @@ class BotAdmin(admin.ModelAdmin):
                                  "restart_count", "failed_at", "last_error", "created_at", "updated_at")}),
     )
 
-    @admin.display(description="cash + position")
-    def equity_hint(self, obj: Bot) -> str:
-        return f"{obj.cash:,.2f} + {obj.position:g}"
+    def get_queryset(self, request):
+        return selectors.with_equity(super().get_queryset(request))
+
+    @admin.display(description="market", ordering="symbol")
+    def market(self, obj: Bot) -> str:
+        return f"{obj.exchange} {obj.symbol} {obj.timeframe}"
+
+    @admin.display(description="equity", ordering="equity_now")
+    def equity(self, obj: Bot) -> str:
+        value = getattr(obj, "equity_now", None)
+        return "-" if value is None else f"{value:,.2f}"
+
+    @admin.display(description="position")
+    def open_position(self, obj: Bot) -> str:
+        if not obj.position:
+            return "flat"
+        return f"{obj.position:.6g} @ {obj.entry_price:,.2f}" if obj.entry_price else f"{obj.position:.6g}"
+
+    @admin.display(description="heartbeat", ordering="heartbeat_at")
+    def heartbeat_age(self, obj: Bot) -> str:
+        if obj.heartbeat_at is None:
+            return "never"
+        seconds = int((timezone.now() - obj.heartbeat_at).total_seconds())
+        return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago" if seconds < 7200 else \
+            f"{seconds // 3600}h ago"
+
+    @admin.display(description="restarts (1h)")
+    def restarts_last_hour(self, obj: Bot) -> int:
+        cutoff = time.time() * 1000 - 3_600_000
+        return sum(1 for t in obj.restart_times or [] if t >= cutoff)
+
+    @admin.display(description="last error")
+    def error_short(self, obj: Bot) -> str:
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else (obj.last_error or "-")
+
+    @admin.display(description="open")
+    def links(self, obj: Bot) -> str:
+        return format_html('<a href="/dashboard/bots/{}/">dashboard</a> · <a href="/api/v1/bots/{}/profit/">profit'
+                           '</a>', obj.pk, obj.pk)
+
+    @admin.display(description="last 10 signals / trades")
+    def recent_activity(self, obj: Bot) -> str:
+        if obj.pk is None:
+            return "-"
+        signals = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (format_ms(s.timestamp), s.action, f"{s.price:,.2f}")
+            for s in obj.signals.exclude(action="hold").order_by("-timestamp")[:10]))
+        trades = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (format_ms(t.timestamp), t.side, t.reason, f"{t.price:,.2f}", f"{t.realized_pnl:+,.2f}")
+            for t in obj.trades.order_by("-timestamp", "-id")[:10]))
+        return format_html('<table><tr><th>signal (close, UTC)</th><th>action</th><th>price</th></tr>{}</table>'
+                           '<table><tr><th>trade (close, UTC)</th><th>side</th><th>reason</th><th>price</th>'
+                           '<th>P&amp;L</th></tr>{}</table>', signals or "", trades or "")
 
     @admin.display(description="last candle (UTC)", ordering="last_candle_timestamp")
     def last_candle(self, obj: Bot) -> str:
@@ -103,6 +159,22 @@ class BotAdmin(admin.ModelAdmin):
     @admin.action(description="Stop selected bots")
     def stop_bots(self, request, queryset) -> None:
         self._lifecycle(request, queryset, services.bot_stop, "stopped")
+
+    @admin.action(description="Restart selected bots")
+    def restart_bots(self, request, queryset) -> None:
+        def restart(*, bot: Bot) -> Bot:
+            return services.bot_start(bot=services.bot_stop(bot=bot))
+
+        self._lifecycle(request, queryset, restart, "restarted")
+
+    @admin.action(description="Replay selected bots over stored candles (fresh portfolio, on a worker)")
+    def replay_bots(self, request, queryset) -> None:
+        from apps.bots.tasks import replay_bot_task
+
+        ids = list(queryset.values_list("pk", flat=True))
+        for pk in ids:
+            transaction.on_commit(lambda pk=pk: replay_bot_task.delay(pk))
+        self.message_user(request, f"replay queued for {len(ids)} bot(s)", level=messages.SUCCESS)
 
 
 @admin.register(Signal)

@@ -25,6 +25,15 @@ def tick_bot_task(bot_id: int) -> int:
     return services.tick_bot(bot_id).decided
 
 
+@shared_task(acks_late=True)
+def replay_bot_task(bot_id: int) -> dict:
+    """Replay a bot over its stored candles from a fresh portfolio (admin action; thin: the service does it)."""
+    from apps.bots.models import Bot
+
+    report = services.replay_bot(Bot.objects.get(pk=bot_id))
+    return {"bot_id": bot_id, "decided": report.decided, "fills": report.fills}
+
+
 @shared_task(acks_late=True, ignore_result=True)
 def monitor_bots_task() -> dict:
     report = services.monitor_bots()

@@ -73,6 +73,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tradebot.context_processors.links",
             ],
         },
     },
@@ -252,6 +253,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 LOGIN_URL = "/admin/login/"
+# Where the admin's "Flower" link points (Flower binds FLOWER_ADDRESS:FLOWER_PORT, 127.0.0.1:5555 by default).
+TRADEBOT_FLOWER_URL = os.environ.get("TRADEBOT_FLOWER_URL", "http://127.0.0.1:5555/")
 
 
 # LOG_LEVEL sets both the root logger (default WARNING) and the `apps` loggers (default INFO).
