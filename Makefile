@@ -12,7 +12,7 @@ DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESU
 # roles, wsgi and the Celery app default to tradebot.settings.production.
 DEV_ENV := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-tradebot.settings.local}
 
-.PHONY: install demo test test-fast lint services migrate run up worker beat flower bench bench-install clean
+.PHONY: browser-deps install demo test test-fast lint services migrate run up worker beat flower bench bench-install clean
 
 install: $(STAMP)
 
@@ -29,11 +29,15 @@ demo: install
 services:
 	@bash scripts/services.sh
 
+browser-deps:  ## headless Chromium for the dashboard's browser test (Debian packages)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
 
-test: install services lint
+test: install services lint browser-deps
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The pure-module tests only (strategies, indicators, fill rules, engine, metrics, kernels, aggregation, validation,

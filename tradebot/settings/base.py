@@ -252,7 +252,8 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"  # the dashboard and the API docs (any user; the admin needs staff)
+LOGIN_REDIRECT_URL = "/dashboard/"
 # Where the admin's "Flower" link points (Flower binds FLOWER_ADDRESS:FLOWER_PORT, 127.0.0.1:5555 by default).
 TRADEBOT_FLOWER_URL = os.environ.get("TRADEBOT_FLOWER_URL", "http://127.0.0.1:5555/")
 

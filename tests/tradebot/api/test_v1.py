@@ -40,7 +40,7 @@ def test_given_anonymous_caller_when_reading_anything_then_401_with_www_authenti
 
 def test_given_anonymous_caller_when_opening_the_docs_then_sent_to_the_login_page(anon_api):
     resp = anon_api.get("/api/v1/docs/")
-    assert resp.status_code == 302 and resp["Location"].startswith("/admin/login/")
+    assert resp.status_code == 302 and resp["Location"].startswith("/accounts/login/")
 
 
 def test_given_anonymous_caller_when_checking_health_then_ok_without_internals(anon_api):

@@ -1,0 +1,1 @@
+"""Dashboard pages (login required): the top layer, reading all three apps through their selectors."""
