@@ -44,7 +44,7 @@ class BotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     queryset = Bot.objects.all().order_by("name")
     serializer_class = BotSerializer
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
 
     @extend_schema(request=BotInputSerializer, responses={201: BotSerializer})
     def create(self, request, *args, **kwargs):
