@@ -255,7 +255,7 @@ else:
 LOGIN_URL = "/accounts/login/"  # the dashboard and the API docs (any user; the admin needs staff)
 LOGIN_REDIRECT_URL = "/dashboard/"
 # Where the admin's "Flower" link points (Flower binds FLOWER_ADDRESS:FLOWER_PORT, 127.0.0.1:5555 by default).
-TRADEBOT_FLOWER_URL = os.environ.get("TRADEBOT_FLOWER_URL", "http://127.0.0.1:5555/")
+TRADEBOT_FLOWER_URL = env_str("TRADEBOT_FLOWER_URL", "http://127.0.0.1:5555/")
 
 
 # LOG_LEVEL sets both the root logger (default WARNING) and the `apps` loggers (default INFO).
