@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from apps.backtest.models import BacktestRun, Status, Sweep
@@ -90,6 +90,9 @@ def bot_events(request, pk: int):
     b = get_object_or_404(Bot, pk=pk)
     if settings.NOTIFY_BACKEND != "redis":
         raise Http404("live events need Redis (NOTIFY_BACKEND=redis); the page polls instead")
+    if not request.META.get("wsgi.multithread"):
+        # a sync worker would be held for the whole stream: refuse, the page polls (run gunicorn with --threads)
+        return HttpResponse(status=503, headers={"Retry-After": "60"})
     response = StreamingHttpResponse(live.stream([signals_channel(b.pk), status_channel(b.pk)]),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
