@@ -78,8 +78,10 @@ for i in range(TRADES):
                       cash_after=10_000.0, position_after=0.1 if side == "buy" else 0.0))
 Trade.objects.bulk_create(rows, batch_size=5000)
 user = User.objects.create_user("bench", password="bench-pass-123")
+from apps.market.models import Candle
 print(json.dumps({"token": Token.objects.create(user=user).key, "bot": bot.pk,
-                  "first": int(ts[0]), "last": int(ts[-1])}))
+                  "first": int(ts[0]), "last": int(ts[-1]),
+                  "candles": Candle.objects.filter(exchange="bench").count()}))
 '''.replace("CANDLES", str(CANDLES)).replace("TRADES", str(TRADES))
     env = {**os.environ, "DATABASE_URL": scratch_url, "DJANGO_SETTINGS_MODULE": "tradebot.settings.test"}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
@@ -147,12 +149,12 @@ async def _run(base: str, info: dict) -> dict:
     span = info["last"] - info["first"]
 
     def candles_ours():
-        after = info["first"] + random.randrange(0, span - 1000 * 60_000)
+        after = info["first"] + random.randrange(0, span - 2000 * 60_000)  # a full page after any cursor
         return f"{base}/api/v1/market/candles/?exchange={EX}&symbol={SYM}&timeframe={TF}&limit=1000&after={after}"
 
     def candles_base():
         return (f"{base}/baseline/candles/?exchange={EX}&symbol={SYM}&timeframe={TF}&limit=1000"
-                f"&offset={random.randrange(0, CANDLES - 1000)}")
+                f"&offset={random.randrange(0, info['candles'] - 1000)}")
 
     def trades_ours():
         return f"{base}/api/v1/bots/{info['bot']}/trades/?limit=1000&offset={random.randrange(0, TRADES - 1000)}"
