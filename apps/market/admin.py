@@ -2,9 +2,11 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
+from django.utils.html import format_html
 
 from apps.common.errors import ApplicationError
-from apps.market import services
+from apps.market import selectors, services
 from apps.market.models import Candle, CoveredRange, DataGap, Market, RawTrade
 from apps.market.timeframes import format_ms
 from tradebot.admin import ReadOnlyAdmin
@@ -52,12 +54,39 @@ class MarketAdmin(admin.ModelAdmin):
     """Saved through market_create / market_update; watch/unwatch actions call market_watch / market_unwatch."""
 
     form = MarketAdminForm
-    list_display = ("exchange", "symbol", "timeframe", "provider", "watched", "last_collected_at", "last_error")
+    list_display = ("exchange", "symbol", "timeframe", "provider", "watched", "coverage", "last_collected_at",
+                    "last_error", "chart")
     list_filter = ("exchange", "timeframe", "watched", "provider")
     search_fields = ("symbol", "exchange")
     readonly_fields = ("last_collected_at", "last_error", "created_at")
     inlines = (CoveredRangeInline, DataGapInline)
-    actions = ("watch_markets", "unwatch_markets")
+    actions = ("watch_markets", "unwatch_markets", "backfill_open_gaps")
+
+    @admin.display(description="coverage (ledger)")
+    def coverage(self, obj: Market) -> str:
+        c = selectors.market_coverage(obj)
+        if not c["candles"]:
+            return "no candles"
+        return (f"{c['candles']:,} candles {format_ms(c['first_timestamp'])} .. {format_ms(c['last_timestamp'])}; "
+                f"{c['open_gaps']} open gaps ({c['missing_candles']:,} missing), {c['outage_gaps']} outages")
+
+    @admin.display(description="chart")
+    def chart(self, obj: Market) -> str:
+        return format_html('<a href="/dashboard/markets/{}/">dashboard</a>', obj.pk)
+
+    @admin.action(description="Backfill the selected markets' open gaps (on a worker)")
+    def backfill_open_gaps(self, request, queryset) -> None:
+        from apps.market.collector import enqueue_backfill
+        from apps.market.timeframes import timeframe_ms
+
+        queued = 0
+        with transaction.atomic():
+            for market in queryset:
+                for gap in market.gaps.filter(status=DataGap.Status.OPEN):
+                    enqueue_backfill(market.exchange, market.symbol, market.timeframe,
+                                     gap.start_timestamp - timeframe_ms(market.timeframe), gap.end_timestamp)
+                    queued += 1
+        self.message_user(request, f"{queued} gap backfill(s) queued", level=messages.SUCCESS)
 
     def get_readonly_fields(self, request, obj=None):
         identity = ("exchange", "symbol", "timeframe") if obj is not None else ()

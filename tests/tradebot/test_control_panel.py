@@ -75,3 +75,22 @@ def test_given_a_done_sweep_when_turning_its_best_sets_into_bots_then_stopped_bo
     bots = Bot.objects.order_by("name")
     assert [b.name for b in bots] == [f"sweep{sweep.pk}-rank1", f"sweep{sweep.pk}-rank2"]
     assert {b.status for b in bots} == {"stopped"} and {b.parameters["slow"] for b in bots} == {30}
+
+
+def test_given_a_market_with_an_open_gap_when_listing_and_backfilling_then_coverage_shows_and_a_backfill_is_queued(
+        admin_client, monkeypatch, django_capture_on_commit_callbacks):
+    from apps.market import tasks
+    from apps.market.models import DataGap, Market
+
+    df = store_sample_candles(timeframe="1h", nrows=50)
+    market = Market.objects.get(exchange="binance", symbol="BTC/USDT", timeframe="1h")
+    DataGap.objects.create(market=market, start_timestamp=int(df["timestamp"].iloc[-1]) + 3_600_000,
+                           end_timestamp=int(df["timestamp"].iloc[-1]) + 7_200_000, missing=2)
+    html = admin_client.get("/admin/market/market/").content.decode()
+    assert "50 candles" in html and "1 open gaps (2 missing)" in html
+    sent = []
+    monkeypatch.setattr(tasks.backfill_task, "delay", lambda *args: sent.append(args))
+    with django_capture_on_commit_callbacks(execute=True):
+        _action(admin_client, "/admin/market/market/", "backfill_open_gaps", [market.pk])
+    assert sent == [("binance", "BTC/USDT", "1h", int(df["timestamp"].iloc[-1]), int(df["timestamp"].iloc[-1])
+                     + 7_200_000)]
