@@ -65,7 +65,7 @@ worker: install
 
 beat: install
 	$(DEV_ENV) $(PY) manage.py setup_periodic_tasks
-	$(DEV_ENV) $(VENV)/bin/celery -A tradebot beat -l info -S django_celery_beat.schedulers:DatabaseScheduler
+	$(DEV_ENV) $(VENV)/bin/celery -A tradebot beat -l info -S tradebot.beat:SlotLockedScheduler
 
 flower: install
 	$(DEV_ENV) $(PY) -m tradebot.flower   # needs FLOWER_BASIC_AUTH=user:password; FLOWER_ADDRESS (127.0.0.1), FLOWER_PORT (5555)

@@ -13,12 +13,13 @@ from typing import Any
 import ccxt
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 logger = logging.getLogger(__name__)
 
 RETRY = {  # backfill: resumable, so a bounded Celery retry continues it
     "acks_late": True,
-    "autoretry_for": (ccxt.NetworkError,),
+    "autoretry_for": (ccxt.NetworkError, OperationalError, InterfaceError),
     "retry_backoff": 5,
     "retry_backoff_max": 300,
     "retry_jitter": True,

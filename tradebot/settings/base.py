@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "tradebot.middleware.RequestLimitsMiddleware",  # 413/414 from the headers, before anything reads the request
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files (docs UI, plotly.js) from gunicorn too, no CDN
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -124,7 +125,9 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL or "cache+mem
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# DatabaseScheduler + one send per (entry, slot) across beat processes: two beats or a restarted beat never send a
+# periodic task twice for one slot (tradebot/beat.py).
+CELERY_BEAT_SCHEDULER = "tradebot.beat:SlotLockedScheduler"
 # Seconds before a task a dead worker had taken (late ack, never acked) is handed to another worker (Redis broker).
 TRADEBOT_BROKER_VISIBILITY_TIMEOUT = env_int("TRADEBOT_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=1)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TRADEBOT_BROKER_VISIBILITY_TIMEOUT}
@@ -191,6 +194,11 @@ TRADEBOT_STREAM_LEASE_MS = env_int("TRADEBOT_STREAM_LEASE_MS", 6000, minimum=500
 TRADEBOT_STREAM_RENEW_MS = env_int("TRADEBOT_STREAM_RENEW_MS", 2000, minimum=100)
 # Testing / benchmarks only: take "now" from a fake exchange's clock (apps.market.testing.binance, GET /fake/clock).
 TRADEBOT_STREAM_CLOCK_URL = env_str("TRADEBOT_STREAM_CLOCK_URL", "")
+
+# --- requests ---------------------------------------------------------------------------------------------------
+# Bodies over DATA_UPLOAD_MAX_MEMORY_SIZE (Django's 2.5 MB default) get a 413 and query strings over this a 414, from
+# the headers, before any view or parser reads them (tradebot/middleware.py).
+TRADEBOT_MAX_QUERY_STRING = env_int("TRADEBOT_MAX_QUERY_STRING", 4096, minimum=1)
 
 # --- API --------------------------------------------------------------------------------------------------------
 # Throttle rates ("N/second|minute|hour|day"), counted in the Django cache (Redis when REDIS_URL is set, so every web
