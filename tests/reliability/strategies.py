@@ -44,6 +44,18 @@ def _exists(client, key: str) -> bool:
         return False
 
 
+def _incr(client, key: str) -> int:
+    """INCR that rides out a Redis restart (bounded): the count must not be lost, nor the task failed by the test."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return int(client.incr(key))
+        except Exception:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _build():
     from django.db import OperationalError
 
@@ -56,7 +68,7 @@ def _build():
 
         def compute(self, *args, **kwargs):
             r = redis_client()
-            if r.incr(CALLS) == 1:
+            if _incr(r, CALLS) == 1:
                 r.set(PID, os.getpid())
                 deadline = time.monotonic() + 60
                 while not _exists(r, RELEASE) and time.monotonic() < deadline:
