@@ -12,7 +12,7 @@ DEMO_ENV := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESU
 # roles, wsgi and the Celery app default to tradebot.settings.production.
 DEV_ENV := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-tradebot.settings.local}
 
-.PHONY: browser-deps install demo test test-fast lint services migrate run up worker beat flower bench bench-install clean
+.PHONY: browser-deps install demo test test-fast lint services migrate run up worker beat flower bench bench-install clean soak
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ test: install services lint browser-deps
 # csvio, env parsing): no PostgreSQL, Redis or workers, nothing started. `make test` stays the gate.
 test-fast: install
 	$(TEST_ENV) $(VENV)/bin/pytest --fast -q $(PYTEST_ARGS)
+
+# The full soak (tests/reliability/soak.py): 10,000 bots x 60 candles, a worker SIGKILLed every 10 candles, our own
+# Redis restarted once; figures in var/reliability/report.json. `make test` runs a bounded one.
+SOAK ?= SOAK_BOTS=10000 SOAK_CANDLES=60 SOAK_WORKERS=4 SOAK_KILL_EVERY=10
+soak: install services
+	$(TEST_ENV) $(SOAK) $(VENV)/bin/pytest tests/reliability/test_soak.py -q
 
 migrate: install
 	$(DEV_ENV) $(PY) manage.py migrate --noinput

@@ -203,3 +203,13 @@ def start_worker_on(env: dict[str, str], *, queues: str, concurrency: int = 2, l
         stop_process(proc)
         raise AssertionError(f"worker not ready: {log_tail(proc)}") from None
     return proc
+
+
+def start_bot(bot):
+    """bot_start on a test market: the market is marked watched first (test exchange names are no ccxt ids, so the
+    watch validation of the provider would refuse them), then the real service starts the bot."""
+    from apps.bots import services
+    from apps.market.services import get_or_create_market
+
+    get_or_create_market(bot.exchange, bot.symbol, bot.timeframe, watched=True)
+    return services.bot_start(bot=bot)

@@ -22,7 +22,7 @@ from apps.market.providers.replay import ReplayProvider
 from apps.market.services import get_or_create_market, ingest_candles, ingest_trades_detailed
 from apps.market.signals import candles_closed
 from tests.celery_workers import workers_active
-from tests.reliability.harness import other_backends, real_candles, terminate_backend, wait_until
+from tests.reliability.harness import other_backends, real_candles, start_bot, terminate_backend, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -152,7 +152,7 @@ def test_given_no_subscriber_when_candles_are_published_then_stored_and_running_
     bot = Bot.objects.create(name="h12-quiet", strategy="sma_cross", parameters={"fast": 5, "slow": 20},
                              exchange="h12quiet", symbol=SYM, timeframe=TF)
     bot_services.reset_portfolio(bot, history_start=int(df["timestamp"].iloc[0]))
-    bot_services.start_bot(bot)
+    start_bot(bot)
     bot_services.tick_bot(bot.pk)
     ingest_candles(exchange="h12quiet", symbol=SYM, timeframe=TF, df=df.iloc[60:], publish=True)  # eager tick
     stamps = list(Signal.objects.filter(bot=bot).values_list("timestamp", flat=True))
@@ -244,7 +244,7 @@ def test_given_signal_writes_failing_for_one_bot_then_it_is_marked_failed_others
         bot = Bot.objects.create(name=name, strategy="sma_cross", parameters={"fast": 5, "slow": 20},
                                  exchange="h12bots", symbol=SYM, timeframe=TF)
         bot_services.reset_portfolio(bot, history_start=int(df["timestamp"].iloc[0]))
-        bot_services.start_bot(bot)
+        start_bot(bot)
         bots.append(bot)
     healthy, starved = bots
     sqlstate, message = FAULTS["disk_full"]

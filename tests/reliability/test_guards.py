@@ -27,7 +27,7 @@ from apps.market.providers.registry import unregister as unregister_provider
 from apps.market.services import ingest_candles
 from tests.celery_workers import workers_active
 from tests.reliability import strategies
-from tests.reliability.harness import free_port, real_candles, wait_until
+from tests.reliability.harness import free_port, real_candles, start_bot, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -53,7 +53,7 @@ def test_strategies():
 def _running_bot(stored, name: str, strategy: str = "sma_cross") -> Bot:
     bot = Bot.objects.create(name=name, strategy=strategy, parameters={"fast": 5, "slow": 20}, **MARKET)
     bot_services.reset_portfolio(bot, history_start=int(stored["timestamp"].iloc[0]))
-    bot_services.start_bot(bot)
+    start_bot(bot)
     return bot
 
 
@@ -142,7 +142,7 @@ def test_given_two_workers_ticking_one_bot_at_once_then_each_candle_is_decided_o
     bot = _running_bot(stored, "h12-locked", strategy="h12_barrier")
     bot_services.stop_bot(bot)  # started once the workers are up, so the worker-start resume does not tick it
     with workers_active(concurrency=2, queues="bots", extra_env=WORKER_ENV):
-        bot_services.start_bot(bot)
+        start_bot(bot)
         results = [tick_bot_task.delay(bot.pk) for _ in range(2)]
         decided = [r.get(timeout=40) for r in results]
     bot.refresh_from_db()

@@ -1,0 +1,138 @@
+"""The soak: many running bots ticking candle after candle on real workers while workers are SIGKILLed and the
+broker Redis is restarted; counts every decision (signals rows), lost and doubled, wall time and peak worker memory.
+
+Used by tests/reliability/test_soak.py: bounded in `make test`, full size with `make soak` (SOAK_BOTS=10000,
+SOAK_CANDLES=60). Everything runs on a private Redis (the shared one is never restarted) and the test database.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+
+from tests.reliability.harness import (
+    PrivateRedis,
+    process_env,
+    real_candles,
+    start_worker_on,
+    stop_process,
+    wait_until,
+)
+
+MARKET = {"exchange": "h12soak", "symbol": "BTC/USDT", "timeframe": "1m"}
+WARMUP = 30
+
+
+@dataclass
+class SoakFigures:
+    bots: int
+    candles: int
+    workers: int
+    expected_decisions: int = 0
+    decisions: int = 0
+    lost: int = 0
+    doubled: int = 0
+    bots_with_errors: int = 0
+    workers_killed: int = 0
+    redis_restarts: int = 0
+    wall_seconds: float = 0.0
+    seconds_per_candle: list[float] = field(default_factory=list)
+    peak_worker_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["seconds_per_candle"] = [round(s, 2) for s in self.seconds_per_candle]
+        return out
+
+
+def _group_rss_mb(pgids: set[int]) -> float:
+    """Resident memory of every process in these process groups (a worker and its pool), in MB."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                pgrp = int(f.read().rsplit(")", 1)[1].split()[2])
+            if pgrp not in pgids:
+                continue
+            with open(f"/proc/{entry}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1024
+
+
+def _seed_bots(n: int, history_start: int, decided_until: int) -> list[int]:
+    from apps.bots.models import Bot
+
+    rows = [Bot(name=f"h12-soak-{i:05d}", strategy="sma_cross", parameters={"fast": 5, "slow": 20}, **MARKET,
+                status=Bot.Status.RUNNING, cash=1000.0, initial_balance=1000.0, peak_equity=1000.0,
+                history_start=history_start, last_candle_timestamp=decided_until) for i in range(n)]
+    Bot.objects.bulk_create(rows, batch_size=2000)
+    return list(Bot.objects.filter(name__startswith="h12-soak-").values_list("pk", flat=True))
+
+
+def run_soak(*, bots: int, candles: int, workers: int = 2, concurrency: int = 2, kill_every: int = 10,
+             redis_restart_at: int | None = None, seed: int = 12) -> SoakFigures:
+    from celery import Celery
+    from django.db.models import Count
+
+    from apps.bots.models import Bot, Signal
+    from apps.market.services import ingest_candles
+
+    rng = random.Random(seed)
+    figures = SoakFigures(bots=bots, candles=candles, workers=workers, expected_decisions=bots * candles)
+    df = real_candles(WARMUP + candles)
+    ingest_candles(**MARKET, df=df.iloc[:WARMUP], publish=False)
+    ts = df["timestamp"].astype("int64").tolist()
+    ids = _seed_bots(bots, history_start=ts[0], decided_until=ts[WARMUP - 1])
+    with PrivateRedis(persist=True) as private:
+        env = process_env(redis_url=private.url, extra={"DJANGO_SETTINGS_MODULE": "tests.reliability.worker_settings"})
+        dispatcher = Celery("h12soak", broker=private.url, backend=private.url)
+        procs = [start_worker_on(env, queues="bots", concurrency=concurrency) for _ in range(workers)]
+        t0 = time.monotonic()
+        try:
+            for k in range(candles):
+                started = time.monotonic()
+                close = ts[WARMUP + k]
+                ingest_candles(**MARKET, df=df.iloc[WARMUP + k: WARMUP + k + 1], publish=False)
+                with dispatcher.connection_for_write() as conn, conn.Producer() as producer:
+                    for pk in ids:
+                        dispatcher.send_task("apps.bots.tasks.tick_bot_task", args=[pk], queue="bots",
+                                             routing_key="bots", producer=producer, ignore_result=True)
+                if kill_every and k % kill_every == kill_every // 2:
+                    victim = rng.randrange(len(procs))
+                    os.killpg(procs[victim].pid, signal.SIGKILL)  # mid candle: its unacked ticks come back
+                    procs[victim].wait(timeout=10)
+                    procs[victim] = start_worker_on(env, queues="bots", concurrency=concurrency)
+                    figures.workers_killed += 1
+                if redis_restart_at is not None and k == redis_restart_at:
+                    private.restart()
+                    figures.redis_restarts += 1
+                figures.peak_worker_rss_mb = max(figures.peak_worker_rss_mb, _group_rss_mb({p.pid for p in procs}))
+                wait_until(lambda close=close: not Bot.objects.filter(pk__in=ids, last_candle_timestamp__lt=close)
+                           .exists(), what=f"every bot decided candle {k + 1}/{candles}", limit_s=120 + bots / 50,
+                           every=0.2)
+                figures.seconds_per_candle.append(time.monotonic() - started)
+        finally:
+            for p in procs:
+                stop_process(p)
+            dispatcher.close()
+    figures.wall_seconds = round(time.monotonic() - t0, 1)
+    window = {"bot_id__in": ids, "timestamp__gt": ts[WARMUP - 1]}
+    rows = Signal.objects.filter(**window).count()
+    distinct = Signal.objects.filter(**window).values("bot_id", "timestamp").distinct().count()
+    per_bot = Signal.objects.filter(**window).values("bot_id").annotate(n=Count("id"))
+    figures.decisions = rows
+    figures.lost = figures.expected_decisions - distinct
+    figures.doubled = rows - distinct
+    figures.bots_with_errors = Bot.objects.filter(pk__in=ids).exclude(last_error="").count()
+    assert all(r["n"] == candles for r in per_bot) or figures.lost  # consistent with the totals
+    figures.peak_worker_rss_mb = round(figures.peak_worker_rss_mb, 1)
+    return figures
