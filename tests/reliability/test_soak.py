@@ -27,5 +27,6 @@ def test_given_bots_ticking_while_workers_are_killed_and_redis_restarts_then_eve
     assert soak.workers_killed >= 1 and soak.redis_restarts == 1
     assert soak.bots_with_errors == 0
     figures.check(f"{soak.decisions} decisions of {soak.expected_decisions} expected in {soak.wall_seconds}s, peak "
-                  f"worker memory {soak.peak_worker_rss_mb} MB")
+                  f"worker memory {soak.peak_worker_rss_mb} MB; {soak.supervisor_restarts} bots restarted by the "
+                  "monitor after a tick was lost with the broker")
     figures.assert_nothing_lost_or_doubled()
