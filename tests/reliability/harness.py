@@ -106,8 +106,8 @@ class PrivateRedis:
             self.proc.wait(timeout=20)
         self.proc = None
 
-    def restart(self) -> None:
-        self.stop()
+    def restart(self, sig: int = signal.SIGKILL) -> None:
+        self.stop(sig)
         self.start()
         self.restarts += 1
 

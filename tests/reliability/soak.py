@@ -122,7 +122,7 @@ def run_soak(*, bots: int, candles: int, workers: int = 2, concurrency: int = 2,
     ids = _seed_bots(bots, history_start=ts[0], decided_until=ts[WARMUP - 1])
     with PrivateRedis(persist=True) as private:
         env = process_env(redis_url=private.url, extra={"DJANGO_SETTINGS_MODULE": "tests.reliability.worker_settings"})
-        dispatcher = Celery("h12soak", broker=private.url, backend=private.url)
+        dispatcher = Celery("h12soak", broker=private.url, set_as_current=False)  # sends only, not the app of the suite
         procs = [start_worker_on(env, queues="bots", concurrency=concurrency) for _ in range(workers)]
         t0 = time.monotonic()
         try:

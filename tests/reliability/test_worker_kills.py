@@ -127,3 +127,22 @@ def test_given_sigterm_during_a_backtest_then_warm_shutdown_finishes_it_before_e
     assert done.status == Status.DONE and done.metrics["bars"] == len(stored)
     figures.check("the worker waited for the running backtest, stored it DONE, then exited 0")
     figures.assert_nothing_lost_or_doubled()
+
+
+def test_given_a_backtest_over_its_soft_time_limit_then_failed_with_the_reason_and_the_worker_runs_the_next(
+        stored, figures):
+    env = {**ENV, "TRADEBOT_BACKTEST_SOFT_TIME_LIMIT": "2", "TRADEBOT_BACKTEST_TIME_LIMIT": "30"}
+    with workers_active(concurrency=1, queues="backtest", extra_env=env):
+        slow = services.create_run(strategy="h12_block_once", parameters={"fast": 8, "slow": 30}, **MARKET)
+        slow = wait_until(lambda: (r := BacktestRun.objects.get(pk=slow.pk)).status == Status.FAILED and r,
+                          what="the run over its soft limit is failed", limit_s=50)
+        nxt = services.create_run(strategy="sma_cross", parameters={"fast": 8, "slow": 30}, **MARKET)
+        nxt = wait_until(lambda: (r := BacktestRun.objects.get(pk=nxt.pk)).status == Status.DONE and r,
+                         what="the next run on the same worker", limit_s=50)
+    figures.fault = "a backtest run blocking past its soft time limit (2 s)"
+    figures.faults_injected = 1
+    figures.decisions = 2
+    assert "soft time limit" in slow.error and slow.metrics == {}
+    assert nxt.metrics["bars"] == len(stored)
+    figures.check(f"the run is FAILED with '{slow.error[:70]}', nothing half-stored; the same worker ran the next "
+                  "one to DONE")
