@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
+
+from apps.common.management import DomainCommand
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Create (or update) paper bots from a sweep's best parameter sets on its market; --start starts them."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
+
+from apps.common.management import DomainCommand, usage_error
 
 
-def bad(message: str) -> CommandError:
-    return CommandError(" ".join(str(message).split()), returncode=2)
-
-
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Start, stop, restart bots by name (or --all); `bot status` shows their state."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -37,15 +35,15 @@ class Command(BaseCommand):
 
         names = options.get("names") or []
         if options.get("all") and names:
-            raise bad("give bot names or --all, not both")
+            raise usage_error("give bot names or --all, not both")
         if not names and not (options.get("all") or default_all):
-            raise bad("give at least one bot name, or --all")
+            raise usage_error("give at least one bot name, or --all")
         if not names:
             return list(Bot.objects.order_by("name"))
         found = {b.name: b for b in Bot.objects.filter(name__in=names)}
         missing = [n for n in names if n not in found]
         if missing:
-            raise bad(f"unknown bot {missing[0]!r} (see `manage.py bot status`)")
+            raise usage_error(f"unknown bot {missing[0]!r} (see `manage.py bot status`)")
         return [found[n] for n in names]
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -63,7 +61,7 @@ class Command(BaseCommand):
                 if action in ("start", "restart"):
                     bot = services.start_bot(bot, catch_up=options.get("catch_up", False))
             except (ApplicationError, ValueError) as exc:
-                raise bad(f"{bot.name}: {exc}")
+                raise usage_error(f"{bot.name}: {exc}")
             bot.refresh_from_db()
             self.stdout.write(f"{bot.name}: {bot.status}")
 

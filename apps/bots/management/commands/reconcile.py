@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from apps.common.management import DomainCommand, usage_error
 from apps.market.timeframes import format_ms, parse_time
 
 
-def bad(message: str) -> CommandError:
-    return CommandError(" ".join(str(message).split()), returncode=2)
-
-
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Compare a bot's recorded signals and trades with a backtest of its config; exit 1 on a divergence."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,12 +35,12 @@ class Command(BaseCommand):
         try:
             bot = Bot.objects.get(name=options["name"])
         except Bot.DoesNotExist:
-            raise bad(f"unknown bot {options['name']!r}") from None
+            raise usage_error(f"unknown bot {options['name']!r}") from None
         try:
             start = parse_time(str(options["start"])) if options.get("start") else None
             end = parse_time(str(options["end"])) if options.get("end") else None
         except ValueError as exc:
-            raise bad(str(exc)) from None
+            raise usage_error(str(exc)) from None
         signals = dict(Signal.objects.filter(bot=bot).values_list("timestamp", "action"))
         if not signals:
             raise CommandError(f"{bot.name}: nothing decided yet, nothing to reconcile", returncode=1)

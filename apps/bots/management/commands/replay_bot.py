@@ -14,13 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from apps.common.management import DomainCommand, usage_error
 from apps.market.timeframes import TIMEFRAMES, parse_time
-
-
-def bad(message: str) -> CommandError:
-    return CommandError(" ".join(str(message).split()), returncode=2)
 
 
 def load_candles(options: dict[str, Any], timeframe: str):
@@ -35,9 +32,9 @@ def load_candles(options: dict[str, Any], timeframe: str):
         from apps.market.csvio import read_candle_csv
 
         if options.get("exchange") or options.get("symbol"):
-            raise bad("use either --data or --exchange/--symbol, not both")
+            raise usage_error("use either --data or --exchange/--symbol, not both")
         if not options.get("time_label"):
-            raise bad("--time-label open|close is required with --data")
+            raise usage_error("--time-label open|close is required with --data")
         try:
             df = read_candle_csv(options["data"], timeframe=timeframe, time_label=options["time_label"])
         except (OSError, ValueError) as exc:
@@ -47,7 +44,7 @@ def load_candles(options: dict[str, Any], timeframe: str):
         from apps.market.selectors import candle_frame
 
         if not (options.get("exchange") and options.get("symbol")):
-            raise bad("give --data CSV (with --time-label and --timeframe) or both --exchange and --symbol")
+            raise usage_error("give --data CSV (with --time-label and --timeframe) or both --exchange and --symbol")
         df = candle_frame(exchange=options["exchange"], symbol=options["symbol"], timeframe=timeframe)
         label = f"{options['exchange']} {options['symbol']}"
     ts = df["timestamp"].to_numpy()
@@ -60,7 +57,7 @@ def load_candles(options: dict[str, Any], timeframe: str):
     return valid.reset_index(drop=True)
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Replay one bot config over candles (CSV or stored) through the tick core; prints its trades."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -83,16 +80,16 @@ class Command(BaseCommand):
         try:
             config = load_config_file(Path(options["config"]))
         except BotConfigError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         timeframe = options.get("timeframe") or config.timeframe
         if timeframe not in TIMEFRAMES:
-            raise bad(f"unknown timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}")
+            raise usage_error(f"unknown timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}")
         if options["batch"] < 1:
-            raise bad(f"--batch must be >= 1, got {options['batch']}")
+            raise usage_error(f"--batch must be >= 1, got {options['batch']}")
         try:
             frame = load_candles(options, timeframe)
         except ValueError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         candles = Candles.of(frame)
         rules = FillRules(fee=config.fee_rate, slippage=config.slippage, fraction=config.fraction,
                           stop_loss=config.stop_loss, take_profit=config.take_profit,

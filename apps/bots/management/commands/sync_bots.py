@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
+
+from apps.common.management import DomainCommand
 
 
-class Command(BaseCommand):
+class Command(DomainCommand):
     help = "Create or update bots from config/bots/*.json (or --dir); bad files are reported, the others load."
 
     def add_arguments(self, parser: CommandParser) -> None:
