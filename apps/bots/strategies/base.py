@@ -35,6 +35,7 @@ CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", 
 # The largest indicator window/span the built-ins accept (candles): 10,000 is a week of 1m or 14 months of 1h
 # candles. A bound, not a taste: windows like 1e30 would otherwise be accepted and fail on every tick.
 MAX_WINDOW = 10_000
+MAX_EXACT_INT = 2**53  # integers a JSON number (float64) holds exactly
 
 
 class Action(IntEnum):
@@ -138,6 +139,8 @@ class Param:
             out = value
         else:  # pragma: no cover - a schema error in the strategy itself
             raise TypeError(f"{strategy}: parameter {self.name!r} has unsupported type {self.type!r}")
+        if self.type is int and abs(out) > MAX_EXACT_INT:  # even without a declared max: JSON-safe (float64-exact)
+            raise fail(f"an integer within ±2**53 (the parameter's range: {self.min}..{self.max})")
         if self.min is not None and out < self.min:
             raise fail(f">= {self.min}")
         if self.max is not None and out > self.max:

@@ -121,3 +121,13 @@ def test_given_a_sweep_sharing_a_cache_when_computed_then_each_window_is_compute
 def test_given_actions_when_compared_then_the_enum_matches_the_contract():
     assert (Action.SELL, Action.HOLD, Action.BUY) == (-1, 0, 1)
     assert Action.BUY.label == "buy"
+
+
+def test_given_an_int_parameter_without_a_max_when_given_1e30_then_refused_as_out_of_range():
+    from apps.bots.strategies.base import Param, ParameterError
+
+    unbounded = Param("n", int, 1, min=1)
+    assert unbounded.coerce(2**53, "s") == 2**53
+    with pytest.raises(ParameterError) as err:
+        unbounded.coerce(1e30, "s")
+    assert err.value.field == "parameters.n" and "2**53" in str(err.value)
