@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from apps.backtest.formatting import format_value
+from apps.backtest.formatting import format_money, format_price, format_time
 from apps.backtest.management.cli import (
     add_data_arguments,
     bad,
@@ -23,7 +23,6 @@ from apps.backtest.management.cli import (
     rules_options,
 )
 from apps.common.management import DomainCommand
-from apps.market.timeframes import format_ms
 
 
 class Command(DomainCommand):
@@ -73,7 +72,8 @@ class Command(DomainCommand):
 
             title = f"{options['strategy']} {json.dumps(payload.get('parameters', params))} " + (
                 data.get("data_file") or f"{data.get('exchange')} {data.get('symbol')}") + f" {data['timeframe']}"
-            write_report(options["report"], title=title, df=df, result=payload)
+            write_report(options["report"], title=title, df=df, result=payload, timeframe=data["timeframe"],
+                         strategy=options["strategy"], parameters=payload.get("parameters", params))
         out = {k: payload[k] for k in ("metrics", "trades", "open_trade", "final_equity", "warnings")}
         if payload.get("detail") is not None:
             out["detail"] = payload["detail"]
@@ -124,12 +124,11 @@ class Command(DomainCommand):
         source = data.get("data_file") or f"{data.get('exchange')} {data.get('symbol')}"
         self.stdout.write(f"{options['strategy']} on {source} {data['timeframe']}")
         self.stdout.write(metrics_table(out["metrics"]))
-        self.stdout.write(f"  closed trades: {len(out['trades'])}; final equity {format_value(out['final_equity'])}")
+        self.stdout.write(f"  closed trades: {len(out['trades'])}; final equity {format_money(out['final_equity'])}")
         if out["open_trade"]:
             ot = out["open_trade"]
-            entry = ot.get("entry_time")
-            when = format_ms(int(entry)) if isinstance(entry, int) else entry
-            self.stdout.write(f"  open trade since {when} at {format_value(ot.get('entry_price'))}")
+            self.stdout.write(f"  open trade since {format_time(ot.get('entry_time'))} at "
+                              f"{format_price(ot.get('entry_price'))}")
         det = out.get("detail")
         if det:
             diff = det.get("metric_diff") or {}

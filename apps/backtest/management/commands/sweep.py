@@ -12,11 +12,11 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from apps.backtest.formatting import format_metric
 from apps.backtest.management.cli import (
     add_data_arguments,
     bad,
     data_options,
-    format_value,
     model_rules,
     parse_json_arg,
     rules_options,
@@ -42,6 +42,10 @@ class Command(DomainCommand):
         parser.add_argument("--timeout", type=float, default=3600.0, help="Give up waiting after this many seconds")
         parser.add_argument("--json", action="store_true", help="Print ONE JSON object")
         parser.add_argument("--quiet", action="store_true", help="No progress bar (also off when stderr is no TTY)")
+        parser.add_argument("--report", help="Write an offline HTML report (ranking + heat map) to this path")
+        parser.add_argument("--heatmap", default=None,
+                            help="Two parameters for the report's heat map, e.g. fast,slow (default: the first two "
+                                 "that vary)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from apps.backtest import services
@@ -59,6 +63,7 @@ class Command(DomainCommand):
             raise bad(f"--chunk-size must be positive, got {options['chunk_size']}")
         if options["top"] <= 0:
             raise bad(f"--top must be positive, got {options['top']}")
+        heatmap = self._heatmap(options.get("heatmap"), options["strategy"])
         data = data_options(options)
         rules = rules_options(options)
         if data.get("data_file"):
@@ -82,6 +87,40 @@ class Command(DomainCommand):
         self._output(sweep, options)
         if sweep.status == Status.FAILED:
             raise CommandError(f"sweep #{sweep.pk} failed: {sweep.error}")
+        if options.get("report"):
+            self._report(sweep, options["report"], heatmap)
+
+    @staticmethod
+    def _heatmap(value: str | None, strategy: str) -> tuple[str | None, str | None]:
+        """--heatmap x,y checked before the sweep runs: two different parameters of the strategy."""
+        from apps.backtest import services
+
+        if value is None:
+            return None, None
+        names = [v.strip() for v in value.split(",")]
+        if len(names) != 2 or not all(names) or names[0] == names[1]:
+            raise bad(f"--heatmap must name two different parameters like fast,slow, got {value!r}")
+        try:
+            known = [p.name for p in services.resolve_strategy(strategy).param_space()]
+        except services.BacktestInputError as exc:
+            raise bad(str(exc))
+        for name in names:
+            if name not in known:
+                raise bad(f"--heatmap: heat-map parameter {name!r} is not a parameter of {strategy} (expected one "
+                          f"of {', '.join(known)})")
+        return names[0], names[1]
+
+    def _report(self, sweep, path: str, heatmap: tuple[str | None, str | None]) -> None:
+        from apps.backtest.models import Status
+        from apps.backtest.report import ReportError, write_sweep_report
+
+        if sweep.status != Status.DONE:
+            raise CommandError(f"sweep #{sweep.pk} is {sweep.status}: no report written (use --wait)")
+        try:
+            write_sweep_report(path, sweep, x=heatmap[0], y=heatmap[1])
+        except ReportError as exc:
+            raise bad(str(exc))
+        self.stderr.write(f"report written to {path}")
 
     def _wait(self, sweep_id: int, timeout: float, *, quiet: bool, bar_off: bool = False):
         from apps.backtest.models import Status, Sweep
@@ -140,9 +179,9 @@ class Command(DomainCommand):
         self.stdout.write(f"  top {len(sweep.ranking)} by {sweep.metric}:")
         for row in sweep.ranking:
             metrics = row.get("metrics") or {}
-            extra = ", ".join(f"{k}={format_value(metrics.get(k))}" for k in ("total_return_pct", "max_drawdown_pct",
-                                                                              "closed_trades") if k in metrics)
+            extra = ", ".join(f"{k}={format_metric(k, metrics.get(k))}"
+                              for k in ("total_return_pct", "max_drawdown_pct", "closed_trades") if k in metrics)
             self.stdout.write(f"  #{row['rank']:<3} {json.dumps(row['parameters'])}  "
-                              f"{sweep.metric}={format_value(row['value'])}  {extra}")
+                              f"{sweep.metric}={format_metric(sweep.metric, row['value'])}  {extra}")
         for f in payload["failures"][:10]:
             self.stdout.write(f"  failed [{f['index']}] {json.dumps(f['parameters'])}: {f['error']}")

@@ -11,19 +11,17 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from apps.backtest.formatting import format_metric
+from apps.backtest.formatting import format_count, format_metric, format_time
 from apps.backtest.management.cli import (
     add_data_arguments,
     bad,
     data_options,
-    format_value,
     model_rules,
     one_line,
     parse_json_arg,
     rules_options,
 )
 from apps.common.management import DomainCommand
-from apps.market.timeframes import format_ms
 
 
 class Command(DomainCommand):
@@ -39,6 +37,7 @@ class Command(DomainCommand):
         parser.add_argument("--metric", default="sharpe")
         parser.add_argument("--quiet", action="store_true", help="No progress bar (also off when stderr is no TTY)")
         parser.add_argument("--json", action="store_true", help="Print ONE JSON object")
+        parser.add_argument("--report", help="Write an offline HTML report (in-sample vs out-of-sample) to this path")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from apps.backtest import services
@@ -78,6 +77,7 @@ class Command(DomainCommand):
                                                           metric=options["metric"], on_window=on_window,
                                                           **sizes)
                 out["warnings"] = services.merge_warnings(loaded.warnings, out["warnings"])
+                title = f"Walk-forward: {options['strategy']} on {data['data_file']} {data['timeframe']}"
             else:
                 study = services.create_and_run_walkforward(strategy=options["strategy"], grid=grid,
                                                             metric=options["metric"], on_window=on_window,
@@ -87,12 +87,21 @@ class Command(DomainCommand):
                 out = {"windows": study.windows, "stitched_metrics": study.stitched_metrics,
                        "stitched_equity": study.stitched_equity,
                        "warnings": [w for w in study.error.split("; ") if w]}
+                title = f"Walk-forward #{study.pk}: {options['strategy']} on {study.market_label}"
         except services.BacktestInputError as exc:
             raise bad(str(exc))
         except (OSError, ValueError) as exc:
             raise CommandError(one_line(exc))
         if bar is not None:
             bar.close()
+        if options.get("report"):
+            from apps.backtest.report import write_walkforward_report
+
+            extra = [f"train {format_count(sizes['train'])}, test {format_count(sizes['test'])} candles; grid "
+                     f"{json.dumps(grid)}"]
+            write_walkforward_report(options["report"], title=title, result=out, metric=options["metric"],
+                                     extra=extra)
+            self.stderr.write(f"report written to {options['report']}")
         if options.get("json"):
             self.stdout.write(json.dumps(out, allow_nan=False))
             return
@@ -104,10 +113,10 @@ class Command(DomainCommand):
             oos = (w.get("out_of_sample") or {}).get(metric)
             dates = ""
             if all(isinstance(w.get(k), int) for k in ("train_start", "test_start", "test_end")):
-                dates = (f" train {format_ms(w['train_start'])} .. test {format_ms(w['test_start'])} - "
-                         f"{format_ms(w['test_end'])} UTC")
+                dates = (f" train {format_time(w['train_start'])} .. test {format_time(w['test_start'])} - "
+                         f"{format_time(w['test_end'])}")
             self.stdout.write(f"  window {w['index']}:{dates}  {json.dumps(w['parameters'])}  in-sample "
-                              f"{format_value(ins)}  out-of-sample {format_value(oos)}")
+                              f"{format_metric(metric, ins)}  out-of-sample {format_metric(metric, oos)}")
         self.stdout.write("  stitched out-of-sample:")
         for k, v in out["stitched_metrics"].items():
             self.stdout.write(f"    {k}: {format_metric(k, v)}")
