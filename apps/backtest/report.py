@@ -211,8 +211,9 @@ def build_figure(df: pd.DataFrame, result: Mapping[str, Any], *, timeframe: str 
     fig.update_xaxes(rangeslider_visible=False)
     fig.update_yaxes(tickformat=",.2f", row=row["equity"], col=1)
     fig.update_yaxes(ticksuffix="%", tickformat=".2f", row=row["drawdown"], col=1)
-    fig.update_layout(height=320 + 180 * len(rows), margin={"l": 70, "r": 20, "t": 50, "b": 40}, hovermode="closest",
-                      legend={"orientation": "h", "y": 1.03, "x": 0}, template="plotly_white", bargap=0)
+    fig.update_layout(height=320 + 180 * len(rows), margin={"l": 70, "r": 20, "t": 90, "b": 40}, hovermode="closest",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.035, "x": 0}, template="plotly_white",
+                      bargap=0)
     return fig
 
 
