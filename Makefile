@@ -35,6 +35,7 @@ browser-deps:  ## headless Chromium for the dashboard's browser test (Debian pac
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
 
 test: install services lint browser-deps

@@ -73,12 +73,13 @@ def grid_size(grid: Mapping[str, Any]) -> int:
 
 def resolve_strategy(name: str) -> type:
     """Strategy class by registry name; user strategies (settings.TRADEBOT_STRATEGIES) are loaded on a miss."""
-    from apps.bots.strategies.registry import UnknownStrategyError, get_strategy_class, load_user_strategies
+    from apps.bots.apps import load_configured_strategies
+    from apps.bots.strategies.registry import UnknownStrategyError, get_strategy_class
 
     try:
         return get_strategy_class(name)
     except UnknownStrategyError:
-        load_user_strategies()
+        load_configured_strategies()
         try:
             return get_strategy_class(name)
         except UnknownStrategyError as exc:

@@ -1,6 +1,17 @@
 from django.apps import AppConfig
 
 
+def load_configured_strategies() -> None:
+    """Register the user strategies named in settings.TRADEBOT_STRATEGIES and those in the `*.py` files of
+    settings.TRADEBOT_STRATEGIES_DIR (the registry itself never reads settings)."""
+    from django.conf import settings
+
+    from apps.bots.strategies.registry import load_user_strategies
+
+    load_user_strategies(list(getattr(settings, "TRADEBOT_STRATEGIES", [])),
+                         folder=getattr(settings, "TRADEBOT_STRATEGIES_DIR", None))
+
+
 class BotsConfig(AppConfig):
     name = "apps.bots"
     label = "bots"
@@ -8,6 +19,5 @@ class BotsConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.bots import receivers  # noqa: F401 - connects the candle -> tick receiver
-        from apps.bots.strategies.registry import load_user_strategies
 
-        load_user_strategies()
+        load_configured_strategies()

@@ -145,14 +145,6 @@ def frame_kwargs(strategy: Any, timestamp: np.ndarray) -> dict[str, Any]:
     return kwargs(timestamp) if callable(kwargs) else {}
 
 
-def tune_allocator_once() -> None:
-    """tradebot.memory.tune_allocator() (idempotent): the backtest/sweep commands and in-process runs get the same
-    allocator settings as the Celery workers (their worker_process_init hook) without each command calling it."""
-    from tradebot.memory import tune_allocator
-
-    tune_allocator()
-
-
 def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, timeframe: str, *,
                  detail: tuple[str, Any] | None = None) -> BacktestResult:
     """Signals once over the whole frame (vectorized), then `simulate`, then `compute_metrics`.
@@ -160,7 +152,6 @@ def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, tim
     `detail` = (kind "1m"|"trades", DetailSource): stop-loss/take-profit exits of ambiguous candles resolved on finer
     data (apps/bots/trading/detail.py; the rule is in the fills module docstring); the result's `detail` reports
     what changed against the candle-only run, and each candle whose detail is missing is a warning."""
-    tune_allocator_once()
     tf_ms = timeframe_ms(timeframe)  # unknown timeframe -> TimeframeError
     a = _candle_arrays(df)
     n = a["timestamp"].shape[0]

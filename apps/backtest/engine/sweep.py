@@ -446,9 +446,6 @@ def run_chunk(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[Any
     for this data, so later chunks of the same data reuse them; a plain sma_cross decides its crossover inside the
     kernel), then ONE compiled pass for fills + metrics (`evaluate_fast`).
     """
-    from apps.backtest.engine.run import tune_allocator_once
-
-    tune_allocator_once()  # the sweep command / in-process runs get the workers' allocator settings
     shared = _PROCESS_LRU.view(arrays) if cache is None else cache
     results = []
     for pos, item in enumerate(param_sets):

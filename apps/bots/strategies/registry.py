@@ -1,12 +1,13 @@
-"""Strategies by name. Built-ins register on import; user strategies come from settings.TRADEBOT_STRATEGIES (dotted
-paths) and from the `*.py` files of settings.TRADEBOT_STRATEGIES_DIR (default: the project's `strategies/` folder)."""
+"""Strategies by name (pure: no Django). Built-ins register on import; user strategies are registered from dotted
+paths and from the `*.py` files of a folder (the Django side passes settings.TRADEBOT_STRATEGIES and
+settings.TRADEBOT_STRATEGIES_DIR, default the project's `strategies/` folder: apps.bots.apps.load_configured_strategies)."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +61,9 @@ def _load_builtins() -> None:
     importlib.import_module("apps.bots.strategies.builtins")
 
 
-def load_user_strategies(paths: list[str] | None = None, folder: str | Path | None = None) -> None:
+def load_user_strategies(paths: Iterable[str], folder: str | Path | None = None) -> None:
     """Import "package.module.ClassName" entries and register them (the class may also self-register), then every
-    `*.py` file of `folder` (see `load_strategy_folder`). None = from settings."""
-    if paths is None or folder is None:
-        from django.conf import settings
-
-        if paths is None:
-            paths = list(getattr(settings, "TRADEBOT_STRATEGIES", []))
-        if folder is None:
-            folder = getattr(settings, "TRADEBOT_STRATEGIES_DIR", None)
+    `*.py` file of `folder` if given (see `load_strategy_folder`)."""
     if folder:
         load_strategy_folder(folder)
     for dotted in paths:

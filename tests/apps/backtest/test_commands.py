@@ -176,3 +176,32 @@ def test_given_a_csv_when_walking_forward_then_windows_and_stitched_times_print_
     assert " UTC" in window and "2023-" in window
     start = next(line for line in out.stdout.splitlines() if line.strip().startswith("start:"))
     assert "UTC" in start and not start.split(":", 1)[1].strip().isdigit()
+
+
+@pytest.fixture
+def allocator_calls(monkeypatch):
+    """The modules that call tradebot.memory.tune_allocator (the engine must make none; a compute command one)."""
+    from tradebot import memory
+
+    calls = []
+
+    def record() -> bool:
+        calls.append(sys._getframe(1).f_globals["__name__"])
+        return True
+
+    monkeypatch.setattr(memory, "tune_allocator", record)
+    return calls
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("command", ["backtest", "sweep", "walkforward"])
+def test_given_a_compute_command_when_it_starts_then_it_tunes_the_allocator_and_the_engine_does_not(
+        command, allocator_calls, stored_5m):
+    args = {"backtest": ["--strategy", "sma_cross"],
+            "sweep": ["--strategy", "sma_cross", "--grid", '{"fast": [5], "slow": [30]}'],
+            "walkforward": ["--strategy", "sma_cross", "--grid", '{"fast": [5], "slow": [30]}', "--train", "1000",
+                            "--test", "500"]}[command]
+    call_command(command, *args, "--exchange", "binance", "--symbol", "ETH/USDT", "--timeframe", "5m", "--json",
+                 stdout=StringIO(), stderr=StringIO())
+    # the command's own call, where the process starts; run_backtest / run_chunk never tune the process
+    assert allocator_calls == [f"apps.backtest.management.commands.{command}"]

@@ -23,6 +23,7 @@ from apps.backtest.management.cli import (
     rules_options,
 )
 from apps.common.management import DomainCommand
+from tradebot import memory
 
 
 class Command(DomainCommand):
@@ -40,6 +41,7 @@ class Command(DomainCommand):
         parser.add_argument("--detail-data", help="With --data: a 1m candle CSV (same --time-label) for --detail 1m")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        memory.tune_allocator()  # a compute process: tuned where it starts (tradebot.memory), never by the engine
         from apps.backtest import services
 
         self.options = options

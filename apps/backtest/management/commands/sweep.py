@@ -22,6 +22,7 @@ from apps.backtest.management.cli import (
     rules_options,
 )
 from apps.common.management import DomainCommand
+from tradebot import memory
 
 
 class Command(DomainCommand):
@@ -48,6 +49,7 @@ class Command(DomainCommand):
                                  "that vary)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        memory.tune_allocator()  # a compute process: tuned where it starts (tradebot.memory), never by the engine
         from apps.backtest import services
         from apps.backtest.models import Status, Sweep
 

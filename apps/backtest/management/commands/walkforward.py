@@ -22,6 +22,7 @@ from apps.backtest.management.cli import (
     rules_options,
 )
 from apps.common.management import DomainCommand
+from tradebot import memory
 
 
 class Command(DomainCommand):
@@ -40,6 +41,7 @@ class Command(DomainCommand):
         parser.add_argument("--report", help="Write an offline HTML report (in-sample vs out-of-sample) to this path")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        memory.tune_allocator()  # a compute process: tuned where it starts (tradebot.memory), never by the engine
         from apps.backtest import services
         from apps.backtest.engine import walkforward as wf
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from apps.bots.apps import load_configured_strategies
 from apps.bots.strategies import registry
 from apps.bots.strategies.base import BaseStrategy
 from apps.bots.strategies.registry import (
@@ -48,7 +49,7 @@ def test_given_a_dotted_path_in_settings_when_loading_user_strategies_then_it_is
 ):
     settings.TRADEBOT_STRATEGIES = [USER_PATH]
     assert "test_green_streak" not in available()
-    load_user_strategies()
+    load_configured_strategies()
     cls = get_strategy_class("test_green_streak")
     assert cls.__module__ == "tests.apps.bots.strategies.user_strategies"
     strategy = create_strategy("test_green_streak", {"streak": 4})
