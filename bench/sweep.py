@@ -15,7 +15,7 @@ Reported (medians of 3 after an untimed warm-up sweep per worker count, which al
   SMAs not timed), and inprocess_s: our run_chunk of all 100 configs in this process (no Celery, no DB) with a fresh
   indicator cache (every SMA computed), inprocess_warm_s: the same with this process's IndicatorLRU already holding
   the SMAs (what a worker's later chunks of the same data see).
-Indicator cache: each worker process keeps an IndicatorLRU (engine/sweep.py) keyed by the data's content
+Indicator cache: each worker process keeps an IndicatorLRU (engine/cache.py) keyed by the data's content
 fingerprint, so chunks of the same data on one process reuse SMAs. The warm-up sweep runs on OTHER data (another
 seed), so the first timed sweep computes every SMA (compute_s_*_cold) and the next two reuse them; compute_s_* is
 the median of the three. Workers tune the allocator in worker_process_init (tradebot.memory).
@@ -49,7 +49,10 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from apps.backtest import services  # noqa: E402
-from apps.backtest.engine.sweep import CandleArrays, expand_grid, process_indicator_cache, run_chunk  # noqa: E402
+from apps.backtest.engine.arrays import CandleArrays  # noqa: E402
+from apps.backtest.engine.cache import process_indicator_cache  # noqa: E402
+from apps.backtest.engine.chunk import run_chunk  # noqa: E402
+from apps.backtest.engine.space import expand_grid  # noqa: E402
 from apps.backtest.models import Status, Sweep, SweepResult  # noqa: E402
 from apps.bots.strategies import indicators as ind  # noqa: E402
 from apps.bots.strategies.sma_cross import CROSS_TOLERANCE, SmaCross  # noqa: E402

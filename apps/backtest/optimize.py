@@ -26,7 +26,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.backtest import services
-from apps.backtest.engine import sweep as sweep_engine
+from apps.backtest.engine.arrays import CandleArrays
+from apps.backtest.engine.chunk import run_chunk
+from apps.backtest.engine.metrics import jsonable
+from apps.backtest.engine.ranking import LOWER_IS_BETTER, metric_value, rank_results
 from apps.backtest.models import Status, Study, StudyTrial
 
 logger = logging.getLogger(__name__)
@@ -92,7 +95,7 @@ def distributions(strategy_cls: type, space: Mapping[str, Any]) -> tuple[dict[st
 
 def direction_of(metric: str) -> str:
     name = metric.lstrip("-")
-    return "minimize" if (name in sweep_engine.LOWER_IS_BETTER) != metric.startswith("-") else "maximize"
+    return "minimize" if (name in LOWER_IS_BETTER) != metric.startswith("-") else "maximize"
 
 
 # --- evaluation (the worker side) ---------------------------------------------------------------------------------
@@ -102,19 +105,19 @@ def score(strategy_cls: type, parameters: Mapping[str, Any], arrays: Any, rules:
     """(value, metrics, error) of one parameter set: the metric over the whole data, or its mean over `folds`
     consecutive time windows (each window backtested alone; the metrics returned are the whole-data ones)."""
     name = metric.lstrip("-")
-    rows = sweep_engine.run_chunk(arrays, strategy_cls, [dict(parameters)], rules, timeframe)
+    rows = run_chunk(arrays, strategy_cls, [dict(parameters)], rules, timeframe)
     row = rows[0]
     if row["error"]:
         return None, None, row["error"]
     if folds <= 1:
-        value = sweep_engine.metric_value(row, name)
+        value = metric_value(row, name)
         return value, row["metrics"], "" if value is not None else f"metric {name!r} is undefined for this set"
     n = len(arrays)
     edges = [round(i * n / folds) for i in range(folds + 1)]
     values = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
-        part = sweep_engine.run_chunk(arrays.slice(a, b), strategy_cls, [dict(parameters)], rules, timeframe)[0]
-        v = sweep_engine.metric_value(part, name)
+        part = run_chunk(arrays.slice(a, b), strategy_cls, [dict(parameters)], rules, timeframe)[0]
+        v = metric_value(part, name)
         if v is None:
             return None, row["metrics"], f"metric {name!r} is undefined on fold rows {a}..{b - 1}"
         values.append(v)
@@ -137,7 +140,7 @@ def evaluate_trial(trial_id: int) -> StudyTrial | None:
             data = services.load_data(study)
             if len(data.df) == 0:
                 raise services.BacktestInputError(f"no candles for {study.market_label} in the selected range")
-            cached = _DATA_CACHE[study.pk] = (sweep_engine.CandleArrays.from_frame(data.df), services.rules_for(study))
+            cached = _DATA_CACHE[study.pk] = (CandleArrays.from_frame(data.df), services.rules_for(study))
             while len(_DATA_CACHE) > 4:
                 _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         arrays, rules = cached
@@ -148,7 +151,7 @@ def evaluate_trial(trial_id: int) -> StudyTrial | None:
         value, metrics, error = None, None, f"{type(exc).__name__}: {exc}"
     state = StudyTrial.State.DONE if value is not None and not error else StudyTrial.State.FAILED
     StudyTrial.objects.filter(pk=trial_id, state=StudyTrial.State.PENDING).update(
-        state=state, value=value, metrics=sweep_engine.jsonable(metrics) if metrics else None, error=error[:2000],
+        state=state, value=value, metrics=jsonable(metrics) if metrics else None, error=error[:2000],
         finished_at=timezone.now(), compute_seconds=time.perf_counter() - t0,
     )
     return StudyTrial.objects.get(pk=trial_id)
@@ -187,7 +190,7 @@ def open_study(*, name: str, strategy: str, space: Mapping[str, Any], metric: st
     cls = services.resolve_strategy(strategy)
     searched, fixed = distributions(cls, space)
     services.build_rules(**services._rules_only(data))
-    config = {"strategy": strategy, "space": sweep_engine.jsonable(dict(space)), "metric": metric,
+    config = {"strategy": strategy, "space": jsonable(dict(space)), "metric": metric,
               "folds": folds, **data}
     with transaction.atomic():
         row, created = Study.objects.select_for_update().get_or_create(
@@ -274,7 +277,7 @@ def run_study(*, row: Study, ostudy: Any, searched: dict[str, Any], fixed: dict[
             otrial = ostudy.ask(searched)
             with transaction.atomic():
                 trial = StudyTrial.objects.create(study=row, number=otrial.number,
-                                                  parameters=sweep_engine.jsonable({**fixed, **otrial.params}))
+                                                  parameters=jsonable({**fixed, **otrial.params}))
                 asked.append(trial.pk)
                 _enqueue([trial.pk])
             in_flight.add(otrial.number)
@@ -307,7 +310,7 @@ def finish_study(study_id: int, ostudy: Any) -> Study:
                                 ).items() if best_params is not None and k not in best_params}
     Study.objects.filter(pk=study_id).update(
         status=Status.DONE, best_value=best_value,
-        best_parameters=sweep_engine.jsonable({**fixed, **best_params}) if best_params is not None else None)
+        best_parameters=jsonable({**fixed, **best_params}) if best_params is not None else None)
     return Study.objects.get(pk=study_id)
 
 
@@ -319,7 +322,7 @@ def ranking(study: Study, top_k: int | None = 10) -> list[dict[str, Any]]:
     for r in rows:
         r["metrics"] = {**r["metrics"], "__value__": r["value"]}
     metric = "__value__" if study.direction == "maximize" else "-__value__"
-    out = sweep_engine.rank_results(rows, metric, top_k)
+    out = rank_results(rows, metric, top_k)
     for r in out:
         r["metrics"].pop("__value__", None)
     return out
@@ -333,7 +336,7 @@ def bot_configs(*, strategy: str, parameter_sets: list[Mapping[str, Any]], excha
     for i, params in enumerate(parameter_sets, start=1):
         strat = services.build_strategy(strategy, params)
         cfg: dict[str, Any] = {"name": f"{name_prefix}-{i}", "strategy": strategy,
-                               "parameters": sweep_engine.jsonable(dict(strat.parameters)),
+                               "parameters": jsonable(dict(strat.parameters)),
                                "exchange": exchange, "symbol": symbol, "timeframe": timeframe}
         for key, value in (rules or {}).items():
             if value is not None and key in ("initial_balance", "fee", "slippage", "fraction", "stop_loss",

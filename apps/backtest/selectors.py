@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet, Sum
 
-from apps.backtest.engine.sweep import rank_results
+from apps.backtest.engine.ranking import rank_results
 from apps.backtest.models import BacktestRun, Study, Sweep, SweepResult, WalkForward
 
 

@@ -19,7 +19,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.backtest.engine import sweep as sweep_engine
+from apps.backtest.engine.arrays import CandleArrays
+from apps.backtest.engine.chunk import run_chunk
+from apps.backtest.engine.metrics import jsonable
+from apps.backtest.engine.ranking import rank_results
+from apps.backtest.engine.space import SweepSpaceError, expand_grid, random_samples, split_chunks, validate_param_sets
 from apps.backtest.models import BacktestRun, Status, Sweep, SweepResult, WalkForward
 from apps.common.errors import ApplicationError
 from apps.market.timeframes import format_ms, timeframe_ms
@@ -311,7 +315,7 @@ def create_run(*, strategy: str, parameters: Mapping[str, Any] | None = None, en
     if not data.get("data_file"):
         validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
                               timeframe=data.get("timeframe"))
-    run = BacktestRun.objects.create(strategy=strategy, parameters=sweep_engine.jsonable(dict(strat.parameters)),
+    run = BacktestRun.objects.create(strategy=strategy, parameters=jsonable(dict(strat.parameters)),
                                      sweep=sweep, **data)
     if enqueue:
         from apps.backtest.tasks import fail_run_task, run_backtest_task
@@ -351,7 +355,7 @@ def execute_run(run_id: int) -> BacktestRun:
                                                 candle_ts=data.df["timestamp"].to_numpy(), timeframe=run.timeframe))
         result = run_backtest(data.df, build_strategy(run.strategy, run.parameters), rules_for(run), run.timeframe,
                               detail=detail)
-        payload = sweep_engine.jsonable(result.to_dict())
+        payload = jsonable(result.to_dict())
         curve = _equity_curve(result, data.df)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the run, then re-raised for Celery
         BacktestRun.objects.filter(pk=run_id).update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}",
@@ -381,7 +385,7 @@ def _equity_curve(result: Any, df: pd.DataFrame, max_points: int = 2000) -> dict
     if isinstance(curve, pd.DataFrame):
         return downsample_curve(curve["timestamp"].to_numpy(), curve["equity"].to_numpy(), max_points)
     if isinstance(curve, Mapping):
-        return sweep_engine.jsonable(dict(curve))
+        return jsonable(dict(curve))
     equity = getattr(getattr(result, "sim", None), "equity", None)
     if equity is not None:
         return downsample_curve(df["timestamp"].to_numpy(), np.asarray(equity, dtype=np.float64), max_points)
@@ -410,14 +414,14 @@ def plan_param_sets(strategy: str, *, grid: Mapping[str, Any] | None = None, n_r
                     f"unknown parameter {unknown[0]!r} for strategy {strategy!r}: expected one of {', '.join(known)}",
                     field=f"grid.{unknown[0]}",
                 )
-            sets = sweep_engine.expand_grid(grid)
+            sets = expand_grid(grid)
         elif n_random:
-            sets = sweep_engine.random_samples(cls, n_random, seed=seed, space=space)
+            sets = random_samples(cls, n_random, seed=seed, space=space)
         else:
             raise BacktestInputError("a sweep needs a grid or a number of random samples", field="grid")
-    except sweep_engine.SweepSpaceError as exc:
+    except SweepSpaceError as exc:
         raise BacktestInputError(str(exc), field=exc.field or where) from None
-    checked = sweep_engine.validate_param_sets(cls, sets)
+    checked = validate_param_sets(cls, sets)
     if checked and all(c["error"] for c in checked):
         raise BacktestInputError(f"every parameter set is invalid, e.g. {checked[0]['parameters']}: "
                                  f"{checked[0]['error']}", field=where)
@@ -449,7 +453,7 @@ def create_sweep(*, strategy: str, grid: Mapping[str, Any] | None = None, n_rand
                               timeframe=data.get("timeframe"))
     mode = Sweep.Mode.GRID if grid is not None else Sweep.Mode.RANDOM
     sweep = Sweep.objects.create(
-        strategy=strategy, mode=mode, space=sweep_engine.jsonable(dict(grid if grid is not None else (space or {}))),
+        strategy=strategy, mode=mode, space=jsonable(dict(grid if grid is not None else (space or {}))),
         n_samples=n_random, seed=seed, metric=metric, top_k=top_k, chunk_size=chunk_size, total=len(sets), **data,
     )
     if enqueue:
@@ -473,8 +477,7 @@ def dispatch_stored_sweep(sweep_id: int):
         return None  # redelivered: already dispatched
     try:
         sets = sweep_param_sets(sweep)
-        chunks = sweep_engine.split_chunks([[i, s] for i, s in enumerate(sweep_engine.jsonable(sets))],
-                                           sweep.chunk_size)
+        chunks = split_chunks([[i, s] for i, s in enumerate(jsonable(sets))], sweep.chunk_size)
         return dispatch_sweep(sweep_id, chunks)
     except Exception as exc:
         fail_sweep(sweep_id, f"dispatch failed: {type(exc).__name__}: {exc}")
@@ -500,9 +503,9 @@ def execute_sweep_chunk(sweep_id: int, chunk_index: int, param_sets: list[Any],
     if data is None:
         data = load_data(sweep)
     cls = resolve_strategy(sweep.strategy)
-    arrays = sweep_engine.CandleArrays.from_frame(data.df)
+    arrays = CandleArrays.from_frame(data.df)
     t0 = time.perf_counter()
-    results = sweep_engine.run_chunk(arrays, cls, param_sets, rules_for(sweep), sweep.timeframe)
+    results = run_chunk(arrays, cls, param_sets, rules_for(sweep), sweep.timeframe)
     compute = time.perf_counter() - t0
     with transaction.atomic():
         Sweep.objects.select_for_update().filter(pk=sweep_id).values_list("pk", flat=True).get()
@@ -525,12 +528,12 @@ def finish_sweep(sweep_id: int, chunk_summaries: list[Any] | None = None) -> Swe
     """Rank all stored results by the sweep's metric and keep the top K; status done."""
     sweep = Sweep.objects.get(pk=sweep_id)
     rows = list(SweepResult.objects.filter(sweep_id=sweep_id).values("index", "parameters", "metrics", "error"))
-    ranking = sweep_engine.rank_results(rows, sweep.metric, sweep.top_k)
+    ranking = rank_results(rows, sweep.metric, sweep.top_k)
     ranking = [{"rank": r["rank"], "index": r["index"], "parameters": r["parameters"], "value": r["value"],
                 "metrics": r["metrics"], "error": r["error"]} for r in ranking]
     missing = sweep.total - len(rows)
     error = f"{missing} parameter sets have no result" if missing > 0 else ""
-    Sweep.objects.filter(pk=sweep_id).update(status=Status.DONE, ranking=sweep_engine.jsonable(ranking),
+    Sweep.objects.filter(pk=sweep_id).update(status=Status.DONE, ranking=jsonable(ranking),
                                              finished_at=timezone.now(), error=error)
     return Sweep.objects.get(pk=sweep_id)
 
@@ -555,10 +558,10 @@ def run_sweep_in_process(strategy: str, param_sets: list[dict[str, Any]], df: pd
     """The same sweep without Celery or the database (the --data path and the reference in tests)."""
     validate_metric(metric)
     cls = resolve_strategy(strategy)
-    arrays = sweep_engine.CandleArrays.from_frame(df)
-    results = sweep_engine.run_chunk(arrays, cls, list(enumerate(param_sets)), build_rules(**rules_kwargs),
+    arrays = CandleArrays.from_frame(df)
+    results = run_chunk(arrays, cls, list(enumerate(param_sets)), build_rules(**rules_kwargs),
                                      timeframe)
-    return sweep_engine.rank_results(results, metric, top_k)
+    return rank_results(results, metric, top_k)
 
 
 # --- walk-forward -------------------------------------------------------------------------------------------------
@@ -576,7 +579,7 @@ def run_walkforward_in_process(strategy: str, grid: Mapping[str, Any], df: pd.Da
         n_train = wf.to_candles(train, timeframe, what="train")
         n_test = wf.to_candles(test, timeframe, what="test")
         n_step = None if step is None else wf.to_candles(step, timeframe, what="step")
-        return wf.walk_forward(sweep_engine.CandleArrays.from_frame(df), cls, sets, build_rules(**rules_kwargs),
+        return wf.walk_forward(CandleArrays.from_frame(df), cls, sets, build_rules(**rules_kwargs),
                                timeframe, train=n_train, test=n_test, step=n_step, metric=metric,
                                on_window=on_window)
     except wf.WalkForwardError as exc:
@@ -599,7 +602,7 @@ def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train:
     except wf.WalkForwardError as exc:
         raise BacktestInputError(str(exc)) from None
     plan_param_sets(strategy, grid=grid)
-    study = WalkForward.objects.create(strategy=strategy, space=sweep_engine.jsonable(dict(grid)),
+    study = WalkForward.objects.create(strategy=strategy, space=jsonable(dict(grid)),
                                        train_size=n_train, test_size=n_test, step=n_step, metric=metric,
                                        status=Status.RUNNING, **data)
     try:
@@ -641,7 +644,7 @@ def bots_from_sweep(*, sweep_id: int, top: int, start: bool = False) -> list:
                                field="sweep_id")
     rows = [{"index": r.index, "parameters": r.parameters, "metrics": r.metrics, "error": r.error}
             for r in SweepResult.objects.filter(sweep=sweep)]
-    ranked = [r for r in sweep_engine.rank_results(rows, sweep.metric, top) if not r.get("error")][:top]
+    ranked = [r for r in rank_results(rows, sweep.metric, top) if not r.get("error")][:top]
     if not ranked:
         raise ApplicationError(f"sweep #{sweep_id} has no successful result yet", field="sweep_id")
     bots = []

@@ -49,11 +49,15 @@ Definitions (n = number of candles, E_i = equity after candle i's fill, E_-1 = i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from numba import njit
 
+# The equity pass (returns' moments + drawdowns) lives in bots/trading/equity.py, shared bar by bar by simulate's fill
+# kernel, equity_stats and the sweep's fused pass (bots/trading/fused.py): same helpers, same order, bit-identical.
+from apps.bots.trading.equity import equity_stats
 from apps.bots.trading.fills import SimResult
 from apps.market.timeframes import periods_per_year
 
@@ -65,20 +69,6 @@ METRIC_KEYS: tuple[str, ...] = (
     "gross_profit", "gross_loss", "expectancy", "expectancy_pct", "sqn", "best_trade_pct", "worst_trade_pct",
     "avg_trade_pct", "avg_holding_bars", "max_holding_bars", "avg_holding_time_ms", "max_holding_time_ms",
     "exposure_pct", "fees_paid", "max_consecutive_wins", "max_consecutive_losses",
-)
-
-
-# The equity pass (returns' moments + drawdowns) lives in bots/trading/equity.py, shared bar by bar by simulate's fill
-# kernel, equity_stats below and the sweep's fused kernel: same helpers, same order, bit-identical results.
-from apps.bots.trading.equity import (  # noqa: E402,F401 - re-exported: the sweep kernel imports them from here
-    K_WINDOW,
-    dd_final,
-    dd_init,
-    dd_step,
-    equity_stats,
-    moments_final,
-    moments_step,
-    shift_of,
 )
 
 
@@ -112,6 +102,21 @@ def _num(x: Any) -> float | int | None:
         return int(x)
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types; NaN/inf become None (PostgreSQL jsonb and strict JSON reject them)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def compute_metrics(sim: SimResult, close: np.ndarray, timestamp: np.ndarray, timeframe: str

@@ -24,14 +24,18 @@ import numbers
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from apps.common.errors import ApplicationError
+from apps.market.validation import CANDLE_COLUMNS
 
-CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+if TYPE_CHECKING:
+    from apps.bots.trading.fills import FillRules
+    from apps.bots.trading.fused import FusedRun
+
 # The largest indicator window/span the built-ins accept (candles): 10,000 is a week of 1m or 14 months of 1h
 # candles. A bound, not a taste: windows like 1e30 would otherwise be accepted and fail on every tick.
 MAX_WINDOW = 10_000
@@ -334,6 +338,36 @@ class BaseStrategy:
                 arr[t] = np.nan if value is None else value
         act, conf = finish(action, conf, self.warmup_mask(n))
         return StrategyOutput(act, conf, indicators)
+
+    # ----- the optional sweep kernel -------------------------------------------------------------------------------
+    def sweep_kernel(
+        self,
+        close: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        open_: np.ndarray,
+        volume: np.ndarray,
+        rules: FillRules,
+        *,
+        cache: IndicatorCache | None = None,
+    ) -> FusedRun | None:
+        """Optional fast path of parameter sweeps: the fills and the equity pass of `rules` over these candles with
+        this strategy's decisions made inside the same compiled loop (drive `apps.bots.trading.fused.fused_block`
+        block by block), returning its FusedRun. It must equal `fused.run_actions(compute(...).action)` bit for
+        bit. Default None: the sweep runs `compute` and then the generic fused pass over its actions."""
+        return None
+
+    def run_sweep_kernel(self, close, high, low, open_, volume, rules, *, cache=None) -> FusedRun | None:
+        """What the sweep calls: `sweep_kernel`'s result when the kernel belongs to the `compute` in effect (a
+        subclass that overrides `compute` below the class that wrote the kernel may decide otherwise: None)."""
+        for klass in type(self).__mro__:
+            if "sweep_kernel" in vars(klass):
+                if klass is BaseStrategy:
+                    return None
+                return self.sweep_kernel(close, high, low, open_, volume, rules, cache=cache)
+            if "compute" in vars(klass):
+                return None
+        return None
 
     @staticmethod
     def cached(cache: IndicatorCache | None, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Strategies by name (pure: no Django). Built-ins register on import; user strategies are registered from dotted
 paths and from the `*.py` files of a folder (the Django side passes settings.TRADEBOT_STRATEGIES and
-settings.TRADEBOT_STRATEGIES_DIR, default the project's `strategies/` folder: apps.bots.apps.load_configured_strategies)."""
+settings.TRADEBOT_STRATEGIES_DIR, default the project's `strategies/` folder:
+apps.bots.apps.load_configured_strategies)."""
 
 from __future__ import annotations
 

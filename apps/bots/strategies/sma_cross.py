@@ -10,6 +10,7 @@ from numba import njit
 from apps.bots.strategies import indicators as ind
 from apps.bots.strategies.base import MAX_WINDOW, BaseStrategy, IndicatorCache, Param, StrategyOutput
 from apps.bots.strategies.registry import register
+from apps.bots.trading.fused import FUSED_BLOCK, FusedRun, fused_block, fused_end, fused_start, rule_args
 
 #: Lines closer than this fraction of the slow line count as equal (float noise, not a cross).
 CROSS_TOLERANCE = 1e-9
@@ -188,6 +189,27 @@ def sma_cross_lines(close: np.ndarray, fast_n: int, slow_n: int, warmup: int
     return (fast, slow, *cross_signals(fast, slow, warmup))
 
 
+@njit(cache=True, error_model="numpy")
+def _cross_fused(close, open_, high, low, fast, slow, warmup, tol_rel, initial, fee, slippage, fraction, use_sl, sl,
+                 use_tp, tp):
+    """The sweep kernel of a two-line crossover: per block, the block's decisions (`cross_run`, branch-free, off the
+    fill loop's critical path) into a small buffer, then `fused.fused_block` (fills + equity pass). Same actions as
+    `cross_signals`, so the same FusedRun as `fused.run_actions` over them."""
+    n = close.shape[0]
+    run = fused_start(n, initial)
+    abuf = np.zeros(FUSED_BLOCK, np.int8)
+    first = max(warmup, 1)
+    d0 = np.nan
+    t0 = np.nan
+    for b0 in range(0, n, FUSED_BLOCK):
+        b1 = min(b0 + FUSED_BLOCK, n)
+        act = abuf[:b1 - b0]
+        d0, t0 = cross_run(fast[b0:b1], slow[b0:b1], act, first - b0, tol_rel, d0, t0)
+        run = fused_block(run, b0, n, initial, open_[b0:b1], high[b0:b1], low[b0:b1], close[b0:b1], act, fee,
+                          slippage, fraction, use_sl, sl, use_tp, tp)
+    return fused_end(run, n)
+
+
 class LineCross(BaseStrategy):
     """A fast line crossing a slow one (sma_cross, ema_cross): parameters fast < slow, first signal at t = slow."""
 
@@ -236,3 +258,18 @@ class SmaCross(LineCross):
             slow = self.cached(cache, slow_key, lambda: ind.sma(close, slow_n))
             act, conf = cross_signals(fast, slow, self.warmup)
         return StrategyOutput(act, conf, {"sma_fast": fast, "sma_slow": slow})
+
+    def sweep_kernel(self, close, high, low, open_, volume, rules, *, cache: IndicatorCache | None = None
+                     ) -> FusedRun:
+        """Both SMAs (from the sweep's shared cache, same keys and values as `compute`; missing ones from one scan of
+        the closes), then the crossover decided inside the fused fills + equity pass (`_cross_fused`)."""
+        fast_n, slow_n = int(self.parameters["fast"]), int(self.parameters["slow"])
+        keys = (("sma", "close", fast_n), ("sma", "close", slow_n))
+        lines = [None if cache is None else cache.get(key) for key in keys]
+        missing = [n for line, n in zip(lines, (fast_n, slow_n), strict=True) if line is None]
+        if missing:
+            made = dict(zip(missing, ind.window_means(close, missing), strict=True))
+            lines = [line if line is not None else self.cached(cache, ("sma", "close", n), lambda v=made[n]: v)
+                     for line, n in zip(lines, (fast_n, slow_n), strict=True)]
+        return FusedRun(*_cross_fused(close, open_, high, low, lines[0], lines[1], int(self.warmup), CROSS_TOLERANCE,
+                                      *rule_args(rules)))

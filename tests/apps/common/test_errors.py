@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from apps.backtest.engine.sweep import SweepSpaceError
+from apps.backtest.engine.space import SweepSpaceError
 from apps.backtest.engine.walkforward import WalkForwardError
 from apps.bots.config import BotConfigError, parse_config
 from apps.bots.strategies.base import ParameterError

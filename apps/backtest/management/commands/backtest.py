@@ -87,7 +87,7 @@ class Command(DomainCommand):
     def _from_file(self, data: dict[str, Any], strategy: str, params: dict, rules: dict) -> tuple[dict, Any]:
         """No ORM on this path: the CSV is read, validated and backtested in memory."""
         from apps.backtest import services
-        from apps.backtest.engine.sweep import jsonable
+        from apps.backtest.engine.metrics import jsonable
 
         loaded = services.load_csv_frame(data["data_file"], timeframe=data["timeframe"], time_label=data["time_label"],
                                          start=data.get("start"), end=data.get("end"))

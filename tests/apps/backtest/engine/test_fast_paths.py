@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.backtest.engine.metrics import METRIC_KEYS, compute_metrics
-from apps.backtest.engine.sweep import LOWER_IS_BETTER, CandleArrays, evaluate_fast, jsonable, run_chunk
+from apps.backtest.engine.arrays import CandleArrays
+from apps.backtest.engine.chunk import evaluate_fast, fused_metrics, run_chunk
+from apps.backtest.engine.metrics import METRIC_KEYS, compute_metrics, jsonable
+from apps.backtest.engine.ranking import LOWER_IS_BETTER
 from apps.bots.strategies.registry import get_strategy_class
 from apps.bots.trading.fills import FillRules, simulate
 from apps.market.csvio import read_candle_csv
@@ -39,9 +41,10 @@ def test_given_real_candles_when_the_fused_kernel_runs_then_every_metric_equals_
         strategy = SMA({"fast": fast_n, "slow": slow_n})
         out = strategy.compute(arrays.close, arrays.high, arrays.low, arrays.open, arrays.volume)
         expected = reference(arrays, out.action, rules)
-        lines = (out.indicators["sma_fast"], out.indicators["sma_slow"], strategy.warmup)
-        assert evaluate_fast(arrays, rules, "5m", lines=lines) == expected
-        assert evaluate_fast(arrays, rules, "5m", action=out.action) == expected
+        args = (arrays.close, arrays.high, arrays.low, arrays.open, arrays.volume, rules)
+        assert fused_metrics(arrays, strategy.sweep_kernel(*args), rules, "5m") == expected  # its own kernel
+        assert fused_metrics(arrays, strategy.sweep_kernel(*args, cache={}), rules, "5m") == expected
+        assert evaluate_fast(arrays, out.action, rules, "5m") == expected  # the generic fused pass
         assert expected["closed_trades"] > 50 and list(expected) == list(METRIC_KEYS)
 
 
@@ -69,7 +72,7 @@ def test_given_lower_is_better_when_checked_then_every_name_is_a_real_metric_key
 
 from numba import njit  # noqa: E402
 
-from apps.backtest.engine.sweep import IndicatorLRU, data_fingerprint, process_indicator_cache  # noqa: E402
+from apps.backtest.engine.cache import IndicatorLRU, data_fingerprint, process_indicator_cache  # noqa: E402
 from apps.bots.strategies import indicators as ind  # noqa: E402
 from apps.bots.strategies.sma_cross import cross_signals, sma_cross_lines  # noqa: E402
 from apps.bots.trading import equity as eq  # noqa: E402

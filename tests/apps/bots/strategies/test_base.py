@@ -131,3 +131,31 @@ def test_given_an_int_parameter_without_a_max_when_given_1e30_then_refused_as_ou
     with pytest.raises(ParameterError) as err:
         unbounded.coerce(1e30, "s")
     assert err.value.field == "parameters.n" and "2**53" in str(err.value)
+
+
+def test_given_strategy_classes_when_the_sweep_asks_for_their_kernel_then_only_one_matching_its_compute_runs(btc_5m):
+    from apps.bots.trading.fills import FillRules
+    from apps.bots.trading.fused import run_actions
+
+    sma = get_strategy_class("sma_cross")
+
+    class Renamed(sma):  # same signals: the parent's kernel still applies
+        name = "h7_renamed_sma_cross"
+
+    class Filtered(sma):  # other signals below the kernel: the kernel must not be used
+        name = "h7_filtered_sma_cross"
+
+        def compute(self, *args, **kwargs):
+            out = super().compute(*args, **kwargs)
+            out.action[out.action == 1] = 0
+            return out
+
+    close, high, low = (btc_5m[c].to_numpy() for c in ("close", "high", "low"))
+    open_, volume = btc_5m["open"].to_numpy(), btc_5m["volume"].to_numpy()
+    args = (close, high, low, open_, volume, FillRules())
+    params = {"fast": 5, "slow": 40}
+    run = Renamed(params).run_sweep_kernel(*args)
+    want = run_actions(close, open_, high, low, sma(params).compute(close, high, low, open_, volume).action, args[-1])
+    assert run is not None and run.events.tobytes() == want.events.tobytes() and run.stats == want.stats
+    assert Filtered(params).run_sweep_kernel(*args) is None
+    assert get_strategy_class("rsi")({}).run_sweep_kernel(*args) is None  # BaseStrategy's default: no kernel
