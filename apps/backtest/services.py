@@ -27,6 +27,7 @@ from apps.backtest.engine.space import SweepSpaceError, expand_grid, random_samp
 from apps.backtest.models import BacktestRun, Status, Sweep, SweepResult, WalkForward
 from apps.common.errors import ApplicationError
 from apps.market.timeframes import format_ms, timeframe_ms
+from apps.market.validation import CANDLE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -191,11 +192,11 @@ def load_npy_frame(path: str, *, start: int | None = None, end: int | None = Non
     candles, where a CSV parse or a DB fetch per task would dominate). Written by our own code, so not re-validated.
     """
     arr = np.load(path, mmap_mode="r")
-    missing = [c for c in ("timestamp", "open", "high", "low", "close", "volume") if c not in (arr.dtype.names or ())]
+    missing = [c for c in CANDLE_COLUMNS if c not in (arr.dtype.names or ())]
     if missing:
         raise BacktestInputError(f"{path}: not a candle snapshot, missing field(s) {', '.join(missing)}")
     df = pd.DataFrame({c: np.array(arr[c], dtype=np.int64 if c == "timestamp" else np.float64)
-                       for c in ("timestamp", "open", "high", "low", "close", "volume")})
+                       for c in CANDLE_COLUMNS})
     return LoadedData(_clip(df, start, end))
 
 
@@ -230,22 +231,6 @@ def _validated(df: pd.DataFrame, *, market: str, timeframe: str) -> LoadedData:
     if rejected:
         warnings.append(f"{len(rejected)} candles rejected by validation, first: {rejected[0]}")
     return LoadedData(valid.reset_index(drop=True), warnings)
-
-
-def frame_gap_warnings(df: pd.DataFrame, timeframe: str, limit: int = 5) -> list[str]:
-    """Holes in the frame itself (consecutive close times more than one timeframe apart)."""
-    if len(df) < 2:
-        return []
-    ts = df["timestamp"].to_numpy(dtype=np.int64)
-    tf = timeframe_ms(timeframe)
-    holes = np.flatnonzero(np.diff(ts) > tf)
-    out = []
-    for i in holes[:limit]:
-        missing = int((ts[i + 1] - ts[i]) // tf - 1)
-        out.append(f"gap in data: {missing} {timeframe} candles missing after {format_ms(int(ts[i]))} UTC")
-    if len(holes) > limit:
-        out.append(f"... and {len(holes) - limit} more gaps in the data")
-    return out
 
 
 def merge_warnings(*lists: list[str]) -> list[str]:
@@ -356,7 +341,7 @@ def execute_run(run_id: int) -> BacktestRun:
         result = run_backtest(data.df, build_strategy(run.strategy, run.parameters), rules_for(run), run.timeframe,
                               detail=detail)
         payload = jsonable(result.to_dict())
-        curve = _equity_curve(result, data.df)
+        curve = jsonable(result.equity_curve())  # keeps the first/last candle and each bucket's low and high
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the run, then re-raised for Celery
         BacktestRun.objects.filter(pk=run_id).update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}",
                                                      finished_at=timezone.now(),
@@ -370,26 +355,6 @@ def execute_run(run_id: int) -> BacktestRun:
         duration=time.perf_counter() - t0,
     )
     return BacktestRun.objects.get(pk=run_id)
-
-
-def _equity_curve(result: Any, df: pd.DataFrame, max_points: int = 2000) -> dict[str, list]:
-    """Downsampled equity curve: the engine's BacktestResult.equity_curve when it has one, else from its equity."""
-    from apps.backtest.engine.walkforward import downsample_curve
-
-    curve = getattr(result, "equity_curve", None)
-    if callable(curve):
-        try:
-            curve = curve(max_points)
-        except TypeError:
-            curve = curve()
-    if isinstance(curve, pd.DataFrame):
-        return downsample_curve(curve["timestamp"].to_numpy(), curve["equity"].to_numpy(), max_points)
-    if isinstance(curve, Mapping):
-        return jsonable(dict(curve))
-    equity = getattr(getattr(result, "sim", None), "equity", None)
-    if equity is not None:
-        return downsample_curve(df["timestamp"].to_numpy(), np.asarray(equity, dtype=np.float64), max_points)
-    return {"timestamp": [], "equity": []}
 
 
 # --- sweeps -------------------------------------------------------------------------------------------------------

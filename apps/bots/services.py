@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from apps.bots.config import CONFIG_FIELDS, BotConfig, BotConfigError, validate_config
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
+from apps.bots.strategies.base import ACTION_LABELS
 from apps.bots.strategies.registry import create_strategy
 from apps.bots.trading.fills import FillRules
 from apps.common.errors import ApplicationError
@@ -31,7 +32,6 @@ from tradebot.notify import SYSTEM_CHANNEL, publish, publish_many, signals_chann
 
 logger = logging.getLogger(__name__)
 
-ACTION_NAMES = {1: "buy", 0: "hold", -1: "sell"}
 # The virtual portfolio columns a tick (or a reset) writes.
 PORTFOLIO_FIELDS = ("cash", "position", "entry_price", "entry_timestamp", "entry_fee", "fees_paid", "realized_pnl",
                     "peak_equity", "last_candle_timestamp")
@@ -430,7 +430,7 @@ def _write_result(result, now) -> None:
 
     if not result.decided:
         return
-    actions = [ACTION_NAMES[int(a)] for a in result.sig_action.tolist()]
+    actions = [ACTION_LABELS[int(a)] for a in result.sig_action.tolist()]
     if connection.vendor != "postgresql":
         return _write_result_orm(result, actions)
     with connection.cursor() as cur:
@@ -610,12 +610,12 @@ def _collect(report: ShardReport, result, messages: list) -> None:
         bot_id = int(bots[a])
         rep = TickReport(bot_id=bot_id, decided=b - a, fills=int(fills_per_bot.get(bot_id, 0)), last_candle=ts[b - 1])
         for i in range(a, b):
-            name = ACTION_NAMES[act[i]]
+            name = ACTION_LABELS[act[i]]
             rep.actions[name] = rep.actions.get(name, 0) + 1
         report.reports[bot_id] = rep
         for i in range(max(a, b - 100), b):
             messages.append((signals_channel(bot_id), {"bot_id": bot_id, "timestamp": ts[i],
-                                                       "action": ACTION_NAMES[act[i]], "confidence": conf[i],
+                                                       "action": ACTION_LABELS[act[i]], "confidence": conf[i],
                                                        "price": price[i]}))
 
 

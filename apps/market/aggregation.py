@@ -14,8 +14,8 @@ import pandas as pd
 from numba import njit
 
 from apps.market.timeframes import TimeframeError, timeframe_ms
+from apps.market.validation import CANDLE_COLUMNS
 
-CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 
 @njit(cache=True, nogil=True)
 def _trades_kernel(ts, price, amount, tf, out_ts, o, h, lo, c, v):  # pragma: no cover - compiled

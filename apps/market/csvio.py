@@ -18,8 +18,8 @@ import pandas as pd
 
 from apps.common.errors import ApplicationError
 from apps.market.timeframes import TimeLabel, from_close_label, timeframe_ms, to_close_label
+from apps.market.validation import CANDLE_COLUMNS
 
-CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 TRADE_COLUMNS: tuple[str, ...] = ("timestamp", "price", "amount")
 

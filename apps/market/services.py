@@ -22,7 +22,7 @@ from apps.market.partitions import ensure_partitions_for
 from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
 from apps.market.upsert import insert_trades, upsert_candles
-from apps.market.validation import Rejection, validate_candles, validate_trades
+from apps.market.validation import CANDLE_COLUMNS, Rejection, validate_candles, validate_trades
 from tradebot.notify import market_channel, publish_many
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def _new_rows(valid: pd.DataFrame, inserted: list[int]) -> pd.DataFrame:
 
 def candle_payloads(market: Market, frame: pd.DataFrame) -> list[dict]:
     """The JSON payload of each candle published on `market:{symbol}`."""
-    cols = {c: frame[c].to_numpy().tolist() for c in ("timestamp", "open", "high", "low", "close", "volume")}
+    cols = {c: frame[c].to_numpy().tolist() for c in CANDLE_COLUMNS}
     base = {"exchange": market.exchange, "symbol": market.symbol, "timeframe": market.timeframe}
     return [
         {**base, "timestamp": t, "open": o, "high": h, "low": lo, "close": c, "volume": v}

@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import numpy as np
-
 from apps.common.errors import ApplicationError
 
 MINUTE_MS = 60_000
@@ -74,18 +72,6 @@ def from_close_label(timestamps, timeframe: str, label: TimeLabel):
     if label == "open":
         return close_to_open(timestamps, timeframe)
     raise ValueError(f"time label must be 'open' or 'close', got {label!r}")
-
-
-def on_grid(timestamps: np.ndarray, timeframe: str) -> np.ndarray:
-    """Boolean mask: timestamp is a multiple of the timeframe (1d closes at 00:00 UTC)."""
-    return np.asarray(timestamps, dtype=np.int64) % timeframe_ms(timeframe) == 0
-
-
-def bucket_close(trade_ts: np.ndarray, timeframe: str) -> np.ndarray:
-    """Close-time label of the candle [t - tf, t) containing each trade time: floor(ts / tf) * tf + tf."""
-    tf = timeframe_ms(timeframe)
-    ts = np.asarray(trade_ts, dtype=np.int64)
-    return (ts // tf) * tf + tf
 
 
 def last_closed(now_ms: int, timeframe: str) -> int:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from apps.market.timeframes import format_ms, timeframe_ms
 
+#: The columns of a candle frame, in order (the one definition: files, providers, engine and API use it).
 CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 TRADE_COLUMNS: tuple[str, ...] = ("timestamp", "price", "amount")

@@ -37,6 +37,3 @@ class CandleArrays:
         """The candles at `index` (e.g. the concatenated test windows of a walk-forward)."""
         return CandleArrays(*(a[index] for a in (self.timestamp, self.open, self.high, self.low, self.close,
                                                   self.volume)))
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({c: getattr(self, c) for c in CANDLE_COLUMNS})

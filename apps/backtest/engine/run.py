@@ -14,11 +14,10 @@ import pandas as pd
 from apps.backtest.engine.metrics import compute_metrics
 from apps.bots.trading.fills import FillRules, SimResult, simulate
 from apps.market.timeframes import format_ms, timeframe_ms
+from apps.market.validation import CANDLE_COLUMNS
 
 if TYPE_CHECKING:
     from apps.bots.strategies.base import BaseStrategy
-
-CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 
 
 @dataclass

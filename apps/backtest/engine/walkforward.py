@@ -20,6 +20,7 @@ from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.chunk import compute_actions, evaluate, run_chunk
 from apps.backtest.engine.metrics import jsonable
 from apps.backtest.engine.ranking import rank_results
+from apps.backtest.engine.run import downsample_minmax
 from apps.common.errors import ApplicationError
 from apps.market.timeframes import timeframe_ms
 
@@ -130,23 +131,10 @@ def walk_forward(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[
     stitched_equity: dict[str, list] = {"timestamp": [], "equity": []}
     if seg_actions:
         idx = np.concatenate(seg_index)
-        stitched = CandleArrays(*(a[idx] for a in (arrays.timestamp, arrays.open, arrays.high, arrays.low,
-                                                   arrays.close, arrays.volume)))
+        stitched = arrays.take(idx)
         if np.any(np.diff(idx) > 1):
             warnings.append("test windows do not touch (step > test): the stitched curve skips the bars between them")
         sim, stitched_metrics = evaluate(stitched, np.concatenate(seg_actions), rules, timeframe)
-        stitched_equity = downsample_curve(stitched.timestamp, np.asarray(sim.equity, dtype=np.float64))
+        stitched_equity = jsonable(downsample_minmax(stitched.timestamp, sim.equity))  # keeps the drawdown trough
     return {"windows": jsonable(out_windows), "stitched_metrics": stitched_metrics,
             "stitched_equity": stitched_equity, "warnings": warnings}
-
-
-def downsample_curve(timestamp: np.ndarray, values: np.ndarray, max_points: int = 2000) -> dict[str, list]:
-    """At most max_points (first and last kept) so a stored curve stays small."""
-    n = len(values)
-    if n == 0:
-        return {"timestamp": [], "equity": []}
-    if n > max_points:
-        idx = np.unique(np.linspace(0, n - 1, max_points).astype(np.int64))
-    else:
-        idx = np.arange(n)
-    return {"timestamp": [int(t) for t in timestamp[idx]], "equity": jsonable(values[idx].tolist())}

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.typed import List
 
 _PARTIALS = 96  # more than the ~41 non-overlapping float64 partials an exact sum can ever need
 
@@ -236,8 +237,73 @@ def _limb_plan(x: np.ndarray, longest: int) -> tuple[str, float, float, int, boo
     return "limbs", 2.0 ** (53 - e_min), 2.0 ** (e_min - 53), k, special > 0
 
 
+_BLOCK = 1024  # candles per block of `_window_means_blocked`: its working set stays in L1/L2
+
+
+@njit(cache=True, error_model="numpy")
+def _window_means_blocked(x, ns, outs, inv_u, u, k):
+    """outs[w][t] = the exact-limb window mean of `_window_sum_limbs` (same limbs, same exact sums, ONE rounding to a
+    double, * u exact, / n: bit-identical) for every window ns[w], for x without special values, in ONE blocked pass.
+
+    Per block of >= 1024 candles, short loops that each run at their own speed on data still in cache (one long
+    loop per window measured 2x slower: the divisions and the limb split do not vectorize inside the loop-carried
+    sums): 1. the limbs of x (vectorized) after the previous block's last `span` limbs (the windows' outgoing
+    values); 2. per window, the exact running limb sums (the only loop-carried work), rounded to the window sums;
+    3. the divisions by n (vectorized)."""
+    size = x.shape[0]
+    nw = ns.shape[0]
+    limb = 2.0**k
+    inv_limb = 2.0**-k
+    span = 1
+    for w in range(nw):
+        span = max(span, ns[w])
+    block = max(_BLOCK, span)
+    hr = np.zeros(span + block)  # limbs: [0, span) the previous rows (zeros before the first), then the block
+    lr = np.zeros(span + block)
+    hs = np.zeros(nw)
+    ls = np.zeros(nw)
+    for b0 in range(0, size, block):
+        b1 = min(b0 + block, size)
+        m = b1 - b0
+        xb = x[b0:b1]
+        if b0 > 0:
+            for j in range(span):
+                hr[j] = hr[block + j]
+                lr[j] = lr[block + j]
+        hb = hr[span:span + m]
+        lb = lr[span:span + m]
+        for j in range(m):
+            xs = xb[j] * inv_u
+            hv = np.floor(xs * inv_limb)
+            hb[j] = hv
+            lb[j] = xs - hv * limb
+        for w in range(nw):
+            n = ns[w]
+            ho = hr[span - n:span - n + m]
+            lo = lr[span - n:span - n + m]
+            ob = outs[w][b0:b1]
+            h = hs[w]
+            low = ls[w]
+            for j in range(m):
+                h += hb[j] - ho[j]
+                low += lb[j] - lo[j]
+                ob[j] = (h * limb + low) * u
+            hs[w] = h
+            ls[w] = low
+            div = float(n)
+            for j in range(m):
+                ob[j] = ob[j] / div
+            for t in range(b0, min(b1, n - 1)):
+                outs[w][t] = np.nan
+    return outs
+
+
 def window_means(x: np.ndarray, windows: list[int] | tuple[int, ...]) -> list[np.ndarray]:
-    """[sma(x, n) for n in windows], bit for bit, sharing one scan of x (a sweep or a two-line strategy)."""
+    """[sma(x, n) for n in windows], bit for bit, sharing one scan of x (a sweep or a two-line strategy).
+
+    THE simple moving average. One definition (the correctly rounded exact window sum / n), three exact paths chosen
+    by the data: blocked integer limbs for all windows at once (finite prices of a normal range: the common case),
+    limbs per window with non-finite values counted aside, Shewchuk partials for extreme magnitudes."""
     arr = _as_float(x)
     for n in windows:
         _check_window(n, "sma")
@@ -245,6 +311,9 @@ def window_means(x: np.ndarray, windows: list[int] | tuple[int, ...]) -> list[np
     if not ns:
         return []
     path, inv_u, u, k, special = _limb_plan(arr, max(ns))
+    if path == "limbs" and not special and arr.shape[0]:
+        outs = List([np.empty(arr.shape[0]) for _ in ns])
+        return list(_window_means_blocked(arr, np.array(ns, dtype=np.int64), outs, inv_u, u, k))
     if path == "limbs":
         return [_window_sum_limbs(arr, n, inv_u, u, k, special, float(n)) for n in ns]
     return [_window_sum_msum(arr, n, float(n)) for n in ns]
@@ -379,25 +448,54 @@ def bollinger(close: np.ndarray, period: int = 20, k: float = 2.0) -> tuple[np.n
     return mid - k * std, mid, mid + k * std
 
 
-def crossed_above(a: np.ndarray, b: np.ndarray, tol: np.ndarray | float = 0.0) -> np.ndarray:
-    """True at t when a[t] - b[t] > tol and a[t-1] - b[t-1] <= tol (row 0 never; NaN never crosses).
+@njit(cache=True, inline="always")
+def cross_step(d0, t0, d1, t1):  # pragma: no cover - compiled
+    """THE crossover rule: +1 when the gap a - b rises above the tolerance (d1 > t1 after d0 <= t0), -1 when it falls
+    below minus the tolerance (d1 < -t1 after d0 >= -t0), else 0. Branch-free; NaN compares false: never a cross."""
+    up = (d1 > t1) & (d0 <= t0)
+    down = (d1 < -t1) & (d0 >= -t0)
+    return np.int8(up) - np.int8(down)
 
-    `tol` treats lines closer than float noise as equal, so flat stretches (e.g. an exchange outage of identical
-    candles) do not produce crosses out of rounding."""
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    tol_arr = np.broadcast_to(np.asarray(tol, dtype=np.float64), diff.shape)
-    out = np.zeros(diff.shape, dtype=bool)
-    out[1:] = (diff[1:] > tol_arr[1:]) & (diff[:-1] <= tol_arr[:-1])
+
+@njit(cache=True)
+def cross_run(a, b, out, first, tol_rel, d0, t0):  # pragma: no cover - compiled
+    """`cross_step` over one run of rows with the tolerance |b| * tol_rel: out[j] = +1 / -1 / 0, rows j < first are
+    warm-up (0). d0, t0: the gap and tolerance of the row before the run (NaN at the start); returns those of its
+    last row, so a long series can be decided block by block (the sweep kernel) with the same results."""
+    for j in range(out.shape[0]):
+        d1 = a[j] - b[j]
+        t1 = abs(b[j]) * tol_rel
+        out[j] = cross_step(d0, t0, d1, t1) * np.int8(j >= first)
+        d0 = d1
+        t0 = t1
+    return d0, t0
+
+
+@njit(cache=True)
+def _crossings(diff, tol):  # pragma: no cover - compiled
+    out = np.zeros(diff.shape[0], np.int8)
+    for t in range(1, diff.shape[0]):
+        out[t] = cross_step(diff[t - 1], tol[t - 1], diff[t], tol[t])
     return out
+
+
+def crossings(a: np.ndarray, b: np.ndarray, tol: np.ndarray | float = 0.0) -> np.ndarray:
+    """`cross_step` of a over b at every row with an absolute tolerance (scalar or per row): int8 +1 / -1 / 0, row 0
+    never. `tol` treats lines closer than float noise as equal, so flat stretches (e.g. an exchange outage of
+    identical candles) do not produce crosses out of rounding."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    tol_arr = np.ascontiguousarray(np.broadcast_to(np.asarray(tol, dtype=np.float64), diff.shape))
+    return _crossings(np.ascontiguousarray(diff), tol_arr)
+
+
+def crossed_above(a: np.ndarray, b: np.ndarray, tol: np.ndarray | float = 0.0) -> np.ndarray:
+    """True at t when a[t] - b[t] > tol and a[t-1] - b[t-1] <= tol (row 0 never; NaN never crosses)."""
+    return crossings(a, b, tol) == 1
 
 
 def crossed_below(a: np.ndarray, b: np.ndarray, tol: np.ndarray | float = 0.0) -> np.ndarray:
     """True at t when a[t] - b[t] < -tol and a[t-1] - b[t-1] >= -tol (mirror of crossed_above)."""
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    tol_arr = np.broadcast_to(np.asarray(tol, dtype=np.float64), diff.shape)
-    out = np.zeros(diff.shape, dtype=bool)
-    out[1:] = (diff[1:] < -tol_arr[1:]) & (diff[:-1] >= -tol_arr[:-1])
-    return out
+    return crossings(a, b, tol) == -1
 
 
 def recursive_startup(alpha: float, tol: float = 1e-12) -> int:

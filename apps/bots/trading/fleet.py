@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from apps.bots.strategies.base import ACTION_LABELS
 from apps.bots.strategies.registry import create_strategy
 from apps.bots.trading.fills import EV_BUY, EV_NONE, EXIT_REASONS, NO_ENTRY, FillRules, step_fleet
 
-ACTION_NAMES = {1: "buy", 0: "hold", -1: "sell"}
 # Candles of history a started bot loads before its first decision when its strategy is recursive (EMA, RSI: the
 # value at t depends on every row since the start), as a multiple of the strategy's warm-up: after 10 x span an
 # EMA's seed weighs e^-20 (2e-9). Window strategies load exactly `lookback` rows. The backtest twin of a bot
@@ -412,7 +412,7 @@ def first_divergence(candles: Candles, actions: np.ndarray, trading_from: int, r
         t = int(ts[i])
         if end is not None and t > end:
             break
-        expected = ACTION_NAMES[int(actions[i])]
+        expected = ACTION_LABELS[int(actions[i])]
         got = recorded_signals.get(t)
         if got != expected:
             return {"timestamp": t, "what": "signal", "bot": got, "backtest": expected}

@@ -24,8 +24,7 @@ from apps.market.api.serializers import (
     QueuedSerializer,
 )
 from apps.market.models import Candle, DataGap, Market
-
-CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+from apps.market.validation import CANDLE_COLUMNS
 
 CandlePage = inline_serializer("CandlePage", {
     "columns": serializers.ListField(child=serializers.CharField()),

@@ -13,7 +13,6 @@ import pandas as pd
 
 from apps.common.errors import ApplicationError
 
-CANDLE_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 TRADE_COLUMNS: tuple[str, ...] = ("timestamp", "price", "amount", "side", "trade_id")
 
 

@@ -100,7 +100,7 @@ class Command(DomainCommand):
         result = services.run_in_memory(loaded.df, strategy=strategy, parameters=params, timeframe=data["timeframe"],
                                         rules_kwargs=rules, extra_warnings=loaded.warnings, detail=detail)
         payload = jsonable(result.to_dict())
-        payload["equity_curve"] = services._equity_curve(result, loaded.df, max_points=5000)
+        payload["equity_curve"] = jsonable(result.equity_curve(max_points=5000))
         return payload, loaded.df
 
     def _from_db(self, data: dict[str, Any], strategy: str, params: dict, rules: dict) -> tuple[dict, Any]:

@@ -68,13 +68,13 @@ def test_given_lower_is_better_when_checked_then_every_name_is_a_real_metric_key
     assert {"fees_paid", "volatility_pct", "max_drawdown_duration_ms", "avg_holding_time_ms"} <= LOWER_IS_BETTER
 
 
-# --- H8: fused sma_cross kernel, fill-kernel equity pass, drawdown shortcut, indicator LRU -----------------------
+# --- H8: blocked SMAs, fill-kernel equity pass, drawdown shortcut, indicator LRU -----------------------
 
 from numba import njit  # noqa: E402
 
 from apps.backtest.engine.cache import IndicatorLRU, data_fingerprint, process_indicator_cache  # noqa: E402
 from apps.bots.strategies import indicators as ind  # noqa: E402
-from apps.bots.strategies.sma_cross import cross_signals, sma_cross_lines  # noqa: E402
+from apps.bots.strategies.sma_cross import cross_signals  # noqa: E402
 from apps.bots.trading import equity as eq  # noqa: E402
 
 
@@ -84,40 +84,42 @@ def eth_1m():
                            time_label="open")
 
 
-def composed_lines(close: np.ndarray, fast_n: int, slow_n: int, warmup: int) -> tuple[np.ndarray, ...]:
-    fast, slow = ind.sma(close, fast_n), ind.sma(close, slow_n)
+def exact_partials(x: np.ndarray, windows: list[int]) -> list[np.ndarray]:
+    """The same SMA definition by an independent exact path (Shewchuk partials), for bit-for-bit references."""
+    return [ind._window_sum_msum(np.ascontiguousarray(x, dtype=np.float64), n, float(n)) for n in windows]
+
+
+def lines_and_signals(close: np.ndarray, fast_n: int, slow_n: int, warmup: int) -> tuple[np.ndarray, ...]:
+    fast, slow = ind.window_means(close, [fast_n, slow_n])
     return (fast, slow, *cross_signals(fast, slow, warmup))
 
 
 @pytest.mark.parametrize(("fast_n", "slow_n"), [(1, 2), (10, 50), (5, 240), (30, 1500), (20, 5000)])
-def test_given_real_closes_when_the_fused_sma_cross_kernel_runs_then_lines_actions_and_confidence_are_bit_identical(
+def test_given_real_closes_when_the_blocked_smas_run_then_lines_are_bit_identical_to_the_exact_partials(
         eth_1m, fast_n, slow_n):
     close = eth_1m["close"].to_numpy()
-    assert ind._limb_plan(close, slow_n)[0] == "limbs"  # the fused path is the one under test
+    assert ind._limb_plan(close, slow_n)[0] == "limbs"  # the blocked path is the one under test
     for x in (close, close[:slow_n - 1], close[:slow_n + 3], close[: 3 * 1024 + 7]):
-        for warmup in (0, slow_n):
-            got = sma_cross_lines(x, fast_n, slow_n, warmup)
-            want = composed_lines(x, fast_n, slow_n, warmup)
-            assert [a.tobytes() for a in got] == [b.tobytes() for b in want]
-    act = sma_cross_lines(close, fast_n, slow_n, slow_n)[2]
+        got = ind.window_means(x, [fast_n, slow_n])
+        assert [a.tobytes() for a in got] == [b.tobytes() for b in exact_partials(x, [fast_n, slow_n])]
+    act = lines_and_signals(close, fast_n, slow_n, slow_n)[2]
     assert (act == 1).sum() > 3 and (act == -1).sum() > 3
 
 
-def test_given_a_tail_of_the_closes_when_the_fused_kernel_runs_then_its_last_lines_equal_the_full_runs(eth_1m):
+def test_given_a_tail_of_the_closes_when_lines_and_signals_run_then_their_last_values_equal_the_full_runs(eth_1m):
     close = eth_1m["close"].to_numpy()
-    full = sma_cross_lines(close, 10, 300, 300)
+    full = lines_and_signals(close, 10, 300, 300)
     for t in (300, 4095, 4096, 20_001, len(close) - 1):
-        tail = sma_cross_lines(close[t - 300: t + 1], 10, 300, 300)
+        tail = lines_and_signals(close[t - 300: t + 1], 10, 300, 300)
         assert tail[0][-1] == full[0][t] and tail[1][-1] == full[1][t]  # window-only: start-independent
         assert tail[2][-1] == full[2][t] and tail[3][-1] == full[3][t]
 
 
-def test_given_nan_in_closes_when_sma_cross_lines_then_the_general_path_gives_the_composed_values(eth_1m):
+def test_given_nan_in_closes_when_window_means_then_the_special_path_gives_the_exact_partials_values(eth_1m):
     close = eth_1m["close"].to_numpy()[:5000].copy()
     close[1234] = np.nan
-    got = sma_cross_lines(close, 10, 50, 50)
-    want = composed_lines(close, 10, 50, 50)
-    assert [a.tobytes() for a in got] == [b.tobytes() for b in want]
+    got = ind.window_means(close, [10, 50])
+    assert [a.tobytes() for a in got] == [b.tobytes() for b in exact_partials(close, [10, 50])]
     assert np.isnan(got[1][1234 + 49]) and not np.isnan(got[1][1234 + 50])
 
 

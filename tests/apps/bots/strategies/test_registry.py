@@ -6,7 +6,7 @@ import pytest
 
 from apps.bots.apps import load_configured_strategies
 from apps.bots.strategies import registry
-from apps.bots.strategies.base import BaseStrategy
+from apps.bots.strategies.base import ACTION_LABELS, BaseStrategy
 from apps.bots.strategies.registry import (
     UnknownStrategyError,
     available,
@@ -57,7 +57,7 @@ def test_given_a_dotted_path_in_settings_when_loading_user_strategies_then_it_is
     assert (sig["action"] == 1).any() and (sig["action"] == -1).any()
     for t in range(0, 400):
         decided = strategy.process_data(btc_5m.iloc[: t + 1])
-        assert decided.action == {1: "buy", -1: "sell", 0: "hold"}[int(sig["action"].iat[t])]
+        assert decided.action == ACTION_LABELS[int(sig["action"].iat[t])]
 
 
 @pytest.mark.parametrize(
