@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from apps.backtest.engine.metrics import jsonable
+from apps.common.errors import ApplicationError
 
 
-class SweepSpaceError(ValueError):
+class SweepSpaceError(ApplicationError):
     """A sweep space that cannot be expanded (names the parameter and what is wrong)."""
 
 
