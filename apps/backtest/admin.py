@@ -81,7 +81,6 @@ class SweepResultInline(admin.TabularInline):
 class SweepAdmin(admin.ModelAdmin):
     list_display = ("id", "strategy", "mode", "market", "status", "progress_bar", "completed", "total", "failed",
                     "metric", "best", "created_at", "report")
-    actions = ("bots_from_best",)
     list_filter = ("status", "strategy", "mode", "timeframe")
     search_fields = ("strategy", "symbol")
     readonly_fields = ("status", "total", "completed", "failed", "ranking", "error", "created_at", "started_at",
@@ -114,31 +113,6 @@ class SweepAdmin(admin.ModelAdmin):
     @admin.display(description="report")
     def report(self, obj):
         return format_html('<a href="/dashboard/sweeps/{}/">ranking + heat map</a>', obj.pk)
-
-    @admin.action(description="Turn the selected sweeps' best parameter sets into (stopped) bots")
-    def bots_from_best(self, request, queryset) -> None:
-        from apps.bots import services as bot_services
-
-        for sweep in queryset:
-            if sweep.status != Status.DONE or not sweep.ranking:
-                self.message_user(request, f"sweep {sweep.pk}: not done, no ranking yet", level=messages.WARNING)
-                continue
-            made = 0
-            for row in sweep.ranking[: min(5, len(sweep.ranking))]:
-                if row.get("error"):
-                    continue
-                try:
-                    bot_services.bot_create(data={
-                        "name": f"sweep{sweep.pk}-rank{row['rank']}", "strategy": sweep.strategy,
-                        "parameters": row["parameters"], "exchange": sweep.exchange, "symbol": sweep.symbol,
-                        "timeframe": sweep.timeframe, "initial_balance": sweep.initial_balance,
-                        "fee_rate": sweep.fee, "fraction": sweep.fraction, "slippage": sweep.slippage,
-                        "stop_loss": sweep.stop_loss, "take_profit": sweep.take_profit})
-                    made += 1
-                except ApplicationError as exc:
-                    self.message_user(request, f"sweep {sweep.pk} rank {row['rank']}: {exc.message}",
-                                      level=messages.ERROR)
-            self.message_user(request, f"sweep {sweep.pk}: {made} bot(s) created (stopped)", level=messages.SUCCESS)
 
     @admin.display(description="best")
     def best(self, obj):

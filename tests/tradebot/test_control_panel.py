@@ -71,9 +71,9 @@ def test_given_a_done_sweep_when_turning_its_best_sets_into_bots_then_stopped_bo
                                            enqueue=False, exchange="binance", symbol="BTC/USDT", timeframe="1h")
     backtest_services.execute_sweep_chunk(sweep.pk, 0, [[0, {"fast": 5, "slow": 30}], [1, {"fast": 10, "slow": 30}]])
     backtest_services.finish_sweep(sweep.pk)
-    _action(admin_client, "/admin/backtest/sweep/", "bots_from_best", [sweep.pk])
+    _action(admin_client, "/admin/backtest/sweep/", "make_bots_top5", [sweep.pk])
     bots = Bot.objects.order_by("name")
-    assert [b.name for b in bots] == [f"sweep{sweep.pk}-rank1", f"sweep{sweep.pk}-rank2"]
+    assert [b.name.split("-")[:2] for b in bots] == [[f"sweep{sweep.pk}", "1"], [f"sweep{sweep.pk}", "2"]]
     assert {b.status for b in bots} == {"stopped"} and {b.parameters["slow"] for b in bots} == {30}
 
 
