@@ -13,7 +13,7 @@ from typing import Any
 import ccxt
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ RETRY = {  # backfill: resumable, so a bounded Celery retry continues it
 COLLECT_LOCK_S = 300  # a collection that takes longer than this no longer blocks the next one
 
 
-@shared_task(acks_late=True)
-def collect_market_task(market_id: int) -> dict[str, Any]:
+@shared_task(bind=True, acks_late=True, max_retries=3)
+def collect_market_task(self, market_id: int) -> dict[str, Any]:
     """Collect one market now (new closed candles are published after commit). One collection in flight per market
     (a Redis lock with expiry: a round that finds it held is skipped, in one log line). A failure is recorded on the
     market (root cause, backoff) and returned, not raised: no retry storm, no traceback per round."""
@@ -52,6 +52,11 @@ def collect_market_task(market_id: int) -> dict[str, Any]:
             return {"market_id": market_id, "skipped": True}
     try:
         result = collector.collect_market(market_id)
+    except (OperationalError, InterfaceError) as exc:
+        # The database connection was lost mid-round (its transaction rolled back): retry on a fresh connection
+        # instead of backing the market off for a fault that is not the exchange's.
+        connection.close()
+        raise self.retry(exc=exc, countdown=1)
     except Exception:  # noqa: BLE001 - recorded on the market by collect_market (root cause + backoff)
         market.refresh_from_db()
         return collector.market_summary(market, None, market.last_error)
