@@ -38,8 +38,9 @@ lint: install
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
 
+# --create-db: a fresh test database every run, so rows a killed earlier run left committed can never leak in.
 test: install services lint browser-deps
-	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(VENV)/bin/pytest --create-db $(PYTEST_ARGS)
 
 # The pure-module tests only (strategies, indicators, fill rules, engine, metrics, kernels, aggregation, validation,
 # csvio, env parsing): no PostgreSQL, Redis or workers, nothing started. `make test` stays the gate.

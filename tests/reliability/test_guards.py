@@ -52,8 +52,7 @@ def test_strategies():
 
 def _running_bot(stored, name: str, strategy: str = "sma_cross") -> Bot:
     bot = Bot.objects.create(name=name, strategy=strategy, parameters={"fast": 5, "slow": 20}, **MARKET)
-    bot_services.reset_portfolio(bot, history_start=int(stored["timestamp"].iloc[0]))
-    start_bot(bot)
+    bot_services.arm_replay(bot, start=int(stored["timestamp"].iloc[0]))  # decides the stored candles too
     return bot
 
 

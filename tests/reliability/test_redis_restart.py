@@ -22,7 +22,6 @@ from tests.reliability.harness import (
     log_tail,
     process_env,
     real_candles,
-    start_bot,
     start_worker_on,
     stop_process,
     wait_until,
@@ -67,7 +66,7 @@ def test_given_our_redis_restarted_mid_sweep_and_ticks_then_workers_reconnect_an
         try:
             worker = start_worker_on(process_env(redis_url=private.url, extra=env), queues="backtest,bots")
             for bot in bots:
-                start_bot(bot)
+                bot_services.arm_replay(bot, start=int(df["timestamp"].iloc[0]))  # decides the stored candles too
             dispatch_env = process_env(redis_url=private.url, extra={"TRADEBOT_STRATEGIES": strategies.PATHS})
 
             def dispatch(sweep: bool) -> str:
