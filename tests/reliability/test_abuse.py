@@ -153,9 +153,9 @@ def test_given_oversized_bodies_and_query_strings_then_refused_before_any_view_r
     api = APIClient()
     api.force_authenticate(User.objects.create_user("h12-big", password="pw-123456789"))
     big = json.dumps({**GOOD, "name": "h12-big", "padding": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)})
-    body = api.post("/api/bots/", big, content_type="application/json")
-    query = api.get("/api/market/candles/?exchange=binance&symbol=" + "A" * (settings.TRADEBOT_MAX_QUERY_STRING + 1))
-    fields = api.get("/api/market/candles/?" + "&".join(f"f{i}=1" for i in range(2000)))
+    body = api.post("/api/v1/bots/", big, content_type="application/json")
+    query = api.get("/api/v1/market/candles/?exchange=binance&symbol=" + "A" * (settings.TRADEBOT_MAX_QUERY_STRING + 1))
+    fields = api.get("/api/v1/market/candles/?" + "&".join(f"f{i}=1" for i in range(2000)))
     admin_form = Client().post("/admin/login/", data="a=" + "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1),
                                content_type="application/x-www-form-urlencoded")
     figures.fault = "oversized JSON body, query string, field count and form body"
@@ -183,10 +183,10 @@ def test_given_injection_strings_in_bot_fields_then_stored_verbatim_and_escaped_
     api.force_authenticate(admin)
     statuses = []
     for i, text in enumerate(INJECTIONS):
-        resp = api.post("/api/bots/", {**GOOD, "name": f"{text} {i}", "symbol": text, "exchange": text},
+        resp = api.post("/api/v1/bots/", {**GOOD, "name": f"{text} {i}", "symbol": text, "exchange": text},
                         format="json")
         statuses.append(resp.status_code)
-        bad_param = api.post("/api/bots/", {**GOOD, "name": f"p{i}", "parameters": {"fast": text}}, format="json")
+        bad_param = api.post("/api/v1/bots/", {**GOOD, "name": f"p{i}", "parameters": {"fast": text}}, format="json")
         assert bad_param.status_code == 400 and "parameters" in json.dumps(bad_param.json())  # names the field
     web = Client()
     web.force_login(admin)
