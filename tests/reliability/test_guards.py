@@ -27,7 +27,7 @@ from apps.market.providers.registry import unregister as unregister_provider
 from apps.market.services import ingest_candles
 from tests.celery_workers import workers_active
 from tests.reliability import strategies
-from tests.reliability.harness import free_port, real_candles, start_bot, wait_until
+from tests.reliability.harness import free_port, real_candles, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -92,7 +92,8 @@ def test_given_a_chunk_that_always_fails_transiently_when_retries_run_out_then_t
     with workers_active(concurrency=2, queues="backtest", extra_env=WORKER_ENV):
         sweep = backtest_services.create_sweep(strategy="h12_always_transient", grid={"fast": [5], "slow": [20, 30]},
                                                chunk_size=1, **MARKET)
-        sweep = wait_until(lambda: (s := Sweep.objects.get(pk=sweep.pk)).status != Status.RUNNING and s,
+        sweep = wait_until(lambda: (s := Sweep.objects.get(pk=sweep.pk)).status not in (Status.PENDING, Status.RUNNING)
+                           and s,
                            what="the sweep leaves RUNNING", limit_s=50)
     calls = int(strategies.redis_client().get(strategies.CALLS) or 0)
     figures.fault = "a sweep chunk failing transiently on every attempt"
@@ -141,7 +142,7 @@ def test_given_two_workers_ticking_one_bot_at_once_then_each_candle_is_decided_o
     bot = _running_bot(stored, "h12-locked", strategy="h12_barrier")
     bot_services.stop_bot(bot)  # started once the workers are up, so the worker-start resume does not tick it
     with workers_active(concurrency=2, queues="bots", extra_env=WORKER_ENV):
-        start_bot(bot)
+        bot_services.arm_replay(bot, start=int(stored["timestamp"].iloc[0]))  # decides the stored candles
         results = [tick_bot_task.delay(bot.pk) for _ in range(2)]
         decided = [r.get(timeout=40) for r in results]
     bot.refresh_from_db()
