@@ -731,7 +731,9 @@ def monitor_bots(*, now_ms: int | None = None) -> MonitorReport:
 def resume_running_bots() -> list[int]:
     """On worker start: every running bot catches up from its last decided candle (one shard task per shard)."""
     ids: list[int] = []
-    markets = Bot.objects.filter(status=Bot.Status.RUNNING).values_list("exchange", "symbol", "timeframe").distinct()
+    # order_by() drops Meta.ordering (name), which DISTINCT would otherwise include: one market per bot, not per market.
+    markets = (Bot.objects.filter(status=Bot.Status.RUNNING).order_by()
+               .values_list("exchange", "symbol", "timeframe").distinct())
     for exchange, symbol, timeframe in markets:
         for shard in market_shards(exchange, symbol, timeframe):
             ids.extend(shard)

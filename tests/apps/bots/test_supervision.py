@@ -115,6 +115,15 @@ def test_given_running_bots_when_a_worker_starts_then_they_resume_from_their_las
     assert bot.signals.count() == len(stored)
 
 
+def test_given_many_running_bots_on_one_market_when_a_worker_starts_then_each_bot_is_enqueued_once(stored, settings):
+    settings.TRADEBOT_TICK_SHARD_SIZE = 2
+    bots = [running_bot(stored, name=f"fleet-{i}") for i in range(5)]
+
+    resumed = services.resume_running_bots()
+
+    assert resumed == sorted(b.pk for b in bots)  # one market, three shards: not one round of shards per bot
+
+
 def test_given_bots_schedule_when_periodic_tasks_are_set_up_then_the_monitor_is_scheduled():
     from django.core.management import call_command
     from django_celery_beat.models import PeriodicTask
