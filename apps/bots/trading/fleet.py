@@ -28,17 +28,19 @@ from apps.bots.strategies.registry import create_strategy
 from apps.bots.trading.fills import EV_BUY, EV_NONE, EXIT_REASONS, NO_ENTRY, FillRules, step_fleet
 
 # Candles of history a started bot loads before its first decision when its strategy is recursive (EMA, RSI: the
-# value at t depends on every row since the start), as a multiple of the strategy's warm-up: after 10 x span an
+# value at t depends on every row since the start) and declares no `startup_candles`, as a multiple of its warm-up: after 10 x span an
 # EMA's seed weighs e^-20 (2e-9). Window strategies load exactly `lookback` rows. The backtest twin of a bot
 # (reconcile, replay) starts its indicators at the same row, so the two stay equal bit for bit.
 RECURSIVE_WARMUP_FACTOR = 10
 
 
 def warmup_rows(strategy) -> int:
-    """Rows of history a bot started now loads to warm its indicators (declared per strategy kind)."""
-    lookback = strategy.lookback
-    if lookback is not None:
-        return int(lookback)
+    """Rows of history a bot started now loads to warm its indicators: `history_needed` (the window strategies'
+    `lookback`, the recursive ones' declared `startup_candles`, which check_strategy measures), else a multiple of
+    the strategy's warm-up."""
+    needed = strategy.history_needed
+    if needed is not None:
+        return int(needed)
     return RECURSIVE_WARMUP_FACTOR * max(1, int(strategy.warmup))
 
 
@@ -199,15 +201,22 @@ def decide_fleet(candles: Candles, bots: list[BotTick], *, strategies: dict | No
     confs: list[np.ndarray] = []
     ind_json: list[list[str]] = []
     rows_all: list[np.ndarray] = []
+    # Window groups all compute over ONE slice (the widest they need: a window strategy's values depend only on its
+    # last `lookback` rows, so a longer slice changes nothing) and share one indicator cache: 100 sma_cross parameter
+    # sets over fast 3..12 x slow 20..29 scan 20 distinct SMAs, not 200. Recursive groups compute from their anchor.
+    window_start = min((max(0, min(f for _, f in members) - int(group_strategy[gkey].lookback))
+                        for gkey, members in groups.items() if gkey[1] < 0), default=0)
+    caches: dict[int, dict] = {}
     for gkey, members in groups.items():
         strat = group_strategy[gkey]
         anchor = gkey[1]
         members_b = np.array([m[0] for m in members], dtype=np.int64)
         members_f = np.array([m[1] for m in members], dtype=np.int64)
-        s = anchor if anchor >= 0 else max(0, int(members_f.min()) - int(strat.lookback))
+        s = anchor if anchor >= 0 else window_start
         try:
             out = strat.compute(candles.close[s:], candles.high[s:], candles.low[s:], candles.open[s:],
-                                candles.volume[s:])
+                                candles.volume[s:], cache=caches.setdefault(s, {}),
+                                **strat.frame_kwargs(candles.timestamp[s:]))
             action = np.asarray(out.action, dtype=np.int8)
             conf = np.asarray(out.confidence, dtype=np.float64)
             if action.shape[0] != n - s or conf.shape[0] != n - s:
@@ -392,7 +401,8 @@ def twin_fills(candles: Candles, strategy, rules: FillRules, *, trading_from: in
 
 def strategy_actions(candles: Candles, strategy) -> np.ndarray:
     """The strategy's vectorized actions over `candles` (int8 -1/0/1)."""
-    out = strategy.compute(candles.close, candles.high, candles.low, candles.open, candles.volume)
+    out = strategy.compute(candles.close, candles.high, candles.low, candles.open, candles.volume,
+                           **strategy.frame_kwargs(candles.timestamp))
     return np.asarray(out.action, dtype=np.int8)
 
 
