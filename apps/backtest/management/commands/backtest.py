@@ -14,7 +14,7 @@ from django.core.management.base import CommandError, CommandParser
 from apps.backtest.formatting import format_money, format_price, format_time
 from apps.backtest.management.cli import (
     add_data_arguments,
-    bad,
+    add_detail_argument,
     data_options,
     metrics_table,
     model_rules,
@@ -22,7 +22,7 @@ from apps.backtest.management.cli import (
     parse_json_arg,
     rules_options,
 )
-from apps.common.management import DomainCommand
+from apps.common.management import DomainCommand, usage_error
 from tradebot import memory
 
 
@@ -35,9 +35,7 @@ class Command(DomainCommand):
         add_data_arguments(parser)
         parser.add_argument("--json", action="store_true", help="Print ONE JSON object (metrics, trades, ...)")
         parser.add_argument("--report", help="Write a self-contained offline HTML report to this path")
-        parser.add_argument("--detail", choices=["1m", "trades"],
-                            help="Resolve stop-loss/take-profit candles whose outcome depends on the path inside them "
-                                 "on the stored 1m candles or raw trades of that candle (read for those candles only)")
+        add_detail_argument(parser)
         parser.add_argument("--detail-data", help="With --data: a 1m candle CSV (same --time-label) for --detail 1m")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -47,19 +45,19 @@ class Command(DomainCommand):
         self.options = options
         params = parse_json_arg(options.get("params"), "--params", default={})
         if not isinstance(params, dict):
-            raise bad(f"--params must be a JSON object, got {type(params).__name__}")
+            raise usage_error(f"--params must be a JSON object, got {type(params).__name__}")
         data = data_options(options)
         rules = rules_options(options)
         if options.get("detail") and "data_file" in data and not (options["detail"] == "1m"
                                                                    and options.get("detail_data")):
-            raise bad("--detail with --data needs --detail 1m --detail-data FILE (1m candles); "
+            raise usage_error("--detail with --data needs --detail 1m --detail-data FILE (1m candles); "
                       "trades detail reads stored raw trades: use --exchange/--symbol")
         if options.get("detail_data") and not options.get("detail"):
-            raise bad("--detail-data needs --detail 1m")
+            raise usage_error("--detail-data needs --detail 1m")
         try:
             services.build_strategy(options["strategy"], params)
         except services.BacktestInputError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         try:
             if "data_file" in data:
                 payload, df = self._from_file(data, options["strategy"], params, rules)

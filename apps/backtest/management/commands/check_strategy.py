@@ -11,9 +11,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from apps.backtest.management.cli import bad, data_options, parse_json_arg
-from apps.common.management import DomainCommand, one_line
-from apps.market.timeframes import TIMEFRAMES
+from apps.backtest.management.cli import add_source_arguments, data_options, parse_json_arg
+from apps.common.management import DomainCommand, one_line, usage_error
 
 
 class Command(DomainCommand):
@@ -23,14 +22,7 @@ class Command(DomainCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="Registered strategy name (built-in or user)")
         parser.add_argument("--params", default=None, help='Strategy parameters as JSON, e.g. {"fast": 10}')
-        src = parser.add_argument_group("data (either --data CSV or --exchange/--symbol from the database)")
-        src.add_argument("--data", help="Candle CSV file (.csv or .csv.gz); needs --time-label and --timeframe")
-        src.add_argument("--time-label", choices=["open", "close"], help="Which time the CSV's timestamp column holds")
-        src.add_argument("--exchange")
-        src.add_argument("--symbol")
-        src.add_argument("--timeframe", help=f"One of {', '.join(TIMEFRAMES)}")
-        src.add_argument("--start", help="First candle close time (ms UTC or ISO date)")
-        src.add_argument("--end", help="Last candle close time (ms UTC or ISO date)")
+        add_source_arguments(parser)
         parser.add_argument("--limit", type=int, default=5000, help="Use the last N candles (default 5000)")
         parser.add_argument("--rows", type=int, default=2000,
                             help="Rows checked against process_data on their prefix (the last N; default 2000)")
@@ -44,16 +36,16 @@ class Command(DomainCommand):
 
         params = parse_json_arg(options.get("params"), "--params", default={})
         if not isinstance(params, dict):
-            raise bad(f"--params must be a JSON object, got {type(params).__name__}")
+            raise usage_error(f"--params must be a JSON object, got {type(params).__name__}")
         for key in ("limit", "rows", "cuts"):
             if options[key] < 1:
-                raise bad(f"--{key} must be >= 1, got {options[key]}")
+                raise usage_error(f"--{key} must be >= 1, got {options[key]}")
         data = data_options(options)
         try:
             cls = services.resolve_strategy(options["name"])
             services.build_strategy(options["name"], params)
         except services.BacktestInputError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         try:
             if "data_file" in data:
                 loaded = services.load_csv_frame(data["data_file"], timeframe=data["timeframe"],

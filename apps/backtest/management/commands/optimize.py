@@ -15,25 +15,26 @@ from django.core.management.base import CommandError, CommandParser
 
 from apps.backtest.management.cli import (
     add_data_arguments,
-    bad,
+    add_output_arguments,
+    add_search_arguments,
     data_options,
+    json_object_arg,
     model_rules,
-    parse_json_arg,
     rules_options,
 )
-from apps.common.management import DomainCommand, one_line
+from apps.common.management import DomainCommand, one_line, usage_error
 
 
 class Command(DomainCommand):
     help = "Optuna parameter search over Celery workers; a study with the same --study name continues."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--strategy", required=True)
+        add_search_arguments(parser, metric_help="Metric to optimise (a leading '-' minimises)", top=5,
+                             top_help="Trials shown in the final table")
         parser.add_argument("--space", required=True,
                             help='JSON: {"fast": [5, 50], "slow": {"min": 20, "max": 200, "step": 5}, '
                                  '"kind": {"choices": ["a", "b"]}, "other": 3}')
         parser.add_argument("--trials", type=int, required=True, help="Finished trials the study should reach")
-        parser.add_argument("--metric", default="sharpe", help="Metric to optimise (a leading '-' minimises)")
         parser.add_argument("--study", help="Study name (default: strategy-market-metric); same name = resume")
         parser.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
         parser.add_argument("--seed", type=int, default=None)
@@ -44,24 +45,20 @@ class Command(DomainCommand):
         parser.add_argument("--storage", help="Optuna storage URL (default: the project's database)")
         parser.add_argument("--requeue-after", type=float, default=600.0,
                             help="Re-enqueue a trial pending this many seconds (a lost worker); default 600")
-        parser.add_argument("--top", type=int, default=5, help="Trials shown in the final table")
-        parser.add_argument("--quiet", action="store_true", help="No progress bar")
-        parser.add_argument("--json", action="store_true", help="Print one JSON object")
+        add_output_arguments(parser)
         add_data_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         from apps.backtest import optimize, services
 
-        space = parse_json_arg(options["space"], "--space")
-        if not isinstance(space, dict):
-            raise bad(f"--space must be a JSON object, got {type(space).__name__}")
+        space = json_object_arg(options["space"], "--space", "{parameter: range | choices | value}")
         if options["trials"] < 1:
-            raise bad(f"--trials must be >= 1, got {options['trials']}")
+            raise usage_error(f"--trials must be >= 1, got {options['trials']}")
         metric = options["metric"]
         try:
             services.validate_metric(metric)
         except services.BacktestInputError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         data = data_options(options)
         rules = rules_options(options)
         market = data.get("data_file") or f"{data.get('exchange')}-{data.get('symbol')}"
@@ -72,7 +69,7 @@ class Command(DomainCommand):
                 seed=options["seed"], folds=options["folds"], storage=options.get("storage"), **data,
                 **model_rules(rules))
         except services.BacktestInputError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         batch = options["batch"] or self._default_batch()
         bar = self._progress(options, name)
         t0 = time.perf_counter()

@@ -15,13 +15,15 @@ from django.core.management.base import CommandError, CommandParser
 from apps.backtest.formatting import format_metric
 from apps.backtest.management.cli import (
     add_data_arguments,
-    bad,
+    add_detail_argument,
+    add_output_arguments,
+    add_search_arguments,
     data_options,
+    json_object_arg,
     model_rules,
-    parse_json_arg,
     rules_options,
 )
-from apps.common.management import DomainCommand
+from apps.common.management import DomainCommand, usage_error
 from tradebot import memory
 
 
@@ -29,20 +31,19 @@ class Command(DomainCommand):
     help = "Run a parameter sweep (--grid JSON or --random N [--space JSON]) over Celery workers and rank it."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--strategy", required=True)
+        add_search_arguments(parser, metric_help="Metric to rank by (descending; '-name' ascending)", top=10,
+                             top_help="How many of the best to keep and print")
         space = parser.add_mutually_exclusive_group(required=True)
         space.add_argument("--grid", help='{"fast": [5, 10], "slow": [50, 100]}: every combination')
         space.add_argument("--random", type=int, help="Number of random parameter sets")
         parser.add_argument("--space", help='Ranges for --random, e.g. {"fast": [5, 50], "slow": {"min": 60}}')
         parser.add_argument("--seed", type=int, default=None, help="Seed of --random (reproducible samples)")
         add_data_arguments(parser)
-        parser.add_argument("--metric", default="sharpe", help="Metric to rank by (descending; '-name' ascending)")
-        parser.add_argument("--top", type=int, default=10, help="How many of the best to keep and print")
+        add_detail_argument(parser)
         parser.add_argument("--chunk-size", type=int, default=25, help="Parameter sets per Celery task")
         parser.add_argument("--wait", action="store_true", help="Wait for the workers, printing progress")
         parser.add_argument("--timeout", type=float, default=3600.0, help="Give up waiting after this many seconds")
-        parser.add_argument("--json", action="store_true", help="Print ONE JSON object")
-        parser.add_argument("--quiet", action="store_true", help="No progress bar (also off when stderr is no TTY)")
+        add_output_arguments(parser)
         parser.add_argument("--report", help="Write an offline HTML report (ranking + heat map) to this path")
         parser.add_argument("--heatmap", default=None,
                             help="Two parameters for the report's heat map, e.g. fast,slow (default: the first two "
@@ -53,18 +54,14 @@ class Command(DomainCommand):
         from apps.backtest import services
         from apps.backtest.models import Status, Sweep
 
-        grid = parse_json_arg(options.get("grid"), "--grid")
-        space = parse_json_arg(options.get("space"), "--space")
-        if grid is not None and not isinstance(grid, dict):
-            raise bad("--grid must be a JSON object {parameter: [values]}")
-        if space is not None and not isinstance(space, dict):
-            raise bad("--space must be a JSON object {parameter: [min, max]}")
+        grid = json_object_arg(options.get("grid"), "--grid", "{parameter: [values]}")
+        space = json_object_arg(options.get("space"), "--space", "{parameter: [min, max]}")
         if options.get("random") is not None and options["random"] <= 0:
-            raise bad(f"--random must be positive, got {options['random']}")
+            raise usage_error(f"--random must be positive, got {options['random']}")
         if options["chunk_size"] <= 0:
-            raise bad(f"--chunk-size must be positive, got {options['chunk_size']}")
+            raise usage_error(f"--chunk-size must be positive, got {options['chunk_size']}")
         if options["top"] <= 0:
-            raise bad(f"--top must be positive, got {options['top']}")
+            raise usage_error(f"--top must be positive, got {options['top']}")
         heatmap = self._heatmap(options.get("heatmap"), options["strategy"])
         data = data_options(options)
         rules = rules_options(options)
@@ -79,7 +76,7 @@ class Command(DomainCommand):
                 chunk_size=options["chunk_size"], **data, **model_rules(rules),
             )
         except services.BacktestInputError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         # on_commit callbacks fire immediately in autocommit mode: the chord is dispatched (or ran eagerly) by now.
         sweep.refresh_from_db()
         if sweep.status not in (Status.DONE, Status.FAILED) and options.get("wait"):
@@ -101,15 +98,15 @@ class Command(DomainCommand):
             return None, None
         names = [v.strip() for v in value.split(",")]
         if len(names) != 2 or not all(names) or names[0] == names[1]:
-            raise bad(f"--heatmap must name two different parameters like fast,slow, got {value!r}")
+            raise usage_error(f"--heatmap must name two different parameters like fast,slow, got {value!r}")
         try:
             known = [p.name for p in services.resolve_strategy(strategy).param_space()]
         except services.BacktestInputError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         for name in names:
             if name not in known:
-                raise bad(f"--heatmap: heat-map parameter {name!r} is not a parameter of {strategy} (expected one "
-                          f"of {', '.join(known)})")
+                raise usage_error(f"--heatmap: heat-map parameter {name!r} is not a parameter of {strategy} "
+                                  f"(expected one of {', '.join(known)})")
         return names[0], names[1]
 
     def _report(self, sweep, path: str, heatmap: tuple[str | None, str | None]) -> None:
@@ -121,7 +118,7 @@ class Command(DomainCommand):
         try:
             write_sweep_report(path, sweep, x=heatmap[0], y=heatmap[1])
         except ReportError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         self.stderr.write(f"report written to {path}")
 
     def _wait(self, sweep_id: int, timeout: float, *, quiet: bool, bar_off: bool = False):

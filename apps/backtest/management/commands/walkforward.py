@@ -14,14 +14,17 @@ from django.core.management.base import CommandError, CommandParser
 from apps.backtest.formatting import format_count, format_metric, format_time
 from apps.backtest.management.cli import (
     add_data_arguments,
-    bad,
+    add_output_arguments,
+    add_search_arguments,
+    add_window_arguments,
     data_options,
+    json_object_arg,
     model_rules,
     one_line,
-    parse_json_arg,
     rules_options,
+    window_sizes,
 )
-from apps.common.management import DomainCommand
+from apps.common.management import DomainCommand, usage_error
 from tradebot import memory
 
 
@@ -29,35 +32,24 @@ class Command(DomainCommand):
     help = "Walk-forward analysis of a strategy over a parameter grid (in-sample vs out-of-sample per window)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--strategy", required=True)
+        add_search_arguments(parser, metric_help="Metric choosing each window's best set ('-name': lowest)")
         parser.add_argument("--grid", required=True, help='{"fast": [5, 10], "slow": [50, 100]}')
         add_data_arguments(parser)
-        parser.add_argument("--train", required=True, help="Train window: candles (e.g. 5000) or a duration (7d)")
-        parser.add_argument("--test", required=True, help="Test window: candles or a duration")
-        parser.add_argument("--step", default=None, help="Distance between windows (default: the test size)")
-        parser.add_argument("--metric", default="sharpe")
-        parser.add_argument("--quiet", action="store_true", help="No progress bar (also off when stderr is no TTY)")
-        parser.add_argument("--json", action="store_true", help="Print ONE JSON object")
+        add_window_arguments(parser, required=True)
+        add_output_arguments(parser)
         parser.add_argument("--report", help="Write an offline HTML report (in-sample vs out-of-sample) to this path")
 
     def handle(self, *args: Any, **options: Any) -> None:
         memory.tune_allocator()  # a compute process: tuned where it starts (tradebot.memory), never by the engine
         from apps.backtest import services
-        from apps.backtest.engine import walkforward as wf
-
-        grid = parse_json_arg(options["grid"], "--grid")
-        if not isinstance(grid, dict):
-            raise bad("--grid must be a JSON object {parameter: [values]}")
+        grid = json_object_arg(options["grid"], "--grid", "{parameter: [values]}")
         data = data_options(options)
         rules = rules_options(options)
+        sizes = window_sizes(options, data["timeframe"])
         try:
-            sizes = {k: wf.to_candles(options[k], data["timeframe"], what=f"--{k}")
-                     for k in ("train", "test") }
-            sizes["step"] = None if options.get("step") is None else wf.to_candles(options["step"], data["timeframe"],
-                                                                                  what="--step")
             services.plan_param_sets(options["strategy"], grid=grid)
-        except (wf.WalkForwardError, services.BacktestInputError) as exc:
-            raise bad(str(exc))
+        except services.BacktestInputError as exc:
+            raise usage_error(str(exc))
         from apps.common.progress import progress_bar
 
         bar = progress_bar(None, f"walk-forward {options['strategy']}", quiet=options.get("quiet") or
@@ -91,7 +83,7 @@ class Command(DomainCommand):
                        "warnings": [w for w in study.error.split("; ") if w]}
                 title = f"Walk-forward #{study.pk}: {options['strategy']} on {study.market_label}"
         except services.BacktestInputError as exc:
-            raise bad(str(exc))
+            raise usage_error(str(exc))
         except (OSError, ValueError) as exc:
             raise CommandError(one_line(exc))
         if bar is not None:
