@@ -76,6 +76,8 @@ class Sweep(DataArgs):
     failed = models.PositiveIntegerField(default=0)
     ranking = models.JSONField(default=list, blank=True, help_text="Top K results by metric")
     error = models.TextField(blank=True, default="")
+    detail = models.CharField(max_length=8, blank=True, default="",
+                              help_text="Intrabar detail for stop-loss/take-profit candles: '', '1m' or 'trades'")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -133,6 +135,8 @@ class SweepResult(models.Model):
     metrics = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     compute_seconds = models.FloatField(null=True, blank=True)
+    detail_report = models.JSONField(null=True, blank=True,
+                                     help_text="With the sweep's detail: what it changed vs candle-only, warnings")
 
     class Meta:
         ordering = ["sweep", "index"]

@@ -265,6 +265,28 @@ def detail_source(kind: str, *, exchange: str, symbol: str, candle_ts: np.ndarra
     return source
 
 
+def validate_detail(detail: str | None, *, data_file: str | None) -> None:
+    """--detail is '', '1m' or 'trades' and reads stored data: a run or sweep over a CSV file cannot have it."""
+    from apps.bots.trading.detail import DETAIL_SOURCES
+
+    if not detail:
+        return
+    if detail not in DETAIL_SOURCES:
+        raise BacktestInputError(f"detail must be one of {', '.join(DETAIL_SOURCES)}, got {detail!r}", field="detail")
+    if data_file:
+        raise BacktestInputError("detail reads the stored 1m candles or raw trades: it needs a stored market "
+                                 "(exchange/symbol), not a file", field="detail")
+
+
+def stored_detail(obj: Any, candle_ts: np.ndarray) -> tuple[str, Any] | None:
+    """(kind, DetailSource) of a stored run or sweep with `detail`, None without: the one place both build it."""
+    if not getattr(obj, "detail", ""):
+        return None
+    validate_detail(obj.detail, data_file=obj.data_file)
+    return obj.detail, detail_source(obj.detail, exchange=obj.exchange, symbol=obj.symbol, candle_ts=candle_ts,
+                                     timeframe=obj.timeframe)
+
+
 def frame_detail_source(detail_df: pd.DataFrame, *, candle_ts: np.ndarray, timeframe: str):
     """A DetailSource over a 1m candle frame in memory (the --data path with --detail-data FILE)."""
     from apps.bots.trading.detail import frame_source
@@ -297,6 +319,7 @@ def create_run(*, strategy: str, parameters: Mapping[str, Any] | None = None, en
     strat = build_strategy(strategy, parameters)
     build_rules(**_rules_only(data))
     validate_range(data.get("start"), data.get("end"))
+    validate_detail(data.get("detail"), data_file=data.get("data_file"))
     if not data.get("data_file"):
         validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
                               timeframe=data.get("timeframe"))
@@ -331,13 +354,7 @@ def execute_run(run_id: int) -> BacktestRun:
         if len(data.df) == 0:
             raise BacktestInputError(f"no candles for {run.market_label} in the selected range")
         BacktestRun.objects.filter(pk=run_id).update(progress=0.3)
-        detail = None
-        if run.detail:
-            if run.data_file:
-                raise BacktestInputError("--detail on a stored run needs stored candles (exchange/symbol), not a file",
-                                         field="detail")
-            detail = (run.detail, detail_source(run.detail, exchange=run.exchange, symbol=run.symbol,
-                                                candle_ts=data.df["timestamp"].to_numpy(), timeframe=run.timeframe))
+        detail = stored_detail(run, data.df["timestamp"].to_numpy())
         result = run_backtest(data.df, build_strategy(run.strategy, run.parameters), rules_for(run), run.timeframe,
                               detail=detail)
         payload = jsonable(result.to_dict())
@@ -413,6 +430,7 @@ def create_sweep(*, strategy: str, grid: Mapping[str, Any] | None = None, n_rand
                         start=data.get("start"), end=data.get("end"))
     build_rules(**_rules_only(data))
     validate_range(data.get("start"), data.get("end"))
+    validate_detail(data.get("detail"), data_file=data.get("data_file"))
     if not data.get("data_file"):
         validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
                               timeframe=data.get("timeframe"))
@@ -469,8 +487,13 @@ def execute_sweep_chunk(sweep_id: int, chunk_index: int, param_sets: list[Any],
         data = load_data(sweep)
     cls = resolve_strategy(sweep.strategy)
     arrays = CandleArrays.from_frame(data.df)
+    detail = stored_detail(sweep, arrays.timestamp)
+    if detail is not None:
+        from apps.bots.trading.detail import cached_source
+
+        detail = (detail[0], cached_source(detail[0], detail[1]))  # the chunk's sets share the rows they read
     t0 = time.perf_counter()
-    results = run_chunk(arrays, cls, param_sets, rules_for(sweep), sweep.timeframe)
+    results = run_chunk(arrays, cls, param_sets, rules_for(sweep), sweep.timeframe, detail=detail)
     compute = time.perf_counter() - t0
     with transaction.atomic():
         Sweep.objects.select_for_update().filter(pk=sweep_id).values_list("pk", flat=True).get()
@@ -480,7 +503,8 @@ def execute_sweep_chunk(sweep_id: int, chunk_index: int, param_sets: list[Any],
         new = [r for r in results if r["index"] not in existing]
         SweepResult.objects.bulk_create(
             [SweepResult(sweep_id=sweep_id, index=r["index"], parameters=r["parameters"], metrics=r["metrics"],
-                         error=r["error"], compute_seconds=r["compute_seconds"]) for r in new],
+                         error=r["error"], compute_seconds=r["compute_seconds"], detail_report=r.get("detail"))
+             for r in new],
             ignore_conflicts=True,
         )
         n_failed = sum(1 for r in new if r["error"])
@@ -492,10 +516,12 @@ def execute_sweep_chunk(sweep_id: int, chunk_index: int, param_sets: list[Any],
 def finish_sweep(sweep_id: int, chunk_summaries: list[Any] | None = None) -> Sweep:
     """Rank all stored results by the sweep's metric and keep the top K; status done."""
     sweep = Sweep.objects.get(pk=sweep_id)
-    rows = list(SweepResult.objects.filter(sweep_id=sweep_id).values("index", "parameters", "metrics", "error"))
+    rows = list(SweepResult.objects.filter(sweep_id=sweep_id).values("index", "parameters", "metrics", "error",
+                                                                      "detail_report"))
     ranking = rank_results(rows, sweep.metric, sweep.top_k)
     ranking = [{"rank": r["rank"], "index": r["index"], "parameters": r["parameters"], "value": r["value"],
-                "metrics": r["metrics"], "error": r["error"]} for r in ranking]
+                "metrics": r["metrics"], "error": r["error"],
+                **({"detail": r["detail_report"]} if r.get("detail_report") is not None else {})} for r in ranking]
     missing = sweep.total - len(rows)
     error = f"{missing} parameter sets have no result" if missing > 0 else ""
     Sweep.objects.filter(pk=sweep_id).update(status=Status.DONE, ranking=jsonable(ranking),

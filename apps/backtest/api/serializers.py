@@ -18,8 +18,8 @@ class BacktestRunListSerializer(serializers.ModelSerializer):
     class Meta:
         model = BacktestRun
         fields = ["id", "strategy", "parameters", *DATA_FIELDS, "data_file", *RULE_FIELDS, "status", "progress",
-                  "metrics", "final_equity", "warnings", "error", "sweep", "created_at", "started_at", "finished_at",
-                  "duration"]
+                  "metrics", "final_equity", "warnings", "error", "sweep", "detail", "detail_report", "created_at",
+                  "started_at", "finished_at", "duration"]
         read_only_fields = fields
 
 
@@ -48,6 +48,8 @@ class BacktestRunCreateSerializer(serializers.Serializer):
     fraction = serializers.FloatField(required=False)
     stop_loss = serializers.FloatField(required=False, allow_null=True)
     take_profit = serializers.FloatField(required=False, allow_null=True)
+    detail = serializers.ChoiceField(choices=["", "1m", "trades"], required=False, default="",
+                                     help_text="Resolve stop-loss/take-profit candles on stored 1m candles or trades")
 
     def create(self, validated_data: dict[str, Any]) -> BacktestRun:
         return services.create_run(**validated_data)
@@ -59,8 +61,8 @@ class SweepSerializer(serializers.ModelSerializer):
     class Meta:
         model = Sweep
         fields = ["id", "strategy", "mode", "space", "n_samples", "seed", *DATA_FIELDS, "data_file", *RULE_FIELDS,
-                  "metric", "top_k", "chunk_size", "status", "total", "completed", "failed", "progress", "ranking",
-                  "error", "created_at", "started_at", "finished_at"]
+                  "metric", "top_k", "chunk_size", "detail", "status", "total", "completed", "failed", "progress",
+                  "ranking", "error", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
 
 
@@ -89,6 +91,8 @@ class SweepCreateSerializer(serializers.Serializer):
     metric = serializers.CharField(max_length=40, default="sharpe", help_text="A metric name; '-name' ranks ascending")
     top_k = serializers.IntegerField(min_value=1, default=10)
     chunk_size = serializers.IntegerField(min_value=1, default=25)
+    detail = serializers.ChoiceField(choices=["", "1m", "trades"], required=False, default="",
+                                     help_text="Resolve stop-loss/take-profit candles on stored 1m candles or trades")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("grid" in attrs) == ("random" in attrs):
@@ -106,7 +110,7 @@ class SweepCreateSerializer(serializers.Serializer):
 class SweepResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = SweepResult
-        fields = ["index", "parameters", "metrics", "error", "compute_seconds"]
+        fields = ["index", "parameters", "metrics", "error", "compute_seconds", "detail_report"]
         read_only_fields = fields
 
 

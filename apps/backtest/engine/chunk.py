@@ -78,9 +78,26 @@ def evaluate_strategy(strategy: Any, arrays: CandleArrays, rules: Any, timeframe
     return evaluate_fast(arrays, compute_actions(strategy, arrays, cache), rules, timeframe)
 
 
+def evaluate_detail(strategy: Any, arrays: CandleArrays, rules: Any, timeframe: str, cache: dict | None,
+                    detail: tuple[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, detail report + its warnings) of one set with intrabar detail: the backtest's own detail pass
+    (`run.with_detail`), so a sweep row equals `backtest --detail` of the same set."""
+    from apps.backtest.engine.run import with_detail
+
+    actions = compute_actions(strategy, arrays, cache)
+    a = {"timestamp": arrays.timestamp, "open": arrays.open, "high": arrays.high, "low": arrays.low,
+         "close": arrays.close}
+    warnings: list[str] = []
+    _, metrics, report = with_detail(a, actions, rules, timeframe, detail, warnings)
+    report = {k: v for k, v in report.items() if k != "metrics_candle_only"}
+    return jsonable(dict(metrics)), jsonable({**report, "warnings": warnings})
+
+
 def run_chunk(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[Any], rules: Any,
-              timeframe: str, *, cache: dict | None = None) -> list[dict[str, Any]]:
-    """Evaluate param sets on one data set: [{index, parameters, metrics, error, compute_seconds}] in input order.
+              timeframe: str, *, cache: dict | None = None,
+              detail: tuple[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Evaluate param sets on one data set: [{index, parameters, metrics, error, compute_seconds}] in input order
+    (+ "detail": the intrabar detail report of the set, with `detail` = (kind, DetailSource)).
 
     `param_sets` items are dicts, or (index, dict) pairs / {"index", "parameters"} dicts to keep sweep indexes.
     A set that fails (bad parameters, or an error while computing) is reported with its reason; the rest run.
@@ -94,10 +111,16 @@ def run_chunk(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[Any
         t0 = time.perf_counter()
         try:
             strategy = strategy_cls(dict(params))
-            metrics = evaluate_strategy(strategy, arrays, rules, timeframe, shared)
+            report = None
+            if detail is not None and len(arrays):
+                metrics, report = evaluate_detail(strategy, arrays, rules, timeframe, shared, detail)
+            else:
+                metrics = evaluate_strategy(strategy, arrays, rules, timeframe, shared)
             full = jsonable(dict(getattr(strategy, "parameters", params)))
             results.append({"index": index, "parameters": full, "metrics": metrics, "error": "",
                             "compute_seconds": time.perf_counter() - t0})
+            if detail is not None:
+                results[-1]["detail"] = report
         except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as exc:
             results.append({"index": index, "parameters": jsonable(dict(params)), "metrics": None,
                             "error": f"{type(exc).__name__}: {exc}", "compute_seconds": time.perf_counter() - t0})

@@ -187,7 +187,7 @@ def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, tim
         indicators = {}
     report = None
     if detail is not None and n:
-        sim, metrics, report = _with_detail(a, action, rules, timeframe, detail, warnings)
+        sim, metrics, report = with_detail(a, action, rules, timeframe, detail, warnings)
     else:
         sim = simulate(a["timestamp"], a["open"], a["high"], a["low"], a["close"], action, rules)
         metrics = compute_metrics(sim, a["close"], a["timestamp"], timeframe)
@@ -199,7 +199,7 @@ def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, tim
 MAX_DETAIL_WARNINGS = 20
 
 
-def _with_detail(a: dict[str, np.ndarray], action: np.ndarray, rules: FillRules, timeframe: str,
+def with_detail(a: dict[str, np.ndarray], action: np.ndarray, rules: FillRules, timeframe: str,
                  detail: tuple[str, Any], warnings: list[str]) -> tuple[SimResult, dict[str, Any], dict[str, Any]]:
     from apps.bots.trading.detail import simulate_detail
 

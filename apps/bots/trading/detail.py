@@ -259,3 +259,26 @@ def frame_source(kind: str, detail_ts: np.ndarray, columns: tuple[np.ndarray, ..
         return np.searchsorted(ts, t - timeframe_ms, side=side), np.searchsorted(ts, t, side=side), cols
 
     return source
+
+
+def cached_source(kind: str, source: DetailSource) -> DetailSource:
+    """`source` asked at most once per candle: many parameter sets of one sweep chunk share the detail rows of the
+    candles they find ambiguous (each set finds its own; the union is read once)."""
+    ncols = 4 if kind == "1m" else 1
+    seen: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def cached(bars: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+        bars = np.asarray(bars, dtype=np.int64)
+        new = np.array([b for b in dict.fromkeys(bars.tolist()) if b not in seen], dtype=np.int64)
+        if new.shape[0]:
+            starts, stops, cols = source(new)
+            for b, a, z in zip(new.tolist(), np.asarray(starts).tolist(), np.asarray(stops).tolist(), strict=True):
+                seen[b] = tuple(np.asarray(c[a:z], dtype=np.float64) for c in cols[:ncols])
+        parts = [seen[b] for b in bars.tolist()]
+        lengths = np.array([p[0].shape[0] for p in parts], dtype=np.int64)
+        stops_out = np.cumsum(lengths)
+        cols_out = tuple(np.concatenate([p[j] for p in parts]) if parts else np.empty(0, np.float64)
+                         for j in range(ncols))
+        return stops_out - lengths, stops_out, cols_out
+
+    return cached

@@ -73,7 +73,7 @@ class Command(DomainCommand):
             sweep = services.create_sweep(
                 strategy=options["strategy"], grid=grid, n_random=options.get("random"), space=space,
                 seed=options.get("seed"), metric=options["metric"], top_k=options["top"],
-                chunk_size=options["chunk_size"], **data, **model_rules(rules),
+                chunk_size=options["chunk_size"], detail=options.get("detail") or "", **data, **model_rules(rules),
             )
         except services.BacktestInputError as exc:
             raise usage_error(str(exc))
@@ -182,5 +182,12 @@ class Command(DomainCommand):
                               for k in ("total_return_pct", "max_drawdown_pct", "closed_trades") if k in metrics)
             self.stdout.write(f"  #{row['rank']:<3} {json.dumps(row['parameters'])}  "
                               f"{sweep.metric}={format_metric(sweep.metric, row['value'])}  {extra}")
+            det = row.get("detail")
+            if det:
+                self.stdout.write(f"       detail {det['source']}: {det['ambiguous_exits']} ambiguous exits on "
+                                  f"candles alone, {det['changed']} changed by the detail, {det['missing']} without "
+                                  "detail data")
+                for w in det.get("warnings", [])[:5]:
+                    self.stdout.write(f"       warning: {w}")
         for f in payload["failures"][:10]:
             self.stdout.write(f"  failed [{f['index']}] {json.dumps(f['parameters'])}: {f['error']}")
