@@ -28,9 +28,9 @@ from apps.bots.strategies.registry import create_strategy
 from apps.bots.trading.fills import EV_BUY, EV_NONE, EXIT_REASONS, NO_ENTRY, FillRules, step_fleet
 
 # Candles of history a started bot loads before its first decision when its strategy is recursive (EMA, RSI: the
-# value at t depends on every row since the start) and declares no `startup_candles`, as a multiple of its warm-up: after 10 x span an
-# EMA's seed weighs e^-20 (2e-9). Window strategies load exactly `lookback` rows. The backtest twin of a bot
-# (reconcile, replay) starts its indicators at the same row, so the two stay equal bit for bit.
+# value at t depends on every row since the start) and declares no `startup_candles`, as a multiple of its warm-up:
+# after 10 x span an EMA's seed weighs e^-20 (2e-9). Window strategies load exactly `lookback` rows. The backtest
+# twin of a bot (reconcile, replay) starts its indicators at the same row, so the two stay equal bit for bit.
 RECURSIVE_WARMUP_FACTOR = 10
 
 
