@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from apps.market.csvio import read_candle_csv
 from apps.market.ledger import refresh_ledger
@@ -132,3 +134,26 @@ def test_given_empty_market_when_refreshed_then_no_ranges_and_no_gaps():
     assert refresh_ledger(market) == []
     assert market_coverage(market)["candles"] == 0
     assert market.covered_ranges.count() == 0
+
+
+def test_given_a_long_history_when_live_candles_append_one_by_one_then_the_run_grows_without_rescanning_it(btc_1m):
+    _ingest(btc_1m.iloc[:5000])
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+
+    for i in range(5000, 5003):
+        with CaptureQueriesContext(connection) as queries:
+            _ingest(btc_1m.iloc[i:i + 1])
+        assert not [q["sql"] for q in queries.captured_queries if q["sql"].startswith("COPY (")]  # no rescan
+
+    extended = _ranges(market)
+    refresh_ledger(market)  # the full rebuild agrees
+    assert extended == _ranges(market) == [(FIRST_CLOSE, int(btc_1m["timestamp"][5002]), 5003)]
+
+
+def test_given_a_candle_after_a_pause_when_appended_then_the_hole_is_still_recorded(btc_1m):
+    _ingest(btc_1m.iloc[:100])
+    _ingest(btc_1m.iloc[105:106])
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+
+    assert [(g.start_timestamp, g.missing) for g in market.gaps.all()] == [(int(btc_1m["timestamp"][100]), 5)]
+    assert len(_ranges(market)) == 2
