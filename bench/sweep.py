@@ -49,13 +49,13 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from apps.backtest import services  # noqa: E402
-from apps.backtest.engine.arrays import CandleArrays  # noqa: E402
 from apps.backtest.engine.cache import process_indicator_cache  # noqa: E402
 from apps.backtest.engine.chunk import run_chunk  # noqa: E402
 from apps.backtest.engine.space import expand_grid  # noqa: E402
 from apps.backtest.models import Status, Sweep, SweepResult  # noqa: E402
 from apps.bots.strategies import indicators as ind  # noqa: E402
 from apps.bots.strategies.sma_cross import CROSS_TOLERANCE, SmaCross  # noqa: E402
+from apps.bots.trading.candles import CandleArrays  # noqa: E402
 from apps.bots.trading.fills import FillRules  # noqa: E402
 from tests.celery_workers import start_worker, stop_worker  # noqa: E402
 from tradebot.celery import app  # noqa: E402

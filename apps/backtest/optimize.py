@@ -26,11 +26,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.backtest import services
-from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.chunk import run_chunk
 from apps.backtest.engine.metrics import jsonable
 from apps.backtest.engine.ranking import LOWER_IS_BETTER, metric_value, rank_results
 from apps.backtest.models import Status, Study, StudyTrial
+from apps.bots.trading.candles import CandleArrays
 
 logger = logging.getLogger(__name__)
 

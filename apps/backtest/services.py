@@ -19,12 +19,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.chunk import run_chunk
 from apps.backtest.engine.metrics import jsonable
 from apps.backtest.engine.ranking import rank_results
 from apps.backtest.engine.space import SweepSpaceError, expand_grid, random_samples, split_chunks, validate_param_sets
 from apps.backtest.models import BacktestRun, Status, Sweep, SweepResult, WalkForward
+from apps.bots.trading.candles import CandleArrays
 from apps.common.errors import ApplicationError
 from apps.market.timeframes import format_ms, timeframe_ms
 from apps.market.validation import CANDLE_COLUMNS

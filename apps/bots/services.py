@@ -24,6 +24,7 @@ from apps.bots.config import CONFIG_FIELDS, BotConfig, BotConfigError, validate_
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.strategies.base import ACTION_LABELS
 from apps.bots.strategies.registry import create_strategy
+from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import FillRules
 from apps.common.errors import ApplicationError
 from apps.market.selectors import candle_frame, last_candle_timestamp
@@ -402,8 +403,6 @@ def _window_start(ticks: list, timeframe: str) -> tuple[int | None, list]:
 
 
 def _read_window(exchange: str, symbol: str, timeframe: str, ticks: list, until: int | None):
-    from apps.bots.trading.fleet import Candles
-
     start, _ = _window_start(ticks, timeframe)
     frame = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe, start=start, end=until)
     if start is not None and len(frame):
@@ -421,7 +420,7 @@ def _read_window(exchange: str, symbol: str, timeframe: str, ticks: list, until:
                 frame = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe,
                                      start=None if None in hs else min(hs), end=until)
                 break
-    return Candles.of(frame)
+    return CandleArrays.from_frame(frame)
 
 
 def _write_result(result, now) -> None:

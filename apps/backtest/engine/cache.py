@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from apps.backtest.engine.arrays import CandleArrays
+from apps.bots.trading.candles import CandleArrays
 
 #: Byte budget of the process-wide indicator cache (env TRADEBOT_INDICATOR_CACHE_MB): 256 MiB = 32 indicator arrays
 #: of a million candles; a sweep worker's RSS stays well under 1 GB.

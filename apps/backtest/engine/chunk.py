@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.cache import process_indicator_cache
 from apps.backtest.engine.metrics import assemble_metrics, compute_metrics, jsonable
 from apps.backtest.engine.run import frame_kwargs
+from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import open_trade_of, simulate, trade_columns
 from apps.bots.trading.fused import FusedRun, run_actions
 

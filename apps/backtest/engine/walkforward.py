@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.chunk import compute_actions, evaluate, run_chunk
 from apps.backtest.engine.metrics import jsonable
 from apps.backtest.engine.ranking import rank_results
 from apps.backtest.engine.run import downsample_minmax
+from apps.bots.trading.candles import CandleArrays
 from apps.common.errors import ApplicationError
 from apps.market.timeframes import timeframe_ms
 

@@ -25,6 +25,7 @@ import orjson
 
 from apps.bots.strategies.base import ACTION_LABELS
 from apps.bots.strategies.registry import create_strategy
+from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import EV_BUY, EV_NONE, EXIT_REASONS, NO_ENTRY, FillRules, step_fleet
 
 # Candles of history a started bot loads before its first decision when its strategy is recursive (EMA, RSI: the
@@ -114,30 +115,6 @@ class FleetResult:
         return out
 
 
-@dataclass
-class Candles:
-    """A candle window as arrays (close-time ms, ascending)."""
-
-    timestamp: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-
-    @classmethod
-    def of(cls, frame) -> Candles:
-        def col(name, dtype):
-            return np.ascontiguousarray(frame[name].to_numpy(dtype=dtype) if hasattr(frame[name], "to_numpy")
-                                        else np.asarray(frame[name], dtype=dtype))
-
-        return cls(col("timestamp", np.int64), col("open", np.float64), col("high", np.float64),
-                   col("low", np.float64), col("close", np.float64), col("volume", np.float64))
-
-    def __len__(self) -> int:
-        return int(self.timestamp.shape[0])
-
-
 def params_key(strategy: str, parameters: Mapping[str, Any]) -> tuple:
     return (strategy, tuple(sorted((str(k), repr(v)) for k, v in dict(parameters).items())))
 
@@ -150,7 +127,7 @@ def _indicator_json(names: list[str], arrays: list[np.ndarray], j: int) -> str:
     return orjson.dumps(values).decode()
 
 
-def decide_fleet(candles: Candles, bots: list[BotTick], *, strategies: dict | None = None) -> FleetResult:
+def decide_fleet(candles: CandleArrays, bots: list[BotTick], *, strategies: dict | None = None) -> FleetResult:
     """Decide every bot's undecided rows of `candles` (see the module docstring). `strategies` caches strategy
     instances by params_key across calls (replay).
 
@@ -317,12 +294,7 @@ def decide_fleet(candles: Candles, bots: list[BotTick], *, strategies: dict | No
 # Replays and reconciliation (pure): the tick core over an in-memory candle source, and the backtest twin of a bot.
 
 
-def _window(candles: Candles, end: int) -> Candles:
-    return Candles(candles.timestamp[:end], candles.open[:end], candles.high[:end], candles.low[:end],
-                   candles.close[:end], candles.volume[:end])
-
-
-def replay(candles: Candles, bot: BotTick, *, batch: int = 1) -> tuple[BotTick, list[dict[str, Any]], int]:
+def replay(candles: CandleArrays, bot: BotTick, *, batch: int = 1) -> tuple[BotTick, list[dict[str, Any]], int]:
     """Feed `candles` to the tick core `batch` new candles at a time (1 = as a live market delivers them), from
     `bot`'s state. Returns (final state, fills in order, decided count). Raises what the strategy raises."""
     strategies: dict = {}
@@ -331,7 +303,7 @@ def replay(candles: Candles, bot: BotTick, *, batch: int = 1) -> tuple[BotTick, 
     n = len(candles)
     step = max(1, int(batch))
     for end in [*range(step, n, step), n] if n else []:
-        result = decide_fleet(_window(candles, end), [bot], strategies=strategies)
+        result = decide_fleet(candles.slice(None, end), [bot], strategies=strategies)
         if result.errors:
             raise RuntimeError(result.errors[bot.bot_id])
         fills += result.trades_of(bot.bot_id)
@@ -369,7 +341,7 @@ def round_trips(fills: list[dict[str, Any]], last_time: int | None, last_price: 
     return trades, open_trade
 
 
-def twin_fills(candles: Candles, strategy, rules: FillRules, *, trading_from: int,
+def twin_fills(candles: CandleArrays, strategy, rules: FillRules, *, trading_from: int,
                signals: np.ndarray | None = None) -> list[dict[str, Any]]:
     """What a backtest of a bot's config makes over `candles` (its history start on), trading only candles with
     close time >= `trading_from` (before: hold, indicators warming): fills as `FleetResult.trades_of` gives them.
@@ -399,14 +371,14 @@ def twin_fills(candles: Candles, strategy, rules: FillRules, *, trading_from: in
     return fills
 
 
-def strategy_actions(candles: Candles, strategy) -> np.ndarray:
+def strategy_actions(candles: CandleArrays, strategy) -> np.ndarray:
     """The strategy's vectorized actions over `candles` (int8 -1/0/1)."""
     out = strategy.compute(candles.close, candles.high, candles.low, candles.open, candles.volume,
                            **strategy.frame_kwargs(candles.timestamp))
     return np.asarray(out.action, dtype=np.int8)
 
 
-def first_divergence(candles: Candles, actions: np.ndarray, trading_from: int, recorded_signals: dict[int, str],
+def first_divergence(candles: CandleArrays, actions: np.ndarray, trading_from: int, recorded_signals: dict[int, str],
                      recorded_fills: list[dict[str, Any]], twin: list[dict[str, Any]],
                      start: int | None = None, end: int | None = None) -> dict[str, Any] | None:
     """The first candle (close time in [start, end], from `trading_from`) where a bot's records differ from its

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.chunk import run_chunk
 from apps.backtest.engine.ranking import rank_results
 from apps.backtest.engine.run import run_backtest
 from apps.backtest.engine.space import SweepSpaceError, expand_grid, random_samples, split_chunks, validate_param_sets
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import FillRules
 from apps.market.csvio import read_candle_csv
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.chunk import run_chunk
 from apps.backtest.engine.ranking import rank_results
 from apps.backtest.engine.run import run_backtest
 from apps.backtest.engine.space import expand_grid
 from apps.backtest.engine.walkforward import WalkForwardError, plan_windows, to_candles, walk_forward
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import FillRules, simulate
 from apps.market.csvio import read_candle_csv
 

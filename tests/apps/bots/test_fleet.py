@@ -8,8 +8,9 @@ import pytest
 from apps.bots import services
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.strategies.registry import create_strategy
+from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import FillRules
-from apps.bots.trading.fleet import BotTick, Candles, decide_fleet, warmup_rows
+from apps.bots.trading.fleet import BotTick, decide_fleet, warmup_rows
 from apps.market.services import ingest_candles
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -156,13 +157,13 @@ def test_given_a_bot_whose_strategy_raises_then_the_shard_still_decides_the_othe
 
 
 def test_given_frames_without_a_database_when_decided_candle_by_candle_then_equal_to_one_pass(btc_1m):
-    candles = Candles.of(btc_1m.iloc[:800])
+    candles = CandleArrays.from_frame(btc_1m.iloc[:800])
     rules = FillRules(stop_loss=0.004)
     whole = decide_fleet(candles, [BotTick.fresh(1, "sma_cross", {"fast": 5, "slow": 20}, rules, history_start=0)])
     state = BotTick.fresh(1, "sma_cross", {"fast": 5, "slow": 20}, rules, history_start=0)
     trades = []
     for end in range(1, 801):
-        step = decide_fleet(Candles.of(btc_1m.iloc[:end]), [state])
+        step = decide_fleet(CandleArrays.from_frame(btc_1m.iloc[:end]), [state])
         trades += step.trades_of(1)
         state = step.states[1]
     assert trades == whole.trades_of(1) and len(trades) >= 4

@@ -19,7 +19,8 @@ from django.db import connection
 from apps.bots import services
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
 from apps.bots.strategies.registry import create_strategy
-from apps.bots.trading.fleet import Candles, strategy_actions, twin_fills
+from apps.bots.trading.candles import CandleArrays
+from apps.bots.trading.fleet import strategy_actions, twin_fills
 from apps.market.selectors import candle_frame
 from apps.market.services import ingest_candles
 from tests.apps.bots import worker_strategies  # noqa: F401 - registers h8_always_raises here too
@@ -72,7 +73,7 @@ def twin_of(bot: Bot) -> tuple[dict[int, str], list[tuple], list[tuple]]:
     from apps.bots.trading.fills import simulate
 
     first = Signal.objects.filter(bot=bot).order_by("timestamp").values_list("timestamp", flat=True).first()
-    c = Candles.of(candle_frame(**MARKET, start=bot.history_start))
+    c = CandleArrays.from_frame(candle_frame(**MARKET, start=bot.history_start))
     strategy = create_strategy(bot.strategy, bot.parameters)
     actions = strategy_actions(c, strategy)
     fills = twin_fills(c, strategy, services.rules_for(bot), trading_from=first, signals=actions)

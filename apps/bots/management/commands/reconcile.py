@@ -29,7 +29,8 @@ class Command(DomainCommand):
         from apps.bots.models import Bot, Signal
         from apps.bots.services import rules_for
         from apps.bots.strategies.registry import create_strategy
-        from apps.bots.trading.fleet import Candles, first_divergence, strategy_actions, twin_fills
+        from apps.bots.trading.candles import CandleArrays
+        from apps.bots.trading.fleet import first_divergence, strategy_actions, twin_fills
         from apps.market.selectors import candle_frame
 
         try:
@@ -46,8 +47,8 @@ class Command(DomainCommand):
             raise CommandError(f"{bot.name}: nothing decided yet, nothing to reconcile", returncode=1)
         trading_from = min(signals)
         last = max(signals) if end is None else min(end, max(signals))
-        candles = Candles.of(candle_frame(exchange=bot.exchange, symbol=bot.symbol, timeframe=bot.timeframe,
-                                          start=bot.history_start, end=last))
+        candles = CandleArrays.from_frame(candle_frame(exchange=bot.exchange, symbol=bot.symbol,
+                                                       timeframe=bot.timeframe, start=bot.history_start, end=last))
         strategy = create_strategy(bot.strategy, bot.parameters)
         actions = strategy_actions(candles, strategy)
         twin = twin_fills(candles, strategy, rules_for(bot), trading_from=trading_from, signals=actions)

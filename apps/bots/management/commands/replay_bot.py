@@ -74,8 +74,9 @@ class Command(DomainCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from apps.bots.config import BotConfigError, load_config_file
+        from apps.bots.trading.candles import CandleArrays
         from apps.bots.trading.fills import FillRules
-        from apps.bots.trading.fleet import BotTick, Candles, replay, round_trips
+        from apps.bots.trading.fleet import BotTick, replay, round_trips
 
         try:
             config = load_config_file(Path(options["config"]))
@@ -90,7 +91,7 @@ class Command(DomainCommand):
             frame = load_candles(options, timeframe)
         except ValueError as exc:
             raise usage_error(str(exc))
-        candles = Candles.of(frame)
+        candles = CandleArrays.from_frame(frame)
         rules = FillRules(fee=config.fee_rate, slippage=config.slippage, fraction=config.fraction,
                           stop_loss=config.stop_loss, take_profit=config.take_profit,
                           initial_balance=config.initial_balance)

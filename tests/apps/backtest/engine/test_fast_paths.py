@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.chunk import evaluate_fast, fused_metrics, run_chunk
 from apps.backtest.engine.metrics import METRIC_KEYS, compute_metrics, jsonable
 from apps.backtest.engine.ranking import LOWER_IS_BETTER
 from apps.bots.strategies.registry import get_strategy_class
+from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import FillRules, simulate
 from apps.market.csvio import read_candle_csv
 from tests.conftest import DATA_DIR

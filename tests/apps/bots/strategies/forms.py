@@ -16,8 +16,9 @@ from apps.bots.strategies import BaseStrategy, Param, Signal, StrategyOutput, fi
 PARAMS = (Param("window", int, 20, min=2, max=500, help="channel length (candles)"),)
 
 
-class BreakoutCompute(BaseStrategy):
-    name = "test_breakout_compute"
+class _Breakout(BaseStrategy):
+    """What every form shares: the parameter, the first possible signal (row `window`) and the rows it reads."""
+
     params = PARAMS
 
     @property
@@ -27,6 +28,10 @@ class BreakoutCompute(BaseStrategy):
     @property
     def lookback(self) -> int:
         return int(self.parameters["window"]) + 1
+
+
+class BreakoutCompute(_Breakout):
+    name = "test_breakout_compute"
 
     def compute(self, close, high, low, open_, volume, *, cache=None) -> StrategyOutput:
         n = self.parameters["window"]
@@ -42,17 +47,8 @@ class BreakoutCompute(BaseStrategy):
         return StrategyOutput(act, conf, {"upper": upper, "lower": lower})
 
 
-class BreakoutPopulate(BaseStrategy):
+class BreakoutPopulate(_Breakout):
     name = "test_breakout_populate"
-    params = PARAMS
-
-    @property
-    def warmup(self) -> int:
-        return int(self.parameters["window"])
-
-    @property
-    def lookback(self) -> int:
-        return int(self.parameters["window"]) + 1
 
     def populate(self, df: pd.DataFrame) -> pd.DataFrame:
         n = self.parameters["window"]
@@ -63,13 +59,8 @@ class BreakoutPopulate(BaseStrategy):
         return df
 
 
-class BreakoutProcessData(BaseStrategy):
+class BreakoutProcessData(_Breakout):
     name = "test_breakout_process_data"
-    params = PARAMS
-
-    @property
-    def lookback(self) -> int:
-        return int(self.parameters["window"]) + 1
 
     def process_data(self, df: pd.DataFrame) -> Signal:
         n = self.parameters["window"]
@@ -87,15 +78,10 @@ class BreakoutProcessData(BaseStrategy):
                       timestamp=int(last["timestamp"]))
 
 
-class LookaheadBreakout(BaseStrategy):
+class LookaheadBreakout(_Breakout):
     """The populate form with a classic bug: it compares today's close with TOMORROW's channel (`shift(-1)`)."""
 
     name = "test_lookahead_breakout"
-    params = PARAMS
-
-    @property
-    def lookback(self) -> int:
-        return int(self.parameters["window"]) + 1
 
     def populate(self, df: pd.DataFrame) -> pd.DataFrame:
         n = self.parameters["window"]

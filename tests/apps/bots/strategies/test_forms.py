@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.backtest.engine.arrays import CandleArrays
 from apps.backtest.engine.chunk import run_chunk
 from apps.backtest.engine.run import run_backtest
 from apps.bots.strategies import BaseStrategy, registry
+from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import FillRules
 from tests.apps.bots.strategies.forms import FORMS, BreakoutCompute, BreakoutProcessData
 
