@@ -244,25 +244,14 @@ def merge_warnings(*lists: list[str]) -> list[str]:
 # --- single runs --------------------------------------------------------------------------------------------------
 
 def detail_source(kind: str, *, exchange: str, symbol: str, candle_ts: np.ndarray, timeframe: str):
-    """A DetailSource reading, for the asked candles only, the stored 1m candles or raw trades of their intervals."""
-    from apps.bots.trading.detail import DETAIL_SOURCES, frame_source
-    from apps.market.selectors import candles_in_windows, trades_in_windows
+    """A DetailSource reading, for the asked candles only, the stored 1m candles or raw trades of their intervals
+    (apps.bots.selectors.stored_detail_source: the one replays use too)."""
+    from apps.bots.selectors import stored_detail_source
+    from apps.bots.trading.detail import DETAIL_SOURCES
 
     if kind not in DETAIL_SOURCES:
         raise BacktestInputError(f"detail must be one of {', '.join(DETAIL_SOURCES)}, got {kind!r}", field="detail")
-    tf = timeframe_ms(timeframe)
-    ts = np.asarray(candle_ts, dtype=np.int64)
-
-    def source(bars: np.ndarray):
-        windows = [(int(ts[b]) - tf, int(ts[b])) for b in bars]
-        if kind == "1m":
-            df = candles_in_windows(exchange=exchange, symbol=symbol, timeframe="1m", windows=windows)
-            cols = tuple(df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
-            return frame_source("1m", df["timestamp"].to_numpy(dtype=np.int64), cols, ts, tf)(bars)
-        tts, px = trades_in_windows(exchange=exchange, symbol=symbol, windows=windows)
-        return frame_source("trades", tts, (px,), ts, tf)(bars)
-
-    return source
+    return stored_detail_source(kind, exchange=exchange, symbol=symbol, candle_ts=candle_ts, timeframe=timeframe)
 
 
 def validate_detail(detail: str | None, *, data_file: str | None) -> None:
@@ -289,11 +278,10 @@ def stored_detail(obj: Any, candle_ts: np.ndarray) -> tuple[str, Any] | None:
 
 def frame_detail_source(detail_df: pd.DataFrame, *, candle_ts: np.ndarray, timeframe: str):
     """A DetailSource over a 1m candle frame in memory (the --data path with --detail-data FILE)."""
-    from apps.bots.trading.detail import frame_source
+    from apps.bots.trading.detail import frame_detail_source as in_memory
 
     cols = tuple(detail_df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
-    return frame_source("1m", detail_df["timestamp"].to_numpy(dtype=np.int64), cols,
-                        np.asarray(candle_ts, dtype=np.int64), timeframe_ms(timeframe))
+    return in_memory("1m", detail_df["timestamp"].to_numpy(dtype=np.int64), cols, candle_ts, timeframe_ms(timeframe))
 
 
 def run_in_memory(df: pd.DataFrame, *, strategy: str, parameters: Mapping[str, Any] | None, timeframe: str,

@@ -136,3 +136,29 @@ def with_equity(qs: QuerySet) -> QuerySet:
         drawdown_now=Coalesce(Subquery(latest.values("drawdown")[:1]), 0.0, output_field=FloatField()),
         max_drawdown=Coalesce(Max("performance__drawdown"), 0.0, output_field=FloatField()),
     )
+
+
+def stored_detail_source(kind: str, *, exchange: str, symbol: str, candle_ts, timeframe: str):
+    """A DetailSource (apps.bots.trading.detail) reading, for the asked candles only, the stored 1m candles or raw
+    trades of their intervals: what backtests, sweeps and replays with `--detail` resolve ambiguous exits on."""
+    import numpy as np
+
+    from apps.bots.trading.detail import DETAIL_SOURCES, frame_source
+    from apps.market.selectors import candles_in_windows, trades_in_windows
+    from apps.market.timeframes import timeframe_ms
+
+    if kind not in DETAIL_SOURCES:
+        raise ValueError(f"detail must be one of {', '.join(DETAIL_SOURCES)}, got {kind!r}")
+    tf = timeframe_ms(timeframe)
+    ts = np.asarray(candle_ts, dtype=np.int64)
+
+    def source(bars):
+        windows = [(int(ts[b]) - tf, int(ts[b])) for b in bars]
+        if kind == "1m":
+            df = candles_in_windows(exchange=exchange, symbol=symbol, timeframe="1m", windows=windows)
+            cols = tuple(df[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close"))
+            return frame_source("1m", df["timestamp"].to_numpy(dtype=np.int64), cols, ts, tf)(bars)
+        tts, px = trades_in_windows(exchange=exchange, symbol=symbol, windows=windows)
+        return frame_source("trades", tts, (px,), ts, tf)(bars)
+
+    return source

@@ -196,12 +196,9 @@ def run_backtest(df: pd.DataFrame, strategy: BaseStrategy, rules: FillRules, tim
                           detail=report)
 
 
-MAX_DETAIL_WARNINGS = 20
-
-
 def with_detail(a: dict[str, np.ndarray], action: np.ndarray, rules: FillRules, timeframe: str,
                  detail: tuple[str, Any], warnings: list[str]) -> tuple[SimResult, dict[str, Any], dict[str, Any]]:
-    from apps.bots.trading.detail import simulate_detail
+    from apps.bots.trading.detail import detail_warnings, simulate_detail
 
     kind, source = detail
     sim, base, rep = simulate_detail(a["timestamp"], a["open"], a["high"], a["low"], a["close"], action, rules,
@@ -215,13 +212,6 @@ def with_detail(a: dict[str, np.ndarray], action: np.ndarray, rules: FillRules, 
                 and value != other):
             diff[key] = float(value) - float(other)
     ts = a["timestamp"]
-    problems = [(b, "no detail data") for b in rep.missing] + [(b, "detail never touches a level") for b in
-                                                               rep.untouched]
-    for bar, why in sorted(problems)[:MAX_DETAIL_WARNINGS]:
-        warnings.append(f"detail {kind}: {why} for the candle closing at {format_ms(int(ts[bar]))} UTC "
-                        f"({int(ts[bar])}); its exit keeps the conservative stop-first rule")
-    if len(problems) > MAX_DETAIL_WARNINGS:
-        warnings.append(f"detail {kind}: ... and {len(problems) - MAX_DETAIL_WARNINGS} more candles without usable "
-                        "detail (conservative rule kept)")
+    warnings += detail_warnings(kind, [int(ts[b]) for b in rep.missing], [int(ts[b]) for b in rep.untouched])
     report = {**rep.to_dict(), "metrics_candle_only": base_metrics, "metric_diff": diff}
     return sim, metrics, report

@@ -282,3 +282,28 @@ def cached_source(kind: str, source: DetailSource) -> DetailSource:
         return stops_out - lengths, stops_out, cols_out
 
     return cached
+
+
+def frame_detail_source(kind: str, detail_ts: np.ndarray, detail_ohlc: tuple[np.ndarray, ...] | np.ndarray,
+                        candle_close_ts: np.ndarray, timeframe_ms: int) -> DetailSource:
+    """`frame_source` over detail rows held in memory (a 1m CSV's open/high/low/close, or trade prices)."""
+    cols = tuple(detail_ohlc) if kind == "1m" else (np.asarray(detail_ohlc, dtype=np.float64),)
+    return frame_source(kind, detail_ts, cols, candle_close_ts, timeframe_ms)
+
+
+MAX_DETAIL_WARNINGS = 20
+
+
+def detail_warnings(kind: str, missing_ts: list[int], untouched_ts: list[int]) -> list[str]:
+    """The warnings naming each ambiguous candle (close time, ms UTC) that kept the conservative rule: no detail
+    rows, or rows that never touch a level. One wording for backtests, sweeps and replays."""
+    from apps.market.timeframes import format_ms
+
+    problems = sorted([(t, "no detail data") for t in missing_ts] +
+                      [(t, "detail never touches a level") for t in untouched_ts])
+    out = [f"detail {kind}: {why} for the candle closing at {format_ms(int(t))} UTC ({int(t)}); its exit keeps the "
+           "conservative stop-first rule" for t, why in problems[:MAX_DETAIL_WARNINGS]]
+    if len(problems) > MAX_DETAIL_WARNINGS:
+        out.append(f"detail {kind}: ... and {len(problems) - MAX_DETAIL_WARNINGS} more candles without usable "
+                   "detail (conservative rule kept)")
+    return out

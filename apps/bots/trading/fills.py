@@ -37,8 +37,9 @@ Rules (long-only spot, one position at a time; prices are quote per base unit):
   level, keeps the conservative rule above for that candle and is reported as a warning naming the candle. An
   ambiguous candle exits with or without detail, so fills happen on the same candles; only the ambiguous exits'
   reason and price (and, through the cash, later amounts) change. The result reports the ambiguous exits, how many
-  the detail changed and the metrics against the candle-only run. The live bot applies the same rule to a candle's
-  stored raw trades (`detail.resolve_exit`), so a replay equals the backtest with `--detail trades`.
+  the detail changed and the metrics against the candle-only run. The tick core applies the same rule
+  (`fleet.decide_fleet(detail=...)` -> `detail.resolve_exit`, exits fixed in `step_fleet`), so `replay_bot --detail`
+  equals the backtest with the same `--detail`.
 * After a stop-loss / take-profit exit, that candle's signal is ignored: a buy signal on the same candle does NOT
   re-enter (the strategy decided at the close without knowing it had been stopped out; re-entering on the candle that
   just hit a stop is what a trader usually does not want; the next buy signal re-enters).
@@ -529,13 +530,15 @@ NO_ENTRY = np.iinfo(np.int64).max  # entry_time of a flat portfolio (no candle i
 
 @njit(cache=True)
 def step_fleet(offsets, rows, act, ts, o, h, lo, c, cash, amount, entry_price, entry_time, entry_fee, fees_paid,
-               realized, peak, fee, slippage, fraction, use_sl, sl, use_tp, tp, ev_out, p_out, a_out, f_out, pnl_out,
-               cash_out, pos_out, eq_out, real_out, unreal_out, dd_out):
+               realized, peak, fee, slippage, fraction, use_sl, sl, use_tp, tp, ov_event, ov_level, ev_out, p_out,
+               a_out, f_out, pnl_out, cash_out, pos_out, eq_out, real_out, unreal_out, dd_out):
     """`step` for many bots: bot b decides the frame rows rows[offsets[b]:offsets[b+1]] (in time order) with the
     actions at the same flat positions, from its state (per-bot arrays, updated in place; entry_time NO_ENTRY when
     flat) and its rules (per-bot arrays). Writes per flat position the fill (event EV_*, price, amount, fee, pnl of a
     closed trade) and the snapshot after it (cash, position, equity, realized and unrealized pnl, drawdown). Every
-    decision goes through `_bar`, the rule of `simulate` and `step`, so fleet bots fill like backtests."""
+    decision goes through `_bar`, the rule of `simulate` and `step`, so fleet bots fill like backtests; a flat
+    position k with ov_event[k] != EV_NONE (an ambiguous candle resolved on intrabar detail, fleet.decide_fleet)
+    exits at ov_level[k] through `_exit` instead, as `detail._refill_kernel` does for backtests."""
     for b in range(offsets.shape[0] - 1):
         cb, ab, eb, tb, efb, fpb, rb, pkb = (cash[b], amount[b], entry_price[b], entry_time[b], entry_fee[b],
                                              fees_paid[b], realized[b], peak[b])
@@ -544,8 +547,11 @@ def step_fleet(offsets, rows, act, ts, o, h, lo, c, cash, amount, entry_price, e
             i = rows[k]
             t = ts[i]
             ci = c[i]
-            nc, na, ne, ev, p, a, f = _bar(cb, ab, eb, t > tb, o[i], h[i], lo[i], ci, act[k],
-                                           fe, sp, fr, usl, slb, utp, tpb)
+            if ov_event[k] != EV_NONE and ab > 0.0:
+                nc, na, ne, ev, p, a, f = _exit(cb, ab, ov_level[k], ov_event[k], fe, sp)
+            else:
+                nc, na, ne, ev, p, a, f = _bar(cb, ab, eb, t > tb, o[i], h[i], lo[i], ci, act[k],
+                                               fe, sp, fr, usl, slb, utp, tpb)
             pnl = 0.0
             if ev != EV_NONE:
                 fpb += f

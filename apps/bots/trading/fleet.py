@@ -7,7 +7,8 @@ locked and the window it read once; `replay_bot --data` feeds it a CSV in memory
 2. groups the bots by (strategy, parameters, indicator anchor) and computes each group's signals ONCE over the
    shortest slice that decides all of them exactly (window strategies: `lookback` rows before the first undecided
    one; recursive ones, EMA/RSI: from the bot's `history_start`, because their values depend on where they start);
-3. fills every bot's rows in one compiled loop (`fills.step_fleet`, the rule `_bar` of backtests and `step`);
+3. fills every bot's rows in one compiled loop (`fills.step_fleet`, the rule `_bar` of backtests and `step`; with
+   `detail`, a first pass finds the ambiguous stop-loss/take-profit exits, resolved on the detail as backtests do);
 4. returns flat columns for the signal / trade / snapshot rows and each bot's new state.
 
 A group whose strategy raises becomes an error on its bots (they decide nothing this time); the other bots go on.
@@ -99,6 +100,8 @@ class FleetResult:
     states: dict[int, BotTick] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     idle: list[int] = field(default_factory=list)  # bots with nothing new to decide
+    #: with `detail`: {"source", "ambiguous_exits", "changed", "missing": [close ms], "untouched": [close ms]}
+    detail: dict[str, Any] | None = None
 
     @property
     def decided(self) -> int:
@@ -127,9 +130,12 @@ def _indicator_json(names: list[str], arrays: list[np.ndarray], j: int) -> str:
     return orjson.dumps(values).decode()
 
 
-def decide_fleet(candles: CandleArrays, bots: list[BotTick], *, strategies: dict | None = None) -> FleetResult:
+def decide_fleet(candles: CandleArrays, bots: list[BotTick], *, strategies: dict | None = None,
+                 detail: tuple[str, Any] | None = None) -> FleetResult:
     """Decide every bot's undecided rows of `candles` (see the module docstring). `strategies` caches strategy
-    instances by params_key across calls (replay).
+    instances by params_key across calls (replay). `detail` = (kind "1m"|"trades", DetailSource over the rows of
+    `candles`): stop-loss/take-profit exits on ambiguous candles are resolved on it, the rule of backtests with
+    `--detail` (`_detail_overrides`); the result's `detail` counts what it did.
 
     Undecided rows of a bot: those after `last_candle`, from `history_start` on; a bot with neither (started while
     its market had no candle) decides only the newest row of the window."""
@@ -260,11 +266,20 @@ def decide_fleet(candles: CandleArrays, bots: list[BotTick], *, strategies: dict
     ev = np.zeros(m, np.int64)
     p_out, a_out, f_out, pnl_out = (np.zeros(m) for _ in range(4))
     cash_out, pos_out, eq_out, real_out, unreal_out, dd_out = (np.zeros(m) for _ in range(6))
+    ov_event, ov_level = np.zeros(m, np.int64), np.zeros(m)
+    state = (cash, amount, entry_price, entry_time, entry_fee, fees_paid, realized, peak)
+    rules_arrays = (fee, slippage, fraction, use_sl, sl, use_tp, tp)
+    outputs = (ev, p_out, a_out, f_out, pnl_out, cash_out, pos_out, eq_out, real_out, unreal_out, dd_out)
+    detail_counts = None
+    if m and detail is not None and (use_sl.any() or use_tp.any()):
+        # a first pass on copies finds the stop-loss/take-profit exits; the ambiguous ones are resolved on the detail
+        step_fleet(offsets, flat_rows, flat_act, ts, candles.open, candles.high, candles.low, candles.close,
+                   *(a.copy() for a in state), *rules_arrays, ov_event, ov_level, *outputs)
+        detail_counts = _detail_overrides(candles, chosen, offsets, flat_rows, entry_price, ev, p_out, detail,
+                                          ov_event, ov_level)
     if m:
         step_fleet(offsets, flat_rows, flat_act, ts, candles.open, candles.high, candles.low, candles.close,
-                   cash, amount, entry_price, entry_time, entry_fee, fees_paid, realized, peak,
-                   fee, slippage, fraction, use_sl, sl, use_tp, tp,
-                   ev, p_out, a_out, f_out, pnl_out, cash_out, pos_out, eq_out, real_out, unreal_out, dd_out)
+                   *state, *rules_arrays, ov_event, ov_level, *outputs)
     states: dict[int, BotTick] = {}
     for j, b in enumerate(decided_bots.tolist()):
         bot = chosen[j]
@@ -285,8 +300,56 @@ def decide_fleet(candles: CandleArrays, bots: list[BotTick], *, strategies: dict
         trade_rows=filled, trade_side=["buy" if ev[k] == EV_BUY else "sell" for k in filled.tolist()],
         trade_reason=["signal" if ev[k] == EV_BUY else EXIT_REASONS[int(ev[k])] for k in filled.tolist()],
         trade_price=p_out[filled], trade_amount=a_out[filled], trade_fee=f_out[filled], trade_pnl=pnl_out[filled],
-        states=states, errors=errors, idle=idle,
+        states=states, errors=errors, idle=idle, detail=detail_counts,
     )
+
+
+def _detail_overrides(candles: CandleArrays, chosen: list[BotTick], offsets: np.ndarray, flat_rows: np.ndarray,
+                      entry_price0: np.ndarray, ev: np.ndarray, price: np.ndarray, detail: tuple[str, Any],
+                      ov_event: np.ndarray, ov_level: np.ndarray) -> dict[str, Any]:
+    """Fill ov_event/ov_level for the stop-loss/take-profit exits of a first pass that fell on ambiguous candles
+    and whose detail touches a level (`detail.is_ambiguous` / `resolve_exit`: the rule of `simulate_detail`).
+
+    Exact for the same reason as `simulate_detail`: an ambiguous candle exits with or without detail, and entry
+    prices do not depend on the cash, so the first pass finds the very candles the second one fills."""
+    from apps.bots.trading.detail import is_ambiguous, resolve_exit
+    from apps.bots.trading.fills import EV_STOP_LOSS, EV_TAKE_PROFIT
+
+    kind, source = detail
+    ambiguous: list[tuple[int, float, FillRules]] = []  # (flat position, entry price, rules)
+    for j, bot in enumerate(chosen):
+        entry = float(entry_price0[j])
+        for k in range(int(offsets[j]), int(offsets[j + 1])):
+            e = int(ev[k])
+            if e == EV_BUY:
+                entry = float(price[k])
+            elif e in (EV_STOP_LOSS, EV_TAKE_PROFIT):
+                i = int(flat_rows[k])
+                if is_ambiguous(entry, float(candles.open[i]), float(candles.high[i]), float(candles.low[i]),
+                                bot.rules):
+                    ambiguous.append((k, entry, bot.rules))
+    counts: dict[str, Any] = {"source": kind, "ambiguous_exits": len(ambiguous), "changed": 0, "missing": [],
+                              "untouched": []}
+    if not ambiguous:
+        return counts
+    bars = np.unique(np.array([int(flat_rows[k]) for k, _, _ in ambiguous], dtype=np.int64))
+    starts, stops, cols = source(bars)
+    where = {int(b): q for q, b in enumerate(bars.tolist())}
+    for k, entry, rules in ambiguous:
+        i = int(flat_rows[k])
+        a, z = int(starts[where[i]]), int(stops[where[i]])
+        t = int(candles.timestamp[i])
+        if z <= a:
+            counts["missing"].append(t)
+            continue
+        rows = tuple(c[a:z] for c in cols[:4]) if kind == "1m" else cols[0][a:z]
+        resolved = resolve_exit(entry, rules, kind, rows)
+        if resolved is None:
+            counts["untouched"].append(t)
+            continue
+        ov_event[k], ov_level[k] = resolved
+        counts["changed"] += int(resolved[0] != int(ev[k]) or resolved[1] * (1.0 - rules.slippage) != price[k])
+    return counts
 
 
 
@@ -294,21 +357,30 @@ def decide_fleet(candles: CandleArrays, bots: list[BotTick], *, strategies: dict
 # Replays and reconciliation (pure): the tick core over an in-memory candle source, and the backtest twin of a bot.
 
 
-def replay(candles: CandleArrays, bot: BotTick, *, batch: int = 1) -> tuple[BotTick, list[dict[str, Any]], int]:
+def replay(candles: CandleArrays, bot: BotTick, *, batch: int = 1, detail: tuple[str, Any] | None = None,
+           detail_counts: dict[str, Any] | None = None) -> tuple[BotTick, list[dict[str, Any]], int]:
     """Feed `candles` to the tick core `batch` new candles at a time (1 = as a live market delivers them), from
-    `bot`'s state. Returns (final state, fills in order, decided count). Raises what the strategy raises."""
+    `bot`'s state. Returns (final state, fills in order, decided count). Raises what the strategy raises.
+    `detail` = (kind, DetailSource over the rows of `candles`): each tick resolves its ambiguous exits on it;
+    `detail_counts` (a dict) accumulates the ticks' counts."""
     strategies: dict = {}
     fills: list[dict[str, Any]] = []
     decided = 0
     n = len(candles)
     step = max(1, int(batch))
     for end in [*range(step, n, step), n] if n else []:
-        result = decide_fleet(candles.slice(None, end), [bot], strategies=strategies)
+        result = decide_fleet(candles.slice(None, end), [bot], strategies=strategies, detail=detail)
         if result.errors:
             raise RuntimeError(result.errors[bot.bot_id])
         fills += result.trades_of(bot.bot_id)
         decided += result.decided
         bot = result.states.get(bot.bot_id, bot)
+        if detail_counts is not None and result.detail is not None:
+            for key, value in result.detail.items():
+                if key == "source":
+                    detail_counts[key] = value
+                else:
+                    detail_counts[key] = detail_counts.get(key, [] if isinstance(value, list) else 0) + value
     return bot, fills, decided
 
 
