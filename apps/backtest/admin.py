@@ -174,6 +174,20 @@ class StudyAdmin(admin.ModelAdmin):
     search_fields = ("name", "strategy", "symbol")
     readonly_fields = ("status", "best_value", "best_parameters", "n_trials", "created_at", "updated_at")
     inlines = [StudyTrialInline]
+    actions = ["make_bots_top5"]
+
+    @admin.action(description="Create paper bots from the 5 best trials (stopped)")
+    def make_bots_top5(self, request, queryset):
+        from apps.backtest.optimize import bots_from_study
+        from apps.common.errors import ApplicationError
+
+        for study in queryset:
+            try:
+                bots = bots_from_study(study_id=study.pk, top=5)
+            except ApplicationError as exc:
+                self.message_user(request, f"study {study.name}: {exc}", level="error")
+                continue
+            self.message_user(request, f"study {study.name}: {len(bots)} bot(s): {', '.join(b.name for b in bots)}")
 
     @admin.display(description="market")
     def market(self, obj):

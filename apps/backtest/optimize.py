@@ -330,17 +330,39 @@ def ranking(study: Study, top_k: int | None = 10) -> list[dict[str, Any]]:
 
 def bot_configs(*, strategy: str, parameter_sets: list[Mapping[str, Any]], exchange: str, symbol: str,
                 timeframe: str, name_prefix: str, rules: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Bot config dicts (the `config/bots/*.json` shape) for parameter sets, validated by the strategy: what a
-    `bots_from_sweep`-style command turns a sweep's or study's best sets into (apps.bots owns creating the bots)."""
+    """Bot config dicts (the `config/bots/*.json` shape) for parameter sets, checked by the bots' validator
+    (apps.bots.config.parse_config, the one `bots_from_study` and `sync_bots` use): for files a user edits first."""
+    from apps.bots.config import parse_config
+
     out = []
     for i, params in enumerate(parameter_sets, start=1):
-        strat = services.build_strategy(strategy, params)
-        cfg: dict[str, Any] = {"name": f"{name_prefix}-{i}", "strategy": strategy,
-                               "parameters": jsonable(dict(strat.parameters)),
+        cfg: dict[str, Any] = {"name": f"{name_prefix}-{i}", "strategy": strategy, "parameters": dict(params),
                                "exchange": exchange, "symbol": symbol, "timeframe": timeframe}
         for key, value in (rules or {}).items():
             if value is not None and key in ("initial_balance", "fee", "slippage", "fraction", "stop_loss",
                                              "take_profit"):
                 cfg["fee_rate" if key == "fee" else key] = value
+        cfg["parameters"] = jsonable(dict(parse_config(cfg, source=f"{name_prefix} #{i}").parameters))
         out.append(cfg)
     return out
+
+
+def bots_from_study(*, study_id: int, top: int, start: bool = False) -> list:
+    """Paper bots for the `top` best finished trials of a study on a stored market (its strategy, market and fill
+    rules), named `study<id>-<rank>-<param><value>...`, through the bots services like `bots_from_sweep`; existing
+    ones are updated. `start`: start them (they trade from the next closed candle)."""
+    from apps.common.errors import ApplicationError
+
+    study = Study.objects.filter(pk=study_id).first()
+    if study is None:
+        raise ApplicationError(f"no study #{study_id}", field="study_id")
+    if top < 1:
+        raise ApplicationError(f"--top must be >= 1, got {top}", field="top")
+    if study.data_file or not study.exchange:
+        raise ApplicationError(f"study #{study_id} ran on a file ({study.data_file}); bots need a stored market",
+                               field="study_id")
+    ranked = [r for r in ranking(study, None) if not r["error"] and r["value"] is not None][:top]
+    if not ranked:
+        raise ApplicationError(f"study #{study_id} ({study.name}) has no finished trial yet", field="study_id")
+    return services.bots_from_parameter_sets(study, [r["parameters"] for r in ranked], label=f"study{study.pk}",
+                                             origin=f"study:{study.pk}", start=start)

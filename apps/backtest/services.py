@@ -605,12 +605,46 @@ def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train:
 
 # --- research -> live fleet ----------------------------------------------------------------------------------------
 
+def research_bot_config(row: Any, parameters: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The bot config (the `config/bots/*.json` shape) of one parameter set of a sweep or study: its strategy, market
+    and fill rules. Validated only by the bots' own validator (apps.bots.config.parse_config)."""
+    return {"name": name[:100], "strategy": row.strategy, "parameters": dict(parameters), "exchange": row.exchange,
+            "symbol": row.symbol, "timeframe": row.timeframe, "initial_balance": row.initial_balance,
+            "fee_rate": row.fee, "fraction": row.fraction, "slippage": row.slippage, "stop_loss": row.stop_loss,
+            "take_profit": row.take_profit}
+
+
+def bots_from_parameter_sets(row: Any, parameter_sets: list[Mapping[str, Any]], *, label: str, origin: str,
+                             start: bool = False) -> list:
+    """Paper bots for ranked parameter sets of a research row (sweep or study) on a stored market, named
+    `<label>-<rank>-<param><value>...`, through the bots services (create or update by name; one validator), their
+    `config_file` = `origin` ("sweep:<id>", "study:<id>"). `start`: start them (from the next closed candle)."""
+    from apps.bots import services as bot_services
+    from apps.bots.config import BotConfigError, parse_config
+    from apps.common.errors import ApplicationError
+
+    if row.data_file or not row.exchange:
+        raise ApplicationError(f"{label} ran on a file ({row.data_file}); bots need a stored market",
+                               field="id")
+    bots = []
+    with transaction.atomic():
+        for rank, params in enumerate(parameter_sets, start=1):
+            suffix = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+            config = research_bot_config(row, params, f"{label}-{rank}-{suffix}")
+            try:
+                parsed = parse_config(config, source=f"{label} rank {rank}")
+            except BotConfigError as exc:
+                raise ApplicationError(str(exc), field="parameters") from None
+            bots.append(bot_services.upsert_bot_from_config(parsed, config_file=origin))
+    if start:
+        bots = [bot_services.start_bot(bot) for bot in bots]
+    return bots
+
+
 def bots_from_sweep(*, sweep_id: int, top: int, start: bool = False) -> list:
     """Paper bots for the `top` best parameter sets of a finished sweep on a stored market (same strategy, market and
     fill rules), named `sweep<id>-<rank>-<param><value>...`; existing ones are updated. `start`: start them (they
     trade from the next closed candle)."""
-    from apps.bots import services as bot_services
-    from apps.bots.config import BotConfigError, parse_config
     from apps.common.errors import ApplicationError
 
     sweep = Sweep.objects.filter(pk=sweep_id).first()
@@ -626,21 +660,5 @@ def bots_from_sweep(*, sweep_id: int, top: int, start: bool = False) -> list:
     ranked = [r for r in rank_results(rows, sweep.metric, top) if not r.get("error")][:top]
     if not ranked:
         raise ApplicationError(f"sweep #{sweep_id} has no successful result yet", field="sweep_id")
-    bots = []
-    with transaction.atomic():
-        for rank, row in enumerate(ranked, start=1):
-            suffix = "-".join(f"{k}{v}" for k, v in sorted(row["parameters"].items()))
-            config = {"name": f"sweep{sweep.pk}-{rank}-{suffix}"[:100], "strategy": sweep.strategy,
-                      "parameters": row["parameters"], "exchange": sweep.exchange, "symbol": sweep.symbol,
-                      "timeframe": sweep.timeframe, "initial_balance": sweep.initial_balance, "fee_rate": sweep.fee,
-                      "fraction": sweep.fraction, "slippage": sweep.slippage, "stop_loss": sweep.stop_loss,
-                      "take_profit": sweep.take_profit}
-            try:
-                parsed = parse_config(config, source=f"sweep #{sweep.pk} rank {rank}")
-            except BotConfigError as exc:
-                raise ApplicationError(str(exc), field="parameters") from None
-            bot = bot_services.upsert_bot_from_config(parsed, config_file=f"sweep:{sweep.pk}")
-            bots.append(bot)
-    if start:
-        bots = [bot_services.start_bot(bot) for bot in bots]
-    return bots
+    return bots_from_parameter_sets(sweep, [r["parameters"] for r in ranked], label=f"sweep{sweep.pk}",
+                                    origin=f"sweep:{sweep.pk}", start=start)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import CommandParser
 
 from apps.common.management import DomainCommand
 
@@ -19,12 +19,9 @@ class Command(DomainCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from apps.backtest.services import bots_from_sweep
-        from apps.common.errors import ApplicationError
 
-        try:
-            bots = bots_from_sweep(sweep_id=options["sweep_id"], top=options["top"], start=options["start"])
-        except ApplicationError as exc:
-            raise CommandError(" ".join(str(exc).split()), returncode=2) from None
+        # domain errors (no such sweep, a file sweep, no result, a bad parameter): one line, exit 2 (DomainCommand)
+        bots = bots_from_sweep(sweep_id=options["sweep_id"], top=options["top"], start=options["start"])
         for bot in bots:
             self.stdout.write(f"{bot.name}: {bot.strategy} {bot.parameters} on {bot.exchange} {bot.symbol} "
                               f"{bot.timeframe}, {bot.status}")
