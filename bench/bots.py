@@ -197,7 +197,7 @@ def main() -> None:
             if procs == 2 and os.environ.get("BENCH_SHARD_SWEEP", "1") == "1":  # shard size (producer side), 10k bots
                 default = settings.TRADEBOT_TICK_SHARD_SIZE
                 sweep = {}
-                for size in (250, 1000, 2500):
+                for size in sorted({250, 500, 1000, 2500} - {default}):
                     settings.TRADEBOT_TICK_SHARD_SIZE = size
                     sweep[size] = _case(["m0"], 10_000, df)["seconds"]
                 settings.TRADEBOT_TICK_SHARD_SIZE = default

@@ -64,8 +64,9 @@ def start_worker(*, concurrency: int = 2, queues: str = "backtest", database_nam
         replies = app.control.ping(destination=[hostname], timeout=0.5)
         if any(hostname in r for r in replies):
             return proc, hostname
+    tail = Path(log.name).read_text()[-2000:]  # before stop_worker removes the log
     stop_worker(proc)
-    raise RuntimeError(f"celery worker did not answer ping within {timeout:.0f}s: {Path(log.name).read_text()[-2000:]}")
+    raise RuntimeError(f"celery worker did not answer ping within {timeout:.0f}s: {tail}")
 
 
 def stop_worker(proc: subprocess.Popen, timeout: float = 20.0) -> None:

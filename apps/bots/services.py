@@ -628,7 +628,7 @@ def tick_bot(bot_id: int, *, until: int | None = None) -> TickReport:
 
 
 def shard_size() -> int:
-    return int(getattr(settings, "TRADEBOT_TICK_SHARD_SIZE", 500))
+    return int(settings.TRADEBOT_TICK_SHARD_SIZE)
 
 
 def market_shards(exchange: str, symbol: str, timeframe: str) -> list[list[int]]:
