@@ -107,11 +107,14 @@ STALL_S = 20.0
 
 
 def run_soak(*, bots: int, candles: int, workers: int = 2, concurrency: int = 2, kill_every: int = 10,
-             redis_restart_at: int | None = None, seed: int = 12) -> SoakFigures:
+             redis_restart_at: int | None = None, shard_size: int | None = None, seed: int = 12) -> SoakFigures:
     from celery import Celery
+    from django.conf import settings
     from django.db.models import Count
+    from django.test import override_settings
 
     from apps.bots.models import Bot, Signal
+    from apps.bots.services import market_shards
     from apps.market.services import ingest_candles
 
     rng = random.Random(seed)
@@ -131,8 +134,10 @@ def run_soak(*, bots: int, candles: int, workers: int = 2, concurrency: int = 2,
                 close = ts[WARMUP + k]
                 ingest_candles(**MARKET, df=df.iloc[WARMUP + k: WARMUP + k + 1], publish=False)
                 with dispatcher.connection_for_write() as conn, conn.Producer() as producer:
-                    for pk in ids:
-                        dispatcher.send_task("apps.bots.tasks.tick_bot_task", args=[pk], queue="bots",
+                    with override_settings(TRADEBOT_TICK_SHARD_SIZE=shard_size or settings.TRADEBOT_TICK_SHARD_SIZE):
+                        shards = market_shards(**MARKET)  # what a stored candle enqueues (enqueue_market_ticks)
+                    for shard in shards:
+                        dispatcher.send_task("apps.bots.tasks.tick_shard_task", args=[shard], queue="bots",
                                              routing_key="bots", producer=producer, ignore_result=True)
                 if kill_every and k % kill_every == kill_every // 2:
                     victim = rng.randrange(len(procs))

@@ -16,9 +16,11 @@ def test_given_bots_ticking_while_workers_are_killed_and_redis_restarts_then_eve
     candles = int(os.environ.get("SOAK_CANDLES", "8"))
     workers = int(os.environ.get("SOAK_WORKERS", "2"))
     kill_every = int(os.environ.get("SOAK_KILL_EVERY", "4"))
-    soak = run_soak(bots=bots, candles=candles, workers=workers, kill_every=kill_every, redis_restart_at=candles // 2)
-    figures.fault = (f"{bots} bots x {candles} candles, a worker SIGKILLed every {kill_every} candles, "
-                     "our Redis restarted once")
+    shard_size = int(os.environ.get("SOAK_SHARD_SIZE", "10"))  # several shards even in the bounded run
+    soak = run_soak(bots=bots, candles=candles, workers=workers, kill_every=kill_every, redis_restart_at=candles // 2,
+                    shard_size=shard_size)
+    figures.fault = (f"{bots} bots in shards of {shard_size} x {candles} candles, a worker SIGKILLed every "
+                     f"{kill_every} candles, our Redis restarted once")
     figures.faults_injected = soak.workers_killed + soak.redis_restarts
     figures.decisions = soak.decisions
     figures.lost = soak.lost
