@@ -30,8 +30,13 @@ def sweeps(*, strategy: str | None = None, status: str | None = None) -> QuerySe
     return qs
 
 
-def walkforwards() -> QuerySet:
-    return WalkForward.objects.all()
+def walkforwards(*, strategy: str | None = None, status: str | None = None) -> QuerySet:
+    qs = WalkForward.objects.all()
+    if strategy:
+        qs = qs.filter(strategy=strategy)
+    if status:
+        qs = qs.filter(status=status)
+    return qs
 
 
 def sweep_progress(sweep: Sweep) -> dict[str, Any]:

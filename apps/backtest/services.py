@@ -545,53 +545,131 @@ def run_sweep_in_process(strategy: str, param_sets: list[dict[str, Any]], df: pd
 
 # --- walk-forward -------------------------------------------------------------------------------------------------
 
+# Bounds of one walk-forward request (API and stored commands alike): documented in the README and the API schema.
+# A walk-forward is one task (every window's choice feeds the stitched account), so its whole work is bounded.
+MAX_WALKFORWARD_SETS = 1_000  # parameter sets tried on every train window
+MAX_WALKFORWARD_WINDOWS = 200  # train/test windows
+MAX_WALKFORWARD_EVALUATIONS = 20_000  # backtests per study: sets x windows (train) + windows (test)
+MAX_WALKFORWARD_CANDLES = 10_000_000  # train, test or step size
+
+
+def walkforward_sizes(*, train: int | str, test: int | str, step: int | str | None,
+                      timeframe: str) -> tuple[int, int, int | None]:
+    """Window sizes in candles ('30d', '12h', 600 ...), each positive and bounded; errors name the field."""
+    from apps.backtest.engine import walkforward as wf
+
+    sizes = []
+    for what, value in (("train", train), ("test", test), ("step", step)):
+        if value is None:
+            sizes.append(None)
+            continue
+        try:
+            n = wf.to_candles(value, timeframe, what=what)
+        except wf.WalkForwardError as exc:
+            raise BacktestInputError(str(exc), field=what) from None
+        if n > MAX_WALKFORWARD_CANDLES:
+            raise BacktestInputError(f"{what} {value!r} is {n} candles: at most {MAX_WALKFORWARD_CANDLES}",
+                                     field=what)
+        sizes.append(n)
+    return sizes[0], sizes[1], sizes[2]
+
+
+def walkforward_windows(n_candles: int, train: int, test: int, step: int | None) -> int:
+    """How many windows engine.walkforward.plan_windows makes over n candles, without planning them."""
+    if n_candles < train + test:
+        return 0
+    return (n_candles - train - test) // (step or test) + 1
+
+
+def check_walkforward_request(*, sets: int, windows: int | None) -> None:
+    """The bounds of one walk-forward, before anything is stored (and again on the loaded data, in the worker)."""
+    if sets > MAX_WALKFORWARD_SETS:
+        raise BacktestInputError(f"{sets} parameter sets: at most {MAX_WALKFORWARD_SETS} per walk-forward",
+                                 field="grid")
+    if windows is None:
+        return
+    if windows > MAX_WALKFORWARD_WINDOWS:
+        raise BacktestInputError(f"{windows} windows: at most {MAX_WALKFORWARD_WINDOWS} per walk-forward (raise step "
+                                 f"or test, or narrow start/end)", field="step")
+    if sets * windows + windows > MAX_WALKFORWARD_EVALUATIONS:
+        raise BacktestInputError(f"{sets} parameter sets x {windows} windows: at most {MAX_WALKFORWARD_EVALUATIONS} "
+                                 f"backtests per walk-forward (fewer sets or fewer windows)", field="grid")
+
+
 def run_walkforward_in_process(strategy: str, grid: Mapping[str, Any], df: pd.DataFrame, *, timeframe: str,
                                rules_kwargs: Mapping[str, Any], train: int | str, test: int | str,
                                step: int | str | None = None, metric: str = "sharpe",
                                on_window: Any = None) -> dict[str, Any]:
+    """The walk-forward without Celery or the database (the --data path; execute_walkforward computes through it)."""
     from apps.backtest.engine import walkforward as wf
 
     validate_metric(metric)
     sets = plan_param_sets(strategy, grid=grid)
     cls = resolve_strategy(strategy)
+    n_train, n_test, n_step = walkforward_sizes(train=train, test=test, step=step, timeframe=timeframe)
     try:
-        n_train = wf.to_candles(train, timeframe, what="train")
-        n_test = wf.to_candles(test, timeframe, what="test")
-        n_step = None if step is None else wf.to_candles(step, timeframe, what="step")
         return wf.walk_forward(CandleArrays.from_frame(df), cls, sets, build_rules(**rules_kwargs),
                                timeframe, train=n_train, test=n_test, step=n_step, metric=metric,
                                on_window=on_window)
     except wf.WalkForwardError as exc:
-        raise BacktestInputError(str(exc)) from None
+        raise BacktestInputError(str(exc), field=exc.field) from None
 
 
-def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train: int | str, test: int | str,
-                               step: int | str | None = None, metric: str = "sharpe", on_window: Any = None,
-                               **data: Any) -> WalkForward:
-    """Store a walk-forward study and compute it now (one process: its windows depend on each other's data)."""
-    from apps.backtest.engine import walkforward as wf
+def create_walkforward(*, strategy: str, grid: Mapping[str, Any], train: int | str, test: int | str,
+                       step: int | str | None = None, metric: str = "sharpe", enqueue: bool = True,
+                       **data: Any) -> WalkForward:
+    """Check the input and the bounds, store the study pending and, on commit, enqueue `run_walkforward_task` (a
+    `backtest` worker computes it, never the web process). The window count is checked on the stored candle count."""
+    from apps.market.selectors import candle_count
 
     validate_metric(metric)
     validate_range(data.get("start"), data.get("end"))
-    tf = data["timeframe"]
-    try:
-        n_train = wf.to_candles(train, tf, what="train")
-        n_test = wf.to_candles(test, tf, what="test")
-        n_step = None if step is None else wf.to_candles(step, tf, what="step")
-    except wf.WalkForwardError as exc:
-        raise BacktestInputError(str(exc)) from None
-    plan_param_sets(strategy, grid=grid)
-    study = WalkForward.objects.create(strategy=strategy, space=jsonable(dict(grid)),
-                                       train_size=n_train, test_size=n_test, step=n_step, metric=metric,
-                                       status=Status.RUNNING, **data)
+    if not data.get("data_file"):
+        validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
+                              timeframe=data.get("timeframe"))
+    else:
+        timeframe_ms(data["timeframe"])
+    n_train, n_test, n_step = walkforward_sizes(train=train, test=test, step=step, timeframe=data["timeframe"])
+    if isinstance(grid, Mapping):
+        check_walkforward_request(sets=grid_size(grid), windows=None)  # a huge grid is refused before it is built
+    sets = plan_param_sets(strategy, grid=grid)
+    build_rules(**_rules_only(data))
+    windows = None
+    if not data.get("data_file"):
+        n = candle_count(exchange=data["exchange"], symbol=data["symbol"], timeframe=data["timeframe"],
+                         start=data.get("start"), end=data.get("end"))
+        windows = walkforward_windows(n, n_train, n_test, n_step)
+    check_walkforward_request(sets=len(sets), windows=windows)
+    study = WalkForward.objects.create(strategy=strategy, space=jsonable(dict(grid)), train_size=n_train,
+                                       test_size=n_test, step=n_step, metric=metric, **data)
+    if enqueue:
+        from apps.backtest.tasks import fail_walkforward_task, run_walkforward_task
+
+        transaction.on_commit(lambda: run_walkforward_task.apply_async(
+            (study.pk,), link_error=fail_walkforward_task.s(walkforward_id=study.pk)))
+    return study
+
+
+def execute_walkforward(walkforward_id: int, *, on_window: Any = None) -> WalkForward:
+    """Load the study's candles, compute every window and the stitched account, store them; a failure is stored on
+    the row (status failed, the reason) and re-raised. A study already done is left as it is (redelivery)."""
+    study = WalkForward.objects.get(pk=walkforward_id)
+    if study.status == Status.DONE:
+        return study
+    WalkForward.objects.filter(pk=study.pk).update(status=Status.RUNNING, error="")
     try:
         loaded = load_data(study)
-        out = run_walkforward_in_process(strategy, grid, loaded.df, timeframe=tf, rules_kwargs=_rules_only(data),
-                                         train=n_train, test=n_test, step=n_step, metric=metric,
+        if len(loaded.df) == 0:
+            raise BacktestInputError(f"no candles for {study.market_label} in the selected range")
+        check_walkforward_request(sets=len(plan_param_sets(study.strategy, grid=study.space)),
+                                  windows=walkforward_windows(len(loaded.df), study.train_size, study.test_size,
+                                                              study.step))
+        out = run_walkforward_in_process(study.strategy, study.space, loaded.df, timeframe=study.timeframe,
+                                         rules_kwargs=study.rules_kwargs(), train=study.train_size,
+                                         test=study.test_size, step=study.step, metric=study.metric,
                                          on_window=on_window)
-    except Exception as exc:  # noqa: BLE001 - recorded on the row, then re-raised to the caller
-        WalkForward.objects.filter(pk=study.pk).update(status=Status.FAILED, error=f"{type(exc).__name__}: {exc}",
-                                                       finished_at=timezone.now())
+    except Exception as exc:  # noqa: BLE001 - recorded on the row, then re-raised to the caller / Celery
+        fail_walkforward(study.pk, f"{type(exc).__name__}: {exc}")
         raise
     out["warnings"] = merge_warnings(loaded.warnings, out.get("warnings", []))
     WalkForward.objects.filter(pk=study.pk).update(
@@ -601,6 +679,22 @@ def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train:
     )
     study.refresh_from_db()
     return study
+
+
+def fail_walkforward(walkforward_id: int, message: str, *, keep_reason: bool = False) -> None:
+    """Mark a study failed with the reason (a finished one is left alone; keep_reason keeps a first failure's)."""
+    excluded = (Status.DONE, Status.FAILED) if keep_reason else (Status.DONE,)
+    WalkForward.objects.filter(pk=walkforward_id).exclude(status__in=excluded).update(
+        status=Status.FAILED, error=message[:2000], finished_at=timezone.now())
+
+
+def create_and_run_walkforward(*, strategy: str, grid: Mapping[str, Any], train: int | str, test: int | str,
+                               step: int | str | None = None, metric: str = "sharpe", on_window: Any = None,
+                               **data: Any) -> WalkForward:
+    """Store a walk-forward study and compute it now, in this process (the command's path; the API enqueues)."""
+    study = create_walkforward(strategy=strategy, grid=grid, train=train, test=test, step=step, metric=metric,
+                               enqueue=False, **data)
+    return execute_walkforward(study.pk, on_window=on_window)
 
 
 # --- research -> live fleet ----------------------------------------------------------------------------------------

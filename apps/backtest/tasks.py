@@ -1,7 +1,9 @@
 """Backtest tasks on the `backtest` queue (thin: the services load, compute and store). Late acks everywhere.
 
-A sweep is `chord(group(sweep_chunk_task per chunk), finish_sweep_task)`; a chunk failing on a transient database or
-broker error is retried (bounded); its stores are idempotent (unique (sweep, index)), so a retry never double counts.
+A walk-forward study is one task (run_walkforward_task: its windows feed one stitched account) with the same limits
+and error callback as a run. A sweep is `chord(group(sweep_chunk_task per chunk), finish_sweep_task)`; a chunk
+failing on a transient database or broker error is retried (bounded); its stores are idempotent (unique (sweep,
+index)), so a retry never double counts.
 
 Time limits: the `backtest` queue's soft / hard limits (TRADEBOT_BACKTEST_SOFT_TIME_LIMIT / _TIME_LIMIT, applied by
 the worker, tradebot/celery.py). A run or a sweep chunk reaching the soft limit is marked failed with the reason
@@ -42,6 +44,19 @@ def run_backtest_task(self, run_id: int) -> dict:
         services.fail_run(run_id, message)
         raise SoftTimeLimitExceeded(f"backtest run {run_id} {message}") from None
     return {"run_id": run.pk, "status": run.status}
+
+
+@shared_task(bind=True, acks_late=True)
+def run_walkforward_task(self, walkforward_id: int) -> dict:
+    """A stored walk-forward study (services.create_walkforward enqueued it on commit), computed on this worker."""
+    try:
+        study = services.execute_walkforward(walkforward_id)
+    except SoftTimeLimitExceeded:
+        message = soft_time_limit_message(self)
+        logger.error("walk-forward %s: %s", walkforward_id, message)
+        services.fail_walkforward(walkforward_id, message)
+        raise SoftTimeLimitExceeded(f"walk-forward {walkforward_id} {message}") from None
+    return {"walkforward_id": study.pk, "status": study.status, "windows": len(study.windows)}
 
 
 @shared_task(acks_late=True)
@@ -90,6 +105,15 @@ def fail_run_task(request=None, exc=None, traceback=None, run_id: int | None = N
     if run_id is None:
         return
     services.fail_run(run_id, failure_message(exc), keep_reason=True)
+
+
+@shared_task(acks_late=True)
+def fail_walkforward_task(request=None, exc=None, traceback=None, walkforward_id: int | None = None) -> None:
+    """Error callback of run_walkforward_task: a study killed at the hard time limit is marked failed; one that
+    recorded its own failure keeps its reason."""
+    if walkforward_id is None:
+        return
+    services.fail_walkforward(walkforward_id, failure_message(exc), keep_reason=True)
 
 
 @shared_task(acks_late=True)

@@ -89,6 +89,17 @@ def last_candle_timestamp(exchange: str, symbol: str, timeframe: str) -> int | N
     )["m"]
 
 
+def candle_count(*, exchange: str, symbol: str, timeframe: str, start: int | None = None,
+                 end: int | None = None) -> int:
+    """Stored candles of a market in [start, end] (close times, inclusive), counted on the index (a request bound)."""
+    qs = Candle.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe)
+    if start is not None:
+        qs = qs.filter(timestamp__gte=start)
+    if end is not None:
+        qs = qs.filter(timestamp__lte=end)
+    return qs.count()
+
+
 def gaps_in_range(exchange: str, symbol: str, timeframe: str, start: int, end: int) -> list[DataGap]:
     """Known unfilled gaps (open or exchange_outage) overlapping [start, end] (close times, inclusive)."""
     return list(

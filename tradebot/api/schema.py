@@ -43,7 +43,7 @@ def add_error_responses(result, generator, request, public):
                 responses.setdefault("403", _error("Authenticated but not allowed (writes need staff)"))
             if "{" in path:
                 responses.setdefault("404", _error("No such object"))
-            if method in {"post", "put", "patch"}:
+            if method in {"post", "put", "patch"} or path.endswith("/report/"):  # a report of an unfinished job
                 responses.setdefault("409", _error("Conflicts with the object's state"))
             responses.setdefault("429", _error("Throttled", RETRY_AFTER))
             if method == "get":

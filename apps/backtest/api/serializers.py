@@ -114,13 +114,59 @@ class SweepResultSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class WalkForwardSerializer(serializers.ModelSerializer):
+class WalkForwardListSerializer(serializers.ModelSerializer):
+    """A study with its windows (per window: the train/test close-time ranges, the parameters chosen in-sample, the
+    in-sample and out-of-sample metrics) and the stitched out-of-sample metrics; the detail adds the equity curve."""
+
     class Meta:
         model = WalkForward
         fields = ["id", "strategy", "space", *DATA_FIELDS, "data_file", *RULE_FIELDS, "train_size", "test_size",
-                  "step", "metric", "status", "windows", "stitched_metrics", "stitched_equity", "error", "created_at",
-                  "finished_at"]
+                  "step", "metric", "status", "windows", "stitched_metrics", "error", "created_at", "finished_at"]
         read_only_fields = fields
+
+
+class WalkForwardSerializer(WalkForwardListSerializer):
+    class Meta(WalkForwardListSerializer.Meta):
+        fields = [*WalkForwardListSerializer.Meta.fields, "stitched_equity"]
+        read_only_fields = fields
+
+
+_SIZE_HELP = "Candles (an integer) or a duration like 30d, 12h, 90m, 2w (a whole number of candles)"
+
+
+class WalkForwardCreateSerializer(serializers.Serializer):
+    """POST: {strategy, grid, train, test, step?, metric?, exchange, symbol, timeframe, start?, end?, fill rules};
+    stored, then computed by a `backtest` worker. Bounds (services.MAX_WALKFORWARD_*): at most 1,000 parameter sets,
+    200 windows and 20,000 backtests (sets x windows + windows) per study, sizes at most 10,000,000 candles.
+
+    Only JSON types are checked here; the rules are the services' (create_walkforward), whose errors answer 400
+    naming the field."""
+
+    strategy = serializers.CharField(max_length=64)
+    grid = serializers.JSONField(help_text=f"{{parameter: [values]}}; at most {services.MAX_WALKFORWARD_SETS} sets")
+    train = serializers.CharField(max_length=32, help_text=f"Train window. {_SIZE_HELP}")
+    test = serializers.CharField(max_length=32, help_text=f"Test window. {_SIZE_HELP}")
+    step = serializers.CharField(max_length=32, required=False, allow_null=True,
+                                 help_text=f"Between window starts (default: test). {_SIZE_HELP}")
+    metric = serializers.CharField(max_length=40, default="sharpe", help_text="The in-sample metric choosing the "
+                                                                              "parameters; '-name' picks the lowest")
+    exchange = serializers.CharField(max_length=32)
+    symbol = serializers.CharField(max_length=32)
+    timeframe = serializers.CharField(max_length=4)
+    start = serializers.IntegerField(required=False, allow_null=True, help_text="Close time >= start (ms UTC)")
+    end = serializers.IntegerField(required=False, allow_null=True, help_text="Close time <= end (ms UTC)")
+    fee = serializers.FloatField(required=False)
+    slippage = serializers.FloatField(required=False)
+    initial_balance = serializers.FloatField(required=False)
+    fraction = serializers.FloatField(required=False)
+    stop_loss = serializers.FloatField(required=False, allow_null=True)
+    take_profit = serializers.FloatField(required=False, allow_null=True)
+
+    def create(self, validated_data: dict[str, Any]) -> WalkForward:
+        data = {k: v for k, v in validated_data.items() if v is not None or k in ("stop_loss", "take_profit")}
+        return services.create_walkforward(strategy=data.pop("strategy"), grid=data.pop("grid"),
+                                           train=data.pop("train"), test=data.pop("test"),
+                                           step=data.pop("step", None), metric=data.pop("metric"), **data)
 
 
 class StudySerializer(serializers.ModelSerializer):

@@ -1,4 +1,5 @@
-"""Backtest API: runs, sweeps (with live progress and the ranking), sweep results, walk-forward studies."""
+"""Backtest API: runs, sweeps (with live progress and the ranking), sweep results, walk-forward studies. Creating
+any of them stores the row and queues the work on commit (202 with the URL to poll): nothing is computed here."""
 
 from __future__ import annotations
 
@@ -113,11 +114,44 @@ class SweepViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return Response(rows)
 
 
-class WalkForwardViewSet(viewsets.ReadOnlyModelViewSet):
-    serializer_class = s.WalkForwardSerializer
+@extend_schema_view(list=extend_schema(parameters=RUN_FILTERS[:2]))
+class WalkForwardViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Walk-forward studies: per window the parameters chosen in-sample (train) and their out-of-sample (test)
+    metrics, plus the stitched out-of-sample account. POST queues one; poll it until done (or failed)."""
 
     def get_queryset(self):
-        return selectors.walkforwards()
+        q = self.request.query_params
+        return selectors.walkforwards(strategy=q.get("strategy"), status=_status(q))
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return s.WalkForwardCreateSerializer
+        if self.action == "list":
+            return s.WalkForwardListSerializer
+        return s.WalkForwardSerializer
+
+    @extend_schema(request=s.WalkForwardCreateSerializer, responses={202: s.WalkForwardListSerializer})
+    def create(self, request, *args, **kwargs):
+        """Store the study and queue it on a `backtest` worker: 202, `Location` (and `url`) is the study to poll."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        study = serializer.save()
+        study.refresh_from_db()  # eager mode may have finished it already
+        url = reverse("walkforward-detail", args=[study.pk], request=request)
+        return Response({**s.WalkForwardListSerializer(study).data, "url": url}, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": url})
+
+    @extend_schema(responses={(200, "text/html"): str},
+                   description="Offline HTML report: in-sample vs out-of-sample per window, stitched equity.")
+    @action(detail=True, methods=["get"])
+    def report(self, request, pk=None):
+        from apps.backtest.report import walkforward_report
+
+        study = self.get_object()
+        if study.status != Status.DONE:
+            return Response({"detail": f"walk-forward is {study.status}, no report yet"},
+                            status=status.HTTP_409_CONFLICT)
+        return HttpResponse(walkforward_report(study), content_type="text/html; charset=utf-8")
 
 
 class StudyViewSet(viewsets.ReadOnlyModelViewSet):

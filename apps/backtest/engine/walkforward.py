@@ -54,14 +54,15 @@ def to_candles(value: int | str, timeframe: str, *, what: str = "size") -> int:
         else:
             m = _DURATION.match(text)
             if not m:
-                raise WalkForwardError(f"{what} {value!r}: expected a candle count or a duration like 30d, 12h, 90m")
+                raise WalkForwardError(f"{what} {value!r}: expected a candle count or a duration like 30d, 12h, 90m",
+                                       field=what)
             dur = int(m.group(1)) * _UNIT_MS[m.group(2)]
             tf = timeframe_ms(timeframe)
             if dur % tf:
-                raise WalkForwardError(f"{what} {value!r} is not a whole number of {timeframe} candles")
+                raise WalkForwardError(f"{what} {value!r} is not a whole number of {timeframe} candles", field=what)
             n = dur // tf
     if n <= 0:
-        raise WalkForwardError(f"{what} must be positive, got {value!r}")
+        raise WalkForwardError(f"{what} must be positive, got {value!r}", field=what)
     return n
 
 
@@ -72,7 +73,8 @@ def plan_windows(n_candles: int, train: int, test: int, step: int | None = None)
         if v <= 0:
             raise WalkForwardError(f"{name} must be a positive number of candles, got {v}")
     if train + test > n_candles:
-        raise WalkForwardError(f"train {train} + test {test} candles exceed the {n_candles} candles of the data")
+        raise WalkForwardError(f"train {train} + test {test} candles exceed the {n_candles} candles of the data",
+                               field="train")
     windows = []
     start = 0
     while start + train + test <= n_candles:

@@ -126,3 +126,88 @@ def test_given_a_finished_study_when_listed_then_best_and_trials_best_first_and_
                                    name_prefix="study", rules={"fee": 0.0005, "stop_loss": 0.05}, **BASE)
     assert [BotConfig(**c).parameters for c in configs] == [t["parameters"] for t in trials[:2]]
     assert configs[0]["fee_rate"] == 0.0005 and configs[0]["name"] == "study-1"
+
+
+# --- walk-forwards -------------------------------------------------------------------------------------------------
+
+WF = {**BASE, "strategy": "sma_cross", "grid": {"fast": [5, 10], "slow": [40, 80]}, "train": "3d", "test": "1d"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_given_stored_candles_when_posting_a_walkforward_then_202_and_per_window_in_and_out_of_sample(stored, api):
+    from apps.backtest import services
+    from apps.market.selectors import candle_frame
+
+    resp = api.post("/api/v1/backtest/walkforwards/", {**WF, "fee": 0.0005}, format="json")
+    assert resp.status_code == 202, resp.content
+    study_id = resp.json()["id"]
+    assert resp["Location"].endswith(f"/api/v1/backtest/walkforwards/{study_id}/") and resp.json()["url"] == \
+        resp["Location"]
+    detail = api.get(resp["Location"]).json()
+    assert detail["status"] == "done", detail["error"]
+    assert (detail["train_size"], detail["test_size"], detail["fee"]) == (288, 96, 0.0005)
+    assert len(detail["windows"]) == (len(stored) - 288 - 96) // 96 + 1
+    ref = services.run_walkforward_in_process("sma_cross", WF["grid"], candle_frame(**BASE), timeframe="15m",
+                                              rules_kwargs={"fee": 0.0005}, train="3d", test="1d")
+    assert [(w["parameters"], w["in_sample"], w["out_of_sample"]) for w in detail["windows"]] == [
+        (w["parameters"], w["in_sample"], w["out_of_sample"]) for w in ref["windows"]]
+    assert all(w["out_of_sample"]["bars"] == 96 for w in detail["windows"])
+    assert detail["stitched_metrics"] == ref["stitched_metrics"] and detail["stitched_equity"]["equity"]
+    listed = api.get("/api/v1/backtest/walkforwards/?strategy=sma_cross&status=done").json()
+    assert listed["count"] == 1 and "stitched_equity" not in listed["results"][0]
+    assert listed["results"][0]["windows"] == detail["windows"]
+    report = api.get(f"/api/v1/backtest/walkforwards/{study_id}/report/")
+    assert report.status_code == 200 and b"out-of-sample" in report.content.lower()
+
+
+@pytest.mark.django_db
+def test_given_a_walkforward_post_then_it_is_stored_pending_and_computed_only_by_the_task_on_commit(
+        stored, api, django_capture_on_commit_callbacks):
+    from apps.backtest.models import WalkForward
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        resp = api.post("/api/v1/backtest/walkforwards/", WF, format="json")
+    assert resp.status_code == 202, resp.content
+    assert resp.json()["status"] == "pending" and resp.json()["windows"] == [] and len(callbacks) == 1
+    for callback in callbacks:  # the commit: the task is sent (eager in the tests) and a worker computes it
+        callback()
+    study = WalkForward.objects.get(pk=resp.json()["id"])
+    assert study.status == "done" and len(study.windows) == (len(stored) - 288 - 96) // 96 + 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "field", "text"), [
+    ({"grid": {"fast": list(range(1, 41)), "slow": list(range(41, 81))}}, "grid", "at most 1000"),
+    ({"train": 10, "test": 10}, "step", "286 windows: at most 200"),
+    ({"grid": {"fast": list(range(1, 11)), "slow": list(range(41, 61))}, "train": 100, "test": 20}, "grid",
+     "at most 20000 backtests"),
+    ({"train": "abc"}, "train", "expected a candle count or a duration"),
+    ({"train": 0}, "train", "must be positive"),
+    ({"test": "7m"}, "test", "not a whole number of 15m candles"),
+    ({"step": 10**12}, "step", "at most 10000000"),
+    ({"metric": "bogus"}, "metric", "unknown metric"),
+    ({"grid": {"fastest": [1]}}, "grid.fastest", "fastest"),
+    ({"strategy": "nope"}, "strategy", "unknown strategy"),
+    ({"start": 10, "end": 5}, "end", "must not be before start"),
+    ({"fee": 1.5}, "fee", "fee"),
+])
+def test_given_a_walkforward_beyond_its_bounds_or_bad_when_posted_then_400_names_the_field(
+        stored, api, body, field, text):
+    from apps.backtest.models import WalkForward
+
+    resp = api.post("/api/v1/backtest/walkforwards/", {**WF, **body}, format="json")
+    assert resp.status_code == 400, resp.content
+    assert resp.json()["field"] == field and text in resp.json()["detail"], resp.json()
+    assert WalkForward.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_given_a_non_staff_user_when_posting_a_walkforward_then_403_and_anonymous_401():
+    from apps.backtest.models import WalkForward
+
+    user = APIClient()
+    user.force_authenticate(get_user_model().objects.create_user("reader", password="x" * 12))
+    assert user.post("/api/v1/backtest/walkforwards/", WF, format="json").status_code == 403
+    assert user.get("/api/v1/backtest/walkforwards/").status_code == 200
+    assert APIClient().post("/api/v1/backtest/walkforwards/", WF, format="json").status_code == 401
+    assert WalkForward.objects.count() == 0

@@ -37,8 +37,11 @@ def _seed_data() -> dict[str, int]:
     backtest_services.execute_run(run.pk)
     sweep = backtest_services.create_sweep(strategy="sma_cross", grid={"fast": [5, 10], "slow": [20]}, enqueue=False,
                                            exchange="binance", symbol="BTC/USDT", timeframe="1h")
+    study = backtest_services.create_and_run_walkforward(strategy="sma_cross", grid={"fast": [5, 10], "slow": [20]},
+                                                         train=100, test=50, exchange="binance", symbol="BTC/USDT",
+                                                         timeframe="1h")
     assert Candle.objects.count() == 300
-    return {"bot": bot.pk, "market": market.pk, "run": run.pk, "sweep": sweep.pk}
+    return {"bot": bot.pk, "market": market.pk, "run": run.pk, "sweep": sweep.pk, "walkforward": study.pk}
 
 
 def _config(tmp_path: Path, ids: dict[str, int]) -> Path:
@@ -46,7 +49,8 @@ def _config(tmp_path: Path, ids: dict[str, int]) -> Path:
     base = (ROOT / "schemathesis.toml").read_text()
     blocks = [base]
     for regex, key in ((r"^/api/v1/bots/\{id\}", "bot"), (r"^/api/v1/market/markets/\{id\}", "market"),
-                       (r"^/api/v1/backtest/runs/\{id\}", "run"), (r"^/api/v1/backtest/sweeps/\{id\}", "sweep")):
+                       (r"^/api/v1/backtest/runs/\{id\}", "run"), (r"^/api/v1/backtest/sweeps/\{id\}", "sweep"),
+                       (r"^/api/v1/backtest/walkforwards/\{id\}", "walkforward")):
         blocks.append(f"[[operations]]\ninclude-path-regex = '{regex}'\nparameters = {{ \"path.id\" = {ids[key]} }}\n")
     path = tmp_path / "schemathesis.toml"
     path.write_text("\n".join(blocks))
