@@ -171,6 +171,9 @@ class StreamRepair(models.Model):
     end_timestamp = models.BigIntegerField(help_text="Close time of the last repaired candle")
     trades = models.PositiveIntegerField(default=0, help_text="Trades fetched by REST")
     candles = models.PositiveIntegerField(default=0, help_text="Candles built from them (minutes without trades: none)")
+    corrected = models.PositiveIntegerField(
+        default=0, help_text="Stored candles whose values changed (closed by the clock before a late trade arrived)"
+    )
     reason = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -41,6 +41,7 @@ class IngestResult:
     rejected: list[Rejection]
     new_timestamps: list[int]
     updated: int = 0
+    updated_timestamps: list[int] = field(default_factory=list)  # close times of stored candles whose values changed
 
     def summary(self) -> str:
         return (
@@ -52,11 +53,13 @@ class IngestResult:
 def get_or_create_market(
     exchange: str, symbol: str, timeframe: str, *, watched: bool | None = None, provider: str | None = None
 ) -> Market:
-    """The Market row (created on first sight); `watched` / `provider` are applied when given."""
+    """The Market row (created on first sight, with the provider registered for its exchange unless one is given);
+    `watched` / `provider` are applied when given."""
     timeframe_ms(timeframe)
     defaults = {k: v for k, v in (("watched", watched), ("provider", provider)) if v is not None}
     market, created = Market.objects.get_or_create(
-        exchange=exchange, symbol=symbol, timeframe=timeframe, defaults=defaults
+        exchange=exchange, symbol=symbol, timeframe=timeframe,
+        defaults={"provider": default_provider(exchange), **defaults},
     )
     if not created:
         changed = [k for k, v in defaults.items() if getattr(market, k) != v]
@@ -73,8 +76,11 @@ SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9]+$")
 
 
 def default_provider(exchange: str) -> str:
-    """The provider a new market of `exchange` uses when none is given: `replay` for the replay exchange, else ccxt."""
-    return "replay" if exchange == "replay" else "ccxt"
+    """The provider a new market of `exchange` uses when none is given (providers.registry.provider_for_exchange:
+    `replay` for the replay exchange, else ccxt)."""
+    from apps.market.providers.registry import provider_for_exchange
+
+    return provider_for_exchange(exchange)
 
 
 def validate_market(*, exchange: str, symbol: str, timeframe: str, provider: str) -> None:
@@ -194,16 +200,17 @@ def ingest_candles(
         up = upsert_candles(exchange=exchange, symbol=symbol, timeframe=timeframe, df=valid)
         if up.inserted:  # only new rows change coverage
             refresh_ledger(market, start=up.inserted[0], end=up.inserted[-1])
-        if publish and up.inserted:
-            new = _new_rows(valid, up.inserted)
-            transaction.on_commit(lambda: _announce(market, new))
+        if publish and (up.inserted or up.updated_timestamps):
+            new, corrected = _rows(valid, up.inserted), _rows(valid, up.updated_timestamps)
+            transaction.on_commit(lambda: _announce(market, new, corrected))
     return IngestResult(
-        received=len(df), stored=len(valid), rejected=rejected, new_timestamps=up.inserted, updated=up.updated
+        received=len(df), stored=len(valid), rejected=rejected, new_timestamps=up.inserted, updated=up.updated,
+        updated_timestamps=up.updated_timestamps,
     )
 
 
-def _new_rows(valid: pd.DataFrame, inserted: list[int]) -> pd.DataFrame:
-    mask = np.isin(valid["timestamp"].to_numpy(), np.asarray(inserted, dtype=np.int64))
+def _rows(valid: pd.DataFrame, timestamps: list[int]) -> pd.DataFrame:
+    mask = np.isin(valid["timestamp"].to_numpy(), np.asarray(timestamps, dtype=np.int64))
     return valid.loc[mask].reset_index(drop=True)
 
 
@@ -219,12 +226,22 @@ def candle_payloads(market: Market, frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def _announce(market: Market, new: pd.DataFrame) -> None:
-    """After commit: publish (fire-and-forget) and signal dependent work. A failing receiver never undoes the ingest."""
+def _announce(market: Market, new: pd.DataFrame, corrected: pd.DataFrame | None = None) -> None:
+    """After commit: publish (fire-and-forget) and signal dependent work. A failing receiver never undoes the ingest.
+
+    Corrected candles (a stored candle whose values changed, e.g. a stream candle closed by the clock and rebuilt
+    from REST with a late trade) are published again with `"corrected": true`, before the new ones (time order);
+    `candles_closed` is sent for new candles only (a candle is decided once)."""
     from apps.market.signals import candles_closed
 
     channel = market_channel(market.symbol)
-    publish_many([(channel, payload) for payload in candle_payloads(market, new)])
+    messages = []
+    if corrected is not None and len(corrected):
+        messages += [(channel, {**payload, "corrected": True}) for payload in candle_payloads(market, corrected)]
+    messages += [(channel, payload) for payload in candle_payloads(market, new)]
+    publish_many(messages)
+    if not len(new):
+        return
     timestamps = new["timestamp"].to_numpy().tolist()
     for receiver, result in candles_closed.send_robust(sender=Market, market=market, timestamps=timestamps):
         if isinstance(result, Exception):
@@ -321,9 +338,11 @@ def mark_source_empty(*, market: Market, start: int, end: int, note: str) -> int
     ).update(status=DataGap.Status.EMPTY, note=note[:200])
 
 
-def record_stream_repair(*, market: Market, start: int, end: int, trades: int, candles: int, reason: str) -> None:
+def record_stream_repair(*, market: Market, start: int, end: int, trades: int, candles: int, reason: str,
+                         corrected: int = 0) -> None:
     StreamRepair.objects.create(
-        market=market, start_timestamp=start, end_timestamp=end, trades=trades, candles=candles, reason=reason[:200]
+        market=market, start_timestamp=start, end_timestamp=end, trades=trades, candles=candles, corrected=corrected,
+        reason=reason[:200],
     )
 
 
@@ -338,10 +357,18 @@ def rollup_targets(market: Market) -> list[str]:
     )
 
 
-def enqueue_rollups(*, market: Market, timestamps: list[int], targets: list[str]) -> list[str]:
-    """After commit, a rollup task for every target timeframe whose bucket one of the new 1m candles closes."""
+def enqueue_rollups(*, market: Market, timestamps: list[int], targets: list[str], corrected: bool = False) -> list[str]:
+    """After commit, a rollup task for every target timeframe whose bucket one of the new 1m candles closes.
+    `corrected`: the 1m candles at `timestamps` changed; every target rebuilds the buckets holding them."""
     from apps.market.tasks import rollup_task
 
+    if corrected:
+        for tf in targets:
+            ms = timeframe_ms(tf)
+            start = min(-(-t // ms) * ms for t in timestamps)  # close time of the first bucket holding a change
+            transaction.on_commit(lambda tf=tf, start=start: rollup_task.delay(market.exchange, market.symbol, tf,
+                                                                               start))
+        return list(targets) if timestamps else []
     due = [tf for tf in targets if any(t % timeframe_ms(tf) == 0 for t in timestamps)]
     for tf in due:
         transaction.on_commit(lambda tf=tf: rollup_task.delay(market.exchange, market.symbol, tf))

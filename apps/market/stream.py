@@ -58,6 +58,13 @@ TRADES_LIMIT = 100_000
 # Exchanges whose public trade ids are consecutive per market (Binance's `t` / `a`): a jump means trades were lost on
 # a connection that looked alive, which is handled like a drop (REST repair).
 CONSECUTIVE_TRADE_IDS = {"binance", "binanceus"}
+# One trade, one id: the stream must watch the id space REST repair reads. Binance numbers trades (`@trade` `t`,
+# /api/v3/trades) and aggregate trades (`@aggTrade` `a`, /api/v3/aggTrades, ccxt's fetch_trades) separately, so the
+# stream watches `<symbol>@aggTrade` and repair reads aggTrades; otherwise raw_trades would hold a repaired trade twice
+# (once per id) and the consecutive-id check across REST and stream would fail on every connect.
+WATCH_TRADES_PARAMS: dict[str, dict[str, str]] = {"binance": {"name": "aggTrade"}, "binanceus": {"name": "aggTrade"}}
+FETCH_TRADES_PARAMS: dict[str, dict[str, str]] = {"binance": {"fetchTradesMethod": "publicGetAggTrades"},
+                                                  "binanceus": {"fetchTradesMethod": "publicGetAggTrades"}}
 
 
 class Dropped(Exception):
@@ -103,6 +110,7 @@ class StreamStats:
     candles: int = 0
     repairs: int = 0
     repaired_candles: int = 0
+    corrected: int = 0  # stored candles rebuilt with trades that arrived after the clock closed them
     drops: int = 0
     silent_drops: int = 0
     late_trades: int = 0
@@ -160,6 +168,8 @@ class MarketStream:
                                     fence=self.fence)
             if result.new_timestamps and self.rollups:
                 enqueue_rollups(market=m, timestamps=result.new_timestamps, targets=self.rollups)
+            if result.updated_timestamps and self.rollups:  # corrected 1m candles: rebuild the buckets holding them
+                enqueue_rollups(market=m, timestamps=result.updated_timestamps, targets=self.rollups, corrected=True)
             if self.confirmed is not None:
                 Market.objects.filter(pk=m.pk).update(stream_confirmed=self.confirmed)
             if through > observed_from:
@@ -226,7 +236,8 @@ class MarketStream:
         prev_id: int | None = None
         first_live_id: int | None = None
         conns: set[int] | None = None  # the websocket clients of this session (ccxt may reconnect behind our back)
-        watch = asyncio.ensure_future(client.watch_trades(m.symbol))
+        watch_params = WATCH_TRADES_PARAMS.get(m.exchange, {})
+        watch = asyncio.ensure_future(client.watch_trades(m.symbol, params=dict(watch_params)))
         raw_rows: list[tuple] = []
         try:
             while True:
@@ -269,7 +280,7 @@ class MarketStream:
                             if m.store_raw_trades and ts >= boundary:
                                 raw_rows.append((ts, float(trade["price"]), float(trade["amount"]),
                                                  trade.get("side") or "", str(trade.get("id") or "")))
-                    watch = asyncio.ensure_future(client.watch_trades(m.symbol))
+                    watch = asyncio.ensure_future(client.watch_trades(m.symbol, params=dict(watch_params)))
                     if repaired and self.last_stored is not None:
                         self.confirmed = max(self.confirmed or 0, min(self.last_stored, (max_seen // TF) * TF))
                 if conns is not None:
@@ -382,13 +393,14 @@ class MarketStream:
         if len(frame):
             new, corrected = await self._db(self._ingest, frame, start, boundary, True)
         if corrected:
-            logger.warning("stream %s: %d candle(s) closed by the clock were missing trades; corrected from REST",
-                           m, corrected)
+            self.stats.corrected += corrected
+            logger.warning("stream %s: %d candle(s) closed by the clock were missing trades; corrected from REST "
+                           "(stored, republished with corrected=true, rollups rebuilt)", m, corrected)
         if m.store_raw_trades and len(trades["ts"]):
             rows = list(zip(trades["ts"].tolist(), trades["price"].tolist(), trades["amount"].tolist(),
                             trades["side"], trades["id"], strict=True))
             await self._flush_raw(rows)
-        await self._db(self._record_repair, start + TF, boundary, len(trades["ts"]), len(frame), reason)
+        await self._db(self._record_repair, start + TF, boundary, len(trades["ts"]), len(frame), reason, corrected)
         self.stats.repairs += 1
         self.stats.repaired_candles += len(new)
         self.stats.published += new
@@ -402,10 +414,11 @@ class MarketStream:
         except ValueError:
             return None
 
-    def _record_repair(self, start: int, end: int, trades: int, candles: int, reason: str) -> None:
+    def _record_repair(self, start: int, end: int, trades: int, candles: int, reason: str, corrected: int) -> None:
         from apps.market.services import record_stream_repair
 
-        record_stream_repair(market=self.market, start=start, end=end, trades=trades, candles=candles, reason=reason)
+        record_stream_repair(market=self.market, start=start, end=end, trades=trades, candles=candles, reason=reason,
+                             corrected=corrected)
 
     async def _fetch_trades(self, client, start: int, end: int) -> dict[str, Any]:
         """Trades with start <= timestamp < end, paged through fetch_trades (since + until), deduplicated by id."""
@@ -418,9 +431,11 @@ class MarketStream:
         since = start
         limit = 1000
         window = 3_600_000  # Binance aggTrades: startTime..endTime at most one hour
+        extra = FETCH_TRADES_PARAMS.get(self.market.exchange, {})
         while since < end:
             until = min(since + window, end) - 1
-            page = await client.fetch_trades(self.market.symbol, since=since, limit=limit, params={"until": until})
+            page = await client.fetch_trades(self.market.symbol, since=since, limit=limit,
+                                             params={**extra, "until": until})
             page = [t for t in page if start <= int(t["timestamp"]) < end]
             fresh = [t for t in page if str(t.get("id")) not in seen]
             for t in fresh:

@@ -103,9 +103,11 @@ def backfill_task(
 
 
 @shared_task(acks_late=True)
-def rollup_task(exchange: str, symbol: str, timeframe: str) -> dict[str, Any]:
-    """Live rollup: build the newly complete `timeframe` candles from stored 1m candles (published like any new one)."""
+def rollup_task(exchange: str, symbol: str, timeframe: str, start: int | None = None) -> dict[str, Any]:
+    """Live rollup: build the newly complete `timeframe` candles from stored 1m candles (published like any new one).
+    `start` (a bucket close time): rebuild from there, for 1m candles corrected after their bucket was built."""
     from apps.market.services import resample_stored
 
-    result = resample_stored(exchange=exchange, symbol=symbol, source_tf="1m", target_tf=timeframe, publish=True)
+    result = resample_stored(exchange=exchange, symbol=symbol, source_tf="1m", target_tf=timeframe, start=start,
+                             publish=True)
     return {"new": len(result.new_timestamps), "updated": result.updated}

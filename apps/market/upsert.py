@@ -30,11 +30,13 @@ _TRADE_STAGE = "tb_trade_stage"
 
 @dataclass
 class UpsertResult:
-    """Outcome of one upsert: inserted close times (ascending), how many existing rows changed / were identical."""
+    """Outcome of one upsert: inserted close times (ascending), how many existing rows changed / were identical, and
+    the close times of the changed ones (ascending: a corrected candle is announced again)."""
 
     inserted: list[int] = field(default_factory=list)
     updated: int = 0
     unchanged: int = 0
+    updated_timestamps: list[int] = field(default_factory=list)
 
 
 def candles_copy_buffer(df: pd.DataFrame) -> bytes:
@@ -89,9 +91,11 @@ def _upsert_candles_pg(exchange: str, symbol: str, timeframe: str, df: pd.DataFr
             except IntegrityError:
                 pass
         cur.execute(_UPSERT_SQL, key)
-        updated, inserted_text = cur.fetchone()
+        inserted_text, updated_text = cur.fetchone()
     inserted = np.array(inserted_text.split(","), dtype=np.int64).tolist() if inserted_text else []
-    return UpsertResult(inserted=inserted, updated=int(updated), unchanged=len(df) - len(inserted) - int(updated))
+    changed = np.array(updated_text.split(","), dtype=np.int64).tolist() if updated_text else []
+    return UpsertResult(inserted=inserted, updated=len(changed), unchanged=len(df) - len(inserted) - len(changed),
+                        updated_timestamps=changed)
 
 
 _COLS = ", ".join(PRICE_FIELDS)
@@ -105,8 +109,8 @@ _UPSERT_SQL = f"""
               IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in PRICE_FIELDS)})
         RETURNING timestamp, (xmax = 0) AS inserted
     )
-    SELECT count(*) FILTER (WHERE NOT inserted),
-           coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE inserted), '')
+    SELECT coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE inserted), ''),
+           coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE NOT inserted), '')
     FROM up
 """
 
@@ -143,7 +147,9 @@ def _upsert_candles_generic(exchange: str, symbol: str, timeframe: str, df: pd.D
         with connection.cursor() as cur:
             cur.executemany(sql, params)
     inserted = np.sort(merged.loc[is_new, "timestamp"].to_numpy(dtype=np.int64)).tolist()
-    return UpsertResult(inserted=inserted, updated=int(changed.sum()), unchanged=int((~is_new & ~differs).sum()))
+    updated = np.sort(merged.loc[changed, "timestamp"].to_numpy(dtype=np.int64)).tolist()
+    return UpsertResult(inserted=inserted, updated=len(updated), unchanged=int((~is_new & ~differs).sum()),
+                        updated_timestamps=updated)
 
 
 def insert_trades(*, exchange: str, symbol: str, df: pd.DataFrame) -> int:

@@ -40,19 +40,32 @@ def _replay(**options: Any) -> Provider:
 
 _FACTORIES: dict[str, ProviderFactory] = {"ccxt": _ccxt, "csv": _csv, "replay": _replay}
 BUILTIN_NAMES: tuple[str, ...] = ("ccxt", "csv", "replay")
+# Exchange names served by a provider of their own (not a ccxt id): a market of that exchange gets that provider.
+DEFAULT_PROVIDER = "ccxt"
+_EXCHANGES: dict[str, str] = {"replay": "replay"}
 
 
-def register(name: str, factory: ProviderFactory) -> None:
-    """Make `get_provider(name, **options)` call `factory(**options)`."""
+def register(name: str, factory: ProviderFactory, *, exchanges: tuple[str, ...] = ()) -> None:
+    """Make `get_provider(name, **options)` call `factory(**options)`; new markets of `exchanges` get this provider."""
     if not name or len(name) > 16:
         raise ValueError(f"provider name must be 1..16 characters (it is stored in Market.provider), got {name!r}")
     _FACTORIES[name] = factory
+    for exchange in exchanges:
+        _EXCHANGES[exchange] = name
 
 
 def unregister(name: str) -> None:
     if name in BUILTIN_NAMES:
         raise ValueError(f"cannot unregister the built-in provider {name!r}")
     _FACTORIES.pop(name, None)
+    for exchange in [e for e, n in _EXCHANGES.items() if n == name]:
+        del _EXCHANGES[exchange]
+
+
+def provider_for_exchange(exchange: str) -> str:
+    """The provider a new market of `exchange` gets when none is named: the one registered for that exchange name
+    (`replay` for the replay exchange), else ccxt (any ccxt exchange id)."""
+    return _EXCHANGES.get(exchange, DEFAULT_PROVIDER)
 
 
 def available() -> list[str]:

@@ -4,6 +4,8 @@ It speaks the real protocol, so ccxt / ccxt.pro parse every byte themselves:
 
 * websocket `ws://HOST:PORT/ws[/N]`: `{"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}` ->
   `{"result": null, "id": 1}`, then one JSON event per trade (`<symbol>@trade` and `<symbol>@aggTrade` streams).
+  Like Binance, trades and aggregate trades have separate id spaces (TRADE_ID_OFFSET): `@trade` and /trades carry
+  trade ids, `@aggTrade` and /aggTrades aggregate ids.
 * REST `GET /api/v3/exchangeInfo | time | aggTrades | trades | historicalTrades | klines` (klines are aggregated from
   the same trades, open-time labelled, the still-forming candle included like Binance does), and empty
   `/fapi/v1/exchangeInfo`, `/dapi/v1/exchangeInfo` so ccxt's default market loading works.
@@ -13,7 +15,8 @@ clock passes their timestamp and REST serves only trades at or before the clock,
 must use this clock (`GET /fake/clock`, or `FakeBinance.clock` in-process).
 
 Hooks for reliability tests: `drop_connections()` (close every websocket now), `silence(on)` (keep sockets open, push
-nothing; trades keep happening and stay available by REST), `fail_next(n, kind)` (the next n REST requests answer
+nothing; trades keep happening and stay available by REST), `lag(from_ms, lag_ms)` (the websocket pushes trades late
+while REST has them on time), `fail_next(n, kind)` (the next n REST requests answer
 429 / 5xx / garbage), `hold(until_ms)` (pause the replay at a data time), `finish()`.
 
 Usage (in-process, from sync code)::
@@ -35,6 +38,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,9 +59,17 @@ def _num(x: float) -> str:
     return np.format_float_positional(float(x), trim="-")
 
 
+# Binance numbers trades and aggregate trades separately (the aggTrades fixture: a = 966492862 holds trade
+# f = l = 1111480471). The recorded ids are AGGREGATE ids (freqtrade downloads /api/v3/aggTrades); each recorded trade
+# is served as one aggregate holding one trade whose trade id is its aggregate id + this offset, so a consumer that
+# mixes the `@trade` stream (`t`) with aggTrades (`a`) sees two id spaces, as it would on Binance.
+TRADE_ID_OFFSET = 144_987_609
+
+
 @dataclass
 class Tape:
-    """Recorded trades of one market, in time order. `symbol` is the unified symbol served (e.g. "BTC/USDT")."""
+    """Recorded trades of one market, in time order. `symbol` is the unified symbol served (e.g. "BTC/USDT").
+    `ids` are aggregate trade ids (aggTrades `a`, `@aggTrade`); `trade_ids` the trade ids (`@trade` `t`, /trades)."""
 
     symbol: str
     ids: np.ndarray
@@ -68,6 +80,10 @@ class Tape:
     source: str = ""
 
     @property
+    def trade_ids(self) -> np.ndarray:
+        return self.ids + TRADE_ID_OFFSET
+
+    @property
     def market_id(self) -> str:
         return self.symbol.replace("/", "").upper()
 
@@ -76,7 +92,7 @@ class Tape:
                     self.buyer_maker, self.source)
 
     def frame(self, until: int | None = None) -> pd.DataFrame:
-        """The trades served so far (timestamp <= until) as a trades frame."""
+        """The trades served so far (timestamp <= until) as a trades frame (trade_id = the aggregate id)."""
         n = len(self.ts) if until is None else int(np.searchsorted(self.ts, until, side="right"))
         return pd.DataFrame({
             "timestamp": self.ts[:n], "price": self.price[:n], "amount": self.amount[:n],
@@ -128,6 +144,7 @@ class FakeBinance:
         self._sockets: set[web.WebSocketResponse] = set()
         self._failures: list[_Failure] = []
         self._silent = False
+        self._lag: tuple[int, int] | None = None  # (from data ms, lag ms): see lag()
         # paused: the clock waits at start_at for hold(None), or until `wait_subscribers` streams are subscribed
         self._hold: int | None = self.origin if paused or wait_subscribers else None
         self._wait_subscribers = int(wait_subscribers)
@@ -178,6 +195,13 @@ class FakeBinance:
             self._wall0 = time.time() * 1000.0 - (held - self.origin) / self.speed
         else:
             self._hold = until_ms
+        self._wake.set()
+
+    def lag(self, from_ms: int, lag_ms: int) -> None:
+        """The websocket falls behind the matching engine: trades at/after data time `from_ms` are pushed `lag_ms`
+        late (in order), while REST serves them on time. A lag longer than a consumer's grace makes its clock close a
+        candle before the last trades of it arrive (late trades)."""
+        self._lag = (int(from_ms), int(lag_ms))
         self._wake.set()
 
     def subscribed(self, stream: str) -> bool:
@@ -245,12 +269,12 @@ class FakeBinance:
             next_due: int | None = None
             for mid, tape in self.tapes.items():
                 i = self._cursor[mid]
-                j = int(np.searchsorted(tape.ts, now, side="right"))
+                j = self._pushable(tape, now)
                 if j > i:
                     self._cursor[mid] = j
                     await self._push(tape, i, j)
                 if j < len(tape.ts):
-                    due = int(tape.ts[j])
+                    due = int(tape.ts[j]) + (self._lag[1] if self._lag and tape.ts[j] >= self._lag[0] else 0)
                     next_due = due if next_due is None else min(next_due, due)
             if next_due is None:
                 return
@@ -264,6 +288,15 @@ class FakeBinance:
             else:
                 await asyncio.sleep(0)
 
+    def _pushable(self, tape: Tape, now: int) -> int:
+        """End index of the trades the websocket has sent by data time `now` (the lagged ones `lag` ms late)."""
+        j = int(np.searchsorted(tape.ts, now, side="right"))
+        if not self._lag:
+            return j
+        first_lagged = int(np.searchsorted(tape.ts, self._lag[0], side="left"))
+        lagged = int(np.searchsorted(tape.ts, now - self._lag[1], side="right"))
+        return lagged if lagged > first_lagged else min(j, first_lagged)
+
     async def _push(self, tape: Tape, i: int, j: int) -> None:
         if self._silent:
             return
@@ -274,15 +307,15 @@ class FakeBinance:
             return
         event_time = self.clock()
         for k in range(i, j):
-            tid, t, p, q, m = int(tape.ids[k]), int(tape.ts[k]), _num(tape.price[k]), _num(tape.amount[k]), bool(
-                tape.buyer_maker[k])
+            aid, tid = int(tape.ids[k]), int(tape.ids[k]) + TRADE_ID_OFFSET
+            t, p, q, m = int(tape.ts[k]), _num(tape.price[k]), _num(tape.amount[k]), bool(tape.buyer_maker[k])
             if trade_subs:
                 msg = orjson.dumps({"e": "trade", "E": event_time, "s": tape.market_id, "t": tid, "p": p, "q": q,
                                     "T": t, "m": m, "M": True}).decode()
                 for ws in list(trade_subs):
                     await self._send(ws, msg)
             if agg_subs:
-                msg = orjson.dumps({"e": "aggTrade", "E": event_time, "s": tape.market_id, "a": tid, "p": p, "q": q,
+                msg = orjson.dumps({"e": "aggTrade", "E": event_time, "s": tape.market_id, "a": aid, "p": p, "q": q,
                                     "f": tid, "l": tid, "T": t, "m": m, "M": True}).decode()
                 for ws in list(agg_subs):
                     await self._send(ws, msg)
@@ -347,12 +380,6 @@ class FakeBinance:
                 return web.Response(text="Service Unavailable", status=status)  # what a gateway in front answers
         return None
 
-    def _tape(self, request: web.Request) -> Tape | web.Response:
-        tape = self.tapes.get(request.query.get("symbol", ""))
-        if tape is None:
-            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
-        return tape
-
     async def _clock(self, request: web.Request) -> web.Response:
         return web.json_response({"data_ms": self.clock(), "wall_ms": int(time.time() * 1000), "speed": self.speed})
 
@@ -384,84 +411,107 @@ class FakeBinance:
             {"timezone": "UTC", "serverTime": self.clock(), "rateLimits": [], "exchangeFilters": [], "assets": [],
              "symbols": []})
 
-    def _visible(self, tape: Tape) -> int:
-        return int(np.searchsorted(tape.ts, self.clock(), side="right"))
+    def _market_query(self, request: web.Request) -> _Query | web.Response:
+        """The parsing every market-data endpoint shares, done once: the failure hooks, the symbol, the limit
+        (default 500, at most 1000), the trades that exist now, and integer parameters (Binance answers -1100 for
+        one that is not)."""
+        failed = self._failure(request)
+        if failed:
+            return failed
+        q = request.query
+        tape = self.tapes.get(q.get("symbol", ""))
+        if tape is None:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        ints: dict[str, int] = {}
+        for name in ("limit", "fromId", "startTime", "endTime"):
+            if name in q:
+                try:
+                    ints[name] = int(q[name])
+                except ValueError:
+                    return web.json_response(
+                        {"code": -1100, "msg": f"Illegal characters found in parameter '{name}'."}, status=400)
+        limit = min(ints.pop("limit", 500), 1000)
+        return _Query(tape, limit, int(np.searchsorted(tape.ts, self.clock(), side="right")), ints, q)
 
     async def _agg_trades(self, request: web.Request) -> web.Response:
-        failed = self._failure(request)
-        if failed:
-            return failed
-        tape = self._tape(request)
-        if isinstance(tape, web.Response):
-            return tape
-        q = request.query
-        limit = min(int(q.get("limit", 500)), 1000)
-        n = self._visible(tape)
-        if "fromId" in q:
-            lo = int(np.searchsorted(tape.ids[:n], int(q["fromId"]), side="left"))
-        elif "startTime" in q:
-            lo = int(np.searchsorted(tape.ts[:n], int(q["startTime"]), side="left"))
+        """Aggregate trades: ids `a` in the aggregate id space (fromId too), f..l the trade ids it holds."""
+        query = self._market_query(request)
+        if isinstance(query, web.Response):
+            return query
+        tape, n, p = query.tape, query.visible, query.params
+        if "fromId" in p:
+            lo = int(np.searchsorted(tape.ids[:n], p["fromId"], side="left"))
+        elif "startTime" in p:
+            lo = int(np.searchsorted(tape.ts[:n], p["startTime"], side="left"))
         else:
-            lo = max(0, n - limit)
+            lo = max(0, n - query.limit)
         hi = n
-        if "endTime" in q:
-            hi = min(hi, int(np.searchsorted(tape.ts[:n], int(q["endTime"]), side="right")))
-        hi = min(hi, lo + limit)
-        rows = [{"a": int(tape.ids[k]), "p": _num(tape.price[k]), "q": _num(tape.amount[k]), "f": int(tape.ids[k]),
-                 "l": int(tape.ids[k]), "T": int(tape.ts[k]), "m": bool(tape.buyer_maker[k]), "M": True}
-                for k in range(lo, hi)]
-        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+        if "endTime" in p:
+            hi = min(hi, int(np.searchsorted(tape.ts[:n], p["endTime"], side="right")))
+        hi = min(hi, lo + query.limit)
+        rows = [{"a": int(tape.ids[k]), "p": _num(tape.price[k]), "q": _num(tape.amount[k]),
+                 "f": int(tape.trade_ids[k]), "l": int(tape.trade_ids[k]), "T": int(tape.ts[k]),
+                 "m": bool(tape.buyer_maker[k]), "M": True} for k in range(lo, hi)]
+        return _json(rows)
 
     async def _trades(self, request: web.Request) -> web.Response:
-        failed = self._failure(request)
-        if failed:
-            return failed
-        tape = self._tape(request)
-        if isinstance(tape, web.Response):
-            return tape
-        q = request.query
-        limit = min(int(q.get("limit", 500)), 1000)
-        n = self._visible(tape)
-        lo = int(np.searchsorted(tape.ids[:n], int(q["fromId"]))) if "fromId" in q else max(0, n - limit)
-        hi = min(n, lo + limit)
-        rows = [{"id": int(tape.ids[k]), "price": _num(tape.price[k]), "qty": _num(tape.amount[k]),
+        """Recent / historical trades: ids in the TRADE id space (fromId too), not the aggregate one."""
+        query = self._market_query(request)
+        if isinstance(query, web.Response):
+            return query
+        tape, n = query.tape, query.visible
+        if "fromId" in query.params:
+            lo = int(np.searchsorted(tape.trade_ids[:n], query.params["fromId"]))
+        else:
+            lo = max(0, n - query.limit)
+        hi = min(n, lo + query.limit)
+        rows = [{"id": int(tape.trade_ids[k]), "price": _num(tape.price[k]), "qty": _num(tape.amount[k]),
                  "quoteQty": _num(tape.price[k] * tape.amount[k]), "time": int(tape.ts[k]),
                  "isBuyerMaker": bool(tape.buyer_maker[k]), "isBestMatch": True} for k in range(lo, hi)]
-        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+        return _json(rows)
 
     async def _klines(self, request: web.Request) -> web.Response:
-        failed = self._failure(request)
-        if failed:
-            return failed
-        tape = self._tape(request)
-        if isinstance(tape, web.Response):
-            return tape
-        q = request.query
-        interval = q.get("interval", "")
+        query = self._market_query(request)
+        if isinstance(query, web.Response):
+            return query
+        interval = query.raw.get("interval", "")
         if interval not in KLINE_INTERVALS:
             return web.json_response({"code": -1120, "msg": "Invalid interval."}, status=400)
+        tape, n, p, limit = query.tape, query.visible, query.params, query.limit
         tf = KLINE_INTERVALS[interval]
-        limit = min(int(q.get("limit", 500)), 1000)
-        n = self._visible(tape)
-        lo = int(np.searchsorted(tape.ts[:n], (int(q["startTime"]) // tf) * tf, side="left")) if "startTime" in q else 0
+        lo = int(np.searchsorted(tape.ts[:n], (p["startTime"] // tf) * tf, side="left")) if "startTime" in p else 0
         hi = n
-        if "endTime" in q:
-            hi = min(hi, int(np.searchsorted(tape.ts[:n], (int(q["endTime"]) // tf) * tf + tf, side="left")))
+        if "endTime" in p:
+            hi = min(hi, int(np.searchsorted(tape.ts[:n], (p["endTime"] // tf) * tf + tf, side="left")))
         t, o, h, lo_, c, v = trades_to_candles_arrays(tape.ts[lo:hi], tape.price[lo:hi], tape.amount[lo:hi],
                                                        interval)
-        if "startTime" not in q:
-            t, o, h, lo_, c, v = (a[-limit:] for a in (t, o, h, lo_, c, v))
-        else:
-            t, o, h, lo_, c, v = (a[:limit] for a in (t, o, h, lo_, c, v))
+        window = slice(None, limit) if "startTime" in p else slice(-limit, None)
+        t, o, h, lo_, c, v = (a[window] for a in (t, o, h, lo_, c, v))
         rows = [[int(t[k] - tf), _num(o[k]), _num(h[k]), _num(lo_[k]), _num(c[k]), _num(v[k]), int(t[k] - 1),
                  "0", 0, "0", "0", "0"] for k in range(len(t))]
-        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+        return _json(rows)
+
+
+@dataclass
+class _Query:
+    """A parsed market-data request: the tape, the capped limit, how many of its trades exist now (`visible`), the
+    integer parameters present (fromId, startTime, endTime) and the raw query."""
+
+    tape: Tape
+    limit: int
+    visible: int
+    params: dict[str, int]
+    raw: Mapping[str, str]
+
+
+def _json(rows: list) -> web.Response:
+    return web.Response(body=orjson.dumps(rows), content_type="application/json")
 
 
 class FakeBinanceThread:
     """FakeBinance on its own event loop in a daemon thread, for synchronous callers (tests, bench). Context manager.
 
-    Hooks are forwarded thread-safely: `drop_connections()`, `silence()`, `fail_next()`, `hold()`; `clock()`,
+    Hooks are forwarded thread-safely: `drop_connections()`, `silence()`, `lag()`, `fail_next()`, `hold()`; `clock()`,
     `served()`, `stats` are read directly.
     """
 
@@ -507,6 +557,9 @@ class FakeBinanceThread:
 
     def hold(self, until_ms: int | None) -> None:
         self._call(self.server.hold, until_ms)
+
+    def lag(self, from_ms: int, lag_ms: int) -> None:
+        self._call(self.server.lag, from_ms, lag_ms)
 
     def subscribed(self, stream: str) -> bool:
         return self.server.subscribed(stream)

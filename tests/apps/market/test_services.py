@@ -236,3 +236,21 @@ def test_given_a_market_no_provider_can_serve_when_watched_or_created_then_refus
             service(**market)
         assert err.value.field == field
     assert not Market.objects.filter(symbol__startswith="SOL").exists()
+
+
+def test_given_replay_candles_when_ingest_creates_the_market_then_it_gets_the_replay_provider(btc_1m):
+    """A market first seen by ingest gets the provider registered for its exchange (a `replay` market recorded with
+    provider ccxt made `collect` fail with "unknown ccxt exchange id 'replay'")."""
+    from apps.market.providers.registry import register, unregister
+
+    ingest_candles(exchange="replay", symbol=SYM, timeframe="1m", df=btc_1m.iloc[:5], publish=False)
+    ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=btc_1m.iloc[:5], publish=False)
+    register("h10feed", lambda **_: None, exchanges=("h10feed",))
+    try:
+        ingest_candles(exchange="h10feed", symbol=SYM, timeframe="1m", df=btc_1m.iloc[:5], publish=False)
+    finally:
+        unregister("h10feed")
+
+    providers = dict(Market.objects.filter(symbol=SYM, timeframe="1m").values_list("exchange", "provider"))
+    assert providers == {"replay": "replay", EX: "ccxt", "h10feed": "h10feed"}
+    assert get_or_create_market("h10feed", SYM, "1m").provider == "h10feed"  # an existing row keeps its provider

@@ -68,9 +68,10 @@ def run_stream(fake, until_data_ms: int, *, during=None, grace_ms: int, processe
         tasks = [asyncio.create_task(p.run()) for p in procs]
         t0 = time.monotonic()
         while fake.server._hold is not None and time.monotonic() - t0 < 30:  # paused fake: start once subscribed
-            if any(fake.subscribed(f"{sym}@trade") for sym in ("xrpeth", "btcusdt")):
+            if any(fake.subscribed(f"{mid.lower()}@aggTrade") for mid in fake.server.tapes):
                 fake.hold(None)
             await asyncio.sleep(0.01)
+        assert fake.server._hold is None, "no stream subscribed within 30 s"
         while fake.clock() < until_data_ms + TF + 2 * grace_ms:
             if during is not None:
                 during(fake, fake.clock(), procs, tasks)
@@ -207,3 +208,130 @@ def _debug_diff(got, want, fake, symbol):  # pragma: no cover - diagnostics for 
     for t in bad["timestamp"].head(2).tolist():
         lines.append(trades[(trades["timestamp"] >= t - TF) & (trades["timestamp"] < t)].to_string())
     return "\n".join(lines)
+
+
+class Channel:
+    """A Redis subscriber on one `market:` channel (a symbol only this test uses: pub/sub is shared)."""
+
+    def __init__(self, redis_client, symbol: str) -> None:
+        import threading
+
+        self.messages: list[dict] = []
+        self._pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(f"market:{symbol}")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import json
+
+        while not self._stop.is_set():
+            msg = self._pubsub.get_message(timeout=0.1)
+            if msg:
+                self.messages.append(json.loads(msg["data"]))
+
+    def close(self) -> list[dict]:
+        time.sleep(0.3)
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._pubsub.close()
+        return self.messages
+
+
+def _minute_with_a_late_trade(tape, after: int, bucket_ms: int) -> tuple[int, int]:
+    """(t1, close) of a minute closing a `bucket_ms` bucket, after `after`, with a first trade at t1 and more trades
+    in that minute more than 5 s after it: lagging everything after t1 makes them late for that candle."""
+    ts = tape.ts
+    for close in range((after // bucket_ms + 1) * bucket_ms, int(ts[-1]), bucket_ms):
+        inside = ts[(ts >= close - TF) & (ts < close)]
+        if len(inside) >= 2 and inside[-1] - inside[0] > 5000 and (inside > inside[0]).any():
+            return int(inside[0]), close
+    raise AssertionError("no such minute in the tape")
+
+
+def test_given_a_candle_closed_by_the_clock_when_a_late_trade_arrives_then_it_is_rebuilt_republished_and_recorded(
+    xrp, fake_exchange, redis_client
+):
+    import dataclasses
+
+    tape = dataclasses.replace(xrp, symbol="H10L/ETH")
+    market = stream_market("H10L/ETH", stream_timeout=30)
+    Market.objects.create(exchange="binance", symbol="H10L/ETH", timeframe="5m", provider="ccxt", watched=True)
+    t1, close = _minute_with_a_late_trade(tape, int(tape.ts[0]) + 30 * TF, 5 * TF)
+    start = close - 9 * TF + 30_000
+    fake = fake_exchange([tape], speed=SPEED, start_at=start, paused=True)
+    fake.lag(t1 + 1, 60 * TF)  # the websocket stalls right after the minute's first trade(s) ...
+    caught_up = []
+
+    def during(fake, now, procs, tasks):
+        if not caught_up and now >= close + 3 * GRACE:  # ... until the clock closed that candle without the rest
+            fake.lag(t1 + 1, 0)
+            caught_up.append(now)
+
+    channel = Channel(redis_client, "H10L/ETH")
+    (proc,) = run_stream(fake, close + 4 * TF, during=during, grace_ms=GRACE, market_ids=[market.pk])
+    messages = channel.close()
+
+    got = stored("H10L/ETH")
+    assert_equal_frames(got, expected_candles(fake, "H10L/ETH", int(got["timestamp"].iat[0]),
+                                              int(got["timestamp"].iat[-1])))
+    stream = next(iter(proc.streams.values()))
+    assert stream.stats.late_trades >= 1 and stream.stats.corrected >= 1
+    final = got.set_index("timestamp").loc[close]
+    about = [m for m in messages if m["timestamp"] == close and m["timeframe"] == "1m"]
+    assert [m.get("corrected", False) for m in about] == [False, True]  # stored, then rebuilt and published again
+    assert about[0]["volume"] < about[1]["volume"] == pytest.approx(final["volume"], rel=1e-12)
+    assert (about[1]["open"], about[1]["high"], about[1]["low"], about[1]["close"]) == (
+        final["open"], final["high"], final["low"], final["close"])
+    repairs = StreamRepair.objects.filter(market=market, corrected__gte=1)
+    assert repairs.exists() and all(r.start_timestamp <= close <= r.end_timestamp for r in repairs)
+    # the 5m candle built from the clock-closed minute is rebuilt too, and announced as corrected
+    five = candle_frame(exchange="binance", symbol="H10L/ETH", timeframe="5m").set_index("timestamp").loc[close]
+    minutes = got[(got["timestamp"] > close - 5 * TF) & (got["timestamp"] <= close)]
+    assert five["volume"] == pytest.approx(minutes["volume"].sum(), rel=1e-12)
+    assert (five["high"], five["low"], five["close"]) == (minutes["high"].max(), minutes["low"].min(),
+                                                         minutes["close"].iat[-1])
+    assert [m.get("corrected", False) for m in messages if m["timestamp"] == close and m["timeframe"] == "5m"] == [
+        False, True]
+
+
+@pytest.fixture
+def _drop_new_partitions():
+    """raw_trades partitions are DDL (a flush does not remove them): drop the ones this test created, so tests that
+    create partitions themselves still see the month missing."""
+    from django.db import connection
+
+    from apps.market.partitions import existing_partitions
+
+    before = set(existing_partitions())
+    yield
+    with connection.cursor() as cur:
+        for name in sorted(set(existing_partitions()) - before):
+            cur.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+
+def test_given_raw_trades_stored_when_the_stream_is_repaired_by_rest_then_every_trade_is_stored_once_by_its_id(
+    xrp, fake_exchange, _drop_new_partitions
+):
+    from apps.market.models import RawTrade
+
+    market = stream_market("XRP/ETH", stream_timeout=30, store_raw_trades=True)
+    start = int(xrp.ts[0]) + 40 * TF + 30_000  # mid-minute: REST completes it
+    end = start + 14 * TF
+    fake = fake_exchange([xrp], speed=SPEED, start_at=start, paused=True)
+    dropped = []
+
+    def during(fake, now, procs, tasks):
+        if not dropped and now >= start + 6 * TF + 25_000:  # repair re-reads minutes the stream already stored
+            dropped.append(fake.drop_connections())
+
+    (proc,) = run_stream(fake, end, during=during, grace_ms=GRACE, market_ids=[market.pk])
+    rows = list(RawTrade.objects.filter(exchange="binance", symbol="XRP/ETH").order_by("timestamp", "trade_id")
+                .values_list("trade_id", "timestamp"))
+    assert dropped == [1] and len(rows) > 50
+    lo, hi = rows[0][1], rows[-1][1]
+    window = (xrp.ts >= lo) & (xrp.ts <= hi)
+    assert sorted(int(i) for i, _ in rows) == xrp.ids[window].tolist()  # aggregate ids: none doubled, none lost
+    stream = next(iter(proc.streams.values()))
+    assert stream.stats.repairs >= 2

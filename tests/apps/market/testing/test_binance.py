@@ -74,7 +74,23 @@ def test_given_failure_hooks_when_ccxt_fetches_then_it_sees_429_5xx_and_garbage(
         assert len(client.fetch_trades("XRP/ETH", limit=5)) == 5
 
 
-def test_given_fake_when_pro_watches_trades_then_every_trade_arrives_in_order_and_a_drop_is_seen(tape):
+def test_given_fake_when_ccxt_reads_trades_and_agg_trades_then_each_has_its_own_id_space_like_binance(tape):
+    with FakeBinanceThread([tape], speed=1, start_at=int(tape.ts[0]) + 3_600_000) as fake:
+        client = apply_url_overrides(make_client("binance"), "binance", fake.exchange_urls())
+        since = int(tape.ts[0])
+        agg = client.fetch_trades("XRP/ETH", since=since, limit=50)  # ccxt's default: /api/v3/aggTrades
+        plain = client.fetch_trades("XRP/ETH", limit=50, params={"fetchTradesMethod": "publicGetTrades",
+                                                                 "fromId": int(tape.trade_ids[0])})
+        assert [int(t["id"]) for t in agg] == tape.ids[:50].tolist()
+        assert [int(t["id"]) for t in plain] == tape.trade_ids[:50].tolist()
+        assert [int(t["info"]["f"]) for t in agg] == tape.trade_ids[:50].tolist()  # the trades each aggregate holds
+        assert [t["timestamp"] for t in agg] == [t["timestamp"] for t in plain]
+        with pytest.raises(ccxt.BadRequest):  # parameters are parsed once, for every endpoint, like Binance does
+            client.public_get_aggtrades({"symbol": "XRPETH", "startTime": "soon"})
+
+
+@pytest.mark.parametrize(("stream", "ids"), [("trade", "trade_ids"), ("aggTrade", "ids")])
+def test_given_fake_when_pro_watches_trades_then_every_trade_arrives_in_order_and_a_drop_is_seen(tape, stream, ids):
     start = int(tape.ts[0]) - 1
     with FakeBinanceThread([tape], speed=2000, start_at=start, paused=True) as fake:  # waits until we subscribed
 
@@ -82,21 +98,21 @@ def test_given_fake_when_pro_watches_trades_then_every_trade_arrives_in_order_an
             client = apply_url_overrides(make_pro_client("binance", {"options": {"tradesLimit": 100_000}}), "binance",
                                          fake.exchange_urls())
             try:
-                first = asyncio.ensure_future(client.watch_trades("XRP/ETH"))
-                while not fake.subscribed("xrpeth@trade"):
+                first = asyncio.ensure_future(client.watch_trades("XRP/ETH", params={"name": stream}))
+                while not fake.subscribed(f"xrpeth@{stream}"):
                     await asyncio.sleep(0.01)
                 fake.hold(None)
                 await first
                 while len(client.trades["XRP/ETH"]) < 300:
-                    await client.watch_trades("XRP/ETH")
+                    await client.watch_trades("XRP/ETH", params={"name": stream})
                 seen = [int(t["id"]) for t in client.trades["XRP/ETH"]]
                 fake.drop_connections()
                 with pytest.raises(ccxt.NetworkError):
                     while True:
-                        await client.watch_trades("XRP/ETH")
+                        await client.watch_trades("XRP/ETH", params={"name": stream})
             finally:
                 await client.close()
             return seen
 
         seen = asyncio.run(watch())
-    assert seen == tape.ids[: len(seen)].tolist()
+    assert seen == getattr(tape, ids)[: len(seen)].tolist()
