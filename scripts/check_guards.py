@@ -76,6 +76,12 @@ MUTATIONS = {
                                            "except ZeroDivisionError as exc:  # noqa: BLE001 - reported per market",
                                            T + "test_given_a_failing_market_first_when_collect_market_runs_then_the_"
                                                "others_are_collected_and_exit_is_1"),
+    "monitor re-checks under the row lock": (
+        "apps/bots/services.py",
+        "            if bot.status != Bot.Status.RUNNING or not (bot.failed_at is not None or _silent(bot, now_ms)):\n"
+        "                continue\n",
+        "",
+        "tests/reliability/test_monitor_recheck.py"),
 }
 
 

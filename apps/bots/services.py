@@ -687,6 +687,13 @@ def _pending_work(bot: Bot) -> bool:
     return newest is not None and (bot.last_candle_timestamp is None or newest > bot.last_candle_timestamp)
 
 
+def _silent(bot: Bot, now_ms: int) -> bool:
+    """No heartbeat for 2 timeframes (at least 2 minutes) while its market has candles it has not decided."""
+    silence_ms = max(2 * timeframe_ms(bot.timeframe), 120_000)
+    beat_ms = int(bot.heartbeat_at.timestamp() * 1000) if bot.heartbeat_at else None
+    return (beat_ms is None or now_ms - beat_ms > silence_ms) and _pending_work(bot)
+
+
 def monitor_bots(*, now_ms: int | None = None) -> MonitorReport:
     """Restart failed or silent running bots, at most MAX_RESTARTS_PER_HOUR in a rolling hour; past that the bot goes
     to status error and a system event is published. Silent = no heartbeat for 2 timeframes (at least 2 minutes)
@@ -696,13 +703,14 @@ def monitor_bots(*, now_ms: int | None = None) -> MonitorReport:
     now_ms = int(timezone.now().timestamp() * 1000) if now_ms is None else now_ms
     report = MonitorReport()
     for bot in Bot.objects.filter(status=Bot.Status.RUNNING):
-        silence_ms = max(2 * timeframe_ms(bot.timeframe), 120_000)
-        beat_ms = int(bot.heartbeat_at.timestamp() * 1000) if bot.heartbeat_at else None
-        silent = (beat_ms is None or now_ms - beat_ms > silence_ms) and _pending_work(bot)
-        if bot.failed_at is None and not silent:
+        if bot.failed_at is None and not _silent(bot, now_ms):
             continue
         with transaction.atomic():
             bot = Bot.objects.select_for_update().get(pk=bot.pk)
+            # Re-read under the lock: a tick that finished between the read above and the lock may have recovered
+            # the bot (failed_at cleared, a fresh heartbeat) or someone stopped it; such a bot is left alone.
+            if bot.status != Bot.Status.RUNNING or not (bot.failed_at is not None or _silent(bot, now_ms)):
+                continue
             recent = [t for t in bot.restart_times if now_ms - int(t) < HOUR_MS]
             reason = bot.last_error if bot.failed_at else "silent: no heartbeat while candles are pending"
             if len(recent) >= MAX_RESTARTS_PER_HOUR:
