@@ -49,7 +49,7 @@ test-fast: install
 
 # The full soak (tests/reliability/soak.py): 10,000 bots x 60 candles, a worker SIGKILLed every 10 candles, our own
 # Redis restarted once; figures in var/reliability/report.json. `make test` runs a bounded one.
-SOAK ?= SOAK_BOTS=10000 SOAK_CANDLES=60 SOAK_WORKERS=2 SOAK_KILL_EVERY=10 SOAK_SHARD_SIZE=1000
+SOAK ?= SOAK_BOTS=10000 SOAK_CANDLES=60 SOAK_WORKERS=2 SOAK_KILL_EVERY=10 SOAK_SHARD_SIZE=1000 SOAK_API_RPS=200 SOAK_API_SECONDS=120
 soak: install services
 	$(TEST_ENV) $(SOAK) $(VENV)/bin/pytest tests/reliability/test_soak.py -q
 

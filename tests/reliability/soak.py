@@ -41,6 +41,7 @@ class SoakFigures:
     wall_seconds: float = 0.0
     seconds_per_candle: list[float] = field(default_factory=list)
     peak_worker_rss_mb: float = 0.0
+    api: dict = field(default_factory=dict)  # the API under load during the soak (tests.load figures)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -106,8 +107,41 @@ def _wait_or_supervise(ids: list[int], close: int, k: int, candles: int, figures
 STALL_S = 20.0
 
 
+def _api_load(ids: list[int], rate: float, seconds: float):
+    """The read API under `rate` requests/s while the soak runs: a gunicorn of the production settings' kind on the
+    test database, a staff token, requests spread over candle pages, bot signals, trades and bot details."""
+    from django.conf import settings
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    from tests.celery_workers import _database_url
+    from tests.load import BackgroundLoad
+    from tests.servers import gunicorn_server
+
+    user = User.objects.create_user("h12-soak-reader", password="soak-pass-123")
+    token = Token.objects.create(user=user).key
+    db = dict(settings.DATABASES["default"])
+    from django.db import connection
+
+    env = {"DATABASE_URL": _database_url(db, connection.settings_dict["NAME"]), "DJANGO_DEBUG": "0",
+           "CELERY_TASK_ALWAYS_EAGER": "0", "CELERY_BROKER_URL": "memory://",
+           "CELERY_RESULT_BACKEND": "cache+memory://", "TRADEBOT_THROTTLE_USER": "100000000/minute"}
+    server = gunicorn_server(env=env, workers=2, threads=4)
+    base = server.__enter__()
+    rng = random.Random(7)
+    market = f"exchange={MARKET['exchange']}&symbol={MARKET['symbol']}&timeframe={MARKET['timeframe']}"
+    paths = [lambda: f"/api/v1/market/candles/?{market}&limit=100",
+             lambda: f"/api/v1/bots/{rng.choice(ids)}/signals/?limit=50",
+             lambda: f"/api/v1/bots/{rng.choice(ids)}/trades/?limit=50",
+             lambda: f"/api/v1/bots/{rng.choice(ids)}/"]
+    load = BackgroundLoad(lambda: base + rng.choice(paths)(), {"Authorization": f"Token {token}"}, rate, seconds,
+                          lambda status, body: status == 200).start()
+    return server, load
+
+
 def run_soak(*, bots: int, candles: int, workers: int = 2, concurrency: int = 2, kill_every: int = 10,
-             redis_restart_at: int | None = None, shard_size: int | None = None, seed: int = 12) -> SoakFigures:
+             redis_restart_at: int | None = None, shard_size: int | None = None, api_rps: float = 0.0,
+             api_seconds: float = 0.0, seed: int = 12) -> SoakFigures:
     from celery import Celery
     from django.conf import settings
     from django.db.models import Count
@@ -127,6 +161,7 @@ def run_soak(*, bots: int, candles: int, workers: int = 2, concurrency: int = 2,
         env = process_env(redis_url=private.url, extra={"DJANGO_SETTINGS_MODULE": "tests.reliability.worker_settings"})
         dispatcher = Celery("h12soak", broker=private.url, set_as_current=False)  # sends only, not the app of the suite
         procs = [start_worker_on(env, queues="bots", concurrency=concurrency) for _ in range(workers)]
+        server, load = _api_load(ids, api_rps, api_seconds) if api_rps and api_seconds else (None, None)
         t0 = time.monotonic()
         try:
             for k in range(candles):
@@ -151,7 +186,11 @@ def run_soak(*, bots: int, candles: int, workers: int = 2, concurrency: int = 2,
                 figures.peak_worker_rss_mb = max(figures.peak_worker_rss_mb, _group_rss_mb({p.pid for p in procs}))
                 _wait_or_supervise(ids, close, k, candles, figures)
                 figures.seconds_per_candle.append(time.monotonic() - started)
+            if load is not None:
+                figures.api = load.join(timeout=api_seconds + 120).as_dict()
         finally:
+            if server is not None:
+                server.__exit__(None, None, None)
             for p in procs:
                 stop_process(p)
             dispatcher.close()
