@@ -187,6 +187,13 @@ class Study(DataArgs):
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     best_value = models.FloatField(null=True, blank=True)
     best_parameters = models.JSONField(null=True, blank=True)
+    walk_forward = models.JSONField(
+        null=True, blank=True,
+        help_text="optimize --walk-forward: {train, test, step} candles, and when done the per-window report "
+                  "(windows, stitched_metrics, stitched_equity, warnings); each window's search is a child study")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="window_studies",
+                               help_text="The walk-forward study this window's in-sample search belongs to")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

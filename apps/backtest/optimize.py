@@ -177,30 +177,44 @@ def storage_url(explicit: str | None = None) -> str:
     return f"postgresql+psycopg2://{auth}@{host}:{port}/{db['NAME']}"
 
 
-def open_study(*, name: str, strategy: str, space: Mapping[str, Any], metric: str, sampler: str = "tpe",
-               seed: int | None = None, folds: int = 1, storage: str | None = None, **data: Any):
-    """(Study row, optuna study, distributions, fixed): created, or loaded when `name` exists with the same
-    strategy, space, metric, data and rules (a different configuration under an old name is an input error)."""
-    import optuna
-
+def _checked_config(*, strategy: str, space: Mapping[str, Any], metric: str, sampler: str, folds: int,
+                    data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(stored configuration, distributions, fixed) of a study, every part validated (input errors name it)."""
     if sampler not in SAMPLERS:
         raise services.BacktestInputError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if folds < 1:
-        raise services.BacktestInputError(f"--walk-forward folds must be >= 1, got {folds}")
+        raise services.BacktestInputError(f"--folds must be >= 1, got {folds}")
     cls = services.resolve_strategy(strategy)
     searched, fixed = distributions(cls, space)
     services.build_rules(**services._rules_only(data))
-    config = {"strategy": strategy, "space": jsonable(dict(space)), "metric": metric,
-              "folds": folds, **data}
+    services.validate_range(data.get("start"), data.get("end"))
+    config = {"strategy": strategy, "space": jsonable(dict(space)), "metric": metric, "folds": folds, **data}
+    return config, searched, fixed
+
+
+def _study_row(name: str, config: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Study, bool]:
+    """The Study row `name`: created with `config`, or the existing one when its configuration is the same (another
+    configuration under an old name is an input error naming the first difference)."""
     with transaction.atomic():
-        row, created = Study.objects.select_for_update().get_or_create(
-            name=name, defaults={**config, "direction": direction_of(metric), "sampler": sampler, "seed": seed})
+        row, created = Study.objects.select_for_update().get_or_create(name=name, defaults={**config, **defaults})
         if not created:
             diff = [k for k, v in config.items() if getattr(row, k) != v]
             if diff:
                 raise services.BacktestInputError(
                     f"study {name!r} exists with another {diff[0]} ({getattr(row, diff[0])!r}); use another --study "
                     "name, or the same arguments to continue it")
+    return row, created
+
+
+def open_study(*, name: str, strategy: str, space: Mapping[str, Any], metric: str, sampler: str = "tpe",
+               seed: int | None = None, folds: int = 1, storage: str | None = None, **data: Any):
+    """(Study row, optuna study, distributions, fixed): created, or loaded when `name` exists with the same
+    strategy, space, metric, data and rules (a different configuration under an old name is an input error)."""
+    import optuna
+
+    config, searched, fixed = _checked_config(strategy=strategy, space=space, metric=metric, sampler=sampler,
+                                              folds=folds, data=data)
+    row, created = _study_row(name, config, {"direction": direction_of(metric), "sampler": sampler, "seed": seed})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(storage)
     if created:  # an Optuna study of this name without its row (the row was deleted): start it afresh
@@ -349,8 +363,8 @@ def bot_configs(*, strategy: str, parameter_sets: list[Mapping[str, Any]], excha
 
 def bots_from_study(*, study_id: int, top: int, start: bool = False) -> list:
     """Paper bots for the `top` best finished trials of a study on a stored market (its strategy, market and fill
-    rules), named `study<id>-<rank>-<param><value>...`, through the bots services like `bots_from_sweep`; existing
-    ones are updated. `start`: start them (they trade from the next closed candle)."""
+    rules; a walk-forward study: its latest window's), named `study<id>-<rank>-<param><value>...`, through the bots
+    services like `bots_from_sweep`; existing ones are updated. `start`: start them (from the next closed candle)."""
     from apps.common.errors import ApplicationError
 
     study = Study.objects.filter(pk=study_id).first()
@@ -361,8 +375,111 @@ def bots_from_study(*, study_id: int, top: int, start: bool = False) -> list:
     if study.data_file or not study.exchange:
         raise ApplicationError(f"study #{study_id} ran on a file ({study.data_file}); bots need a stored market",
                                field="study_id")
-    ranked = [r for r in ranking(study, None) if not r["error"] and r["value"] is not None][:top]
+    ranked = [r for r in ranking(deployable_study(study), None) if not r["error"] and r["value"] is not None][:top]
     if not ranked:
         raise ApplicationError(f"study #{study_id} ({study.name}) has no finished trial yet", field="study_id")
     return services.bots_from_parameter_sets(study, [r["parameters"] for r in ranked], label=f"study{study.pk}",
                                              origin=f"study:{study.pk}", start=start)
+
+
+# --- walk-forward optimisation (optimize --walk-forward) ----------------------------------------------------------
+
+def open_walk_forward(*, name: str, strategy: str, space: Mapping[str, Any], metric: str, train: int, test: int,
+                      step: int | None = None, sampler: str = "tpe", seed: int | None = None, folds: int = 1,
+                      **data: Any) -> Study:
+    """The walk-forward study row `name` (created, or the same configuration continued): it holds the plan and, when
+    done, the per-window report; each window's in-sample search is its own child study (`run_walk_forward`)."""
+    config, _, _ = _checked_config(strategy=strategy, space=space, metric=metric, sampler=sampler, folds=folds,
+                                   data=data)
+    for what, size in (("--train", train), ("--test", test), ("--step", step)):
+        if size is not None and size <= 0:
+            raise services.BacktestInputError(f"{what} must be a positive number of candles, got {size}")
+    plan = {"train": int(train), "test": int(test), "step": None if step is None else int(step)}
+    row, created = _study_row(name, config, {"direction": direction_of(metric), "sampler": sampler, "seed": seed,
+                                             "walk_forward": plan})
+    stored = {k: (row.walk_forward or {}).get(k) for k in plan}
+    if stored != plan:
+        raise services.BacktestInputError(
+            f"study {name!r} exists with another walk-forward plan ({stored if row.walk_forward else 'none'}); use "
+            "another --study name, or the same arguments to continue it")
+    return row
+
+
+def run_walk_forward(*, row: Study, n_trials: int, batch: int, requeue_after: float = 600.0,
+                     storage: str | None = None, progress: Callable[[int, int], None] | None = None,
+                     deadline: float | None = None) -> Study:
+    """Re-optimise on every rolling train window and evaluate each window's best set on the test window after it.
+
+    Per window, an Optuna study `<name>/w<i>` (a child Study row: the same space, sampler, seed, metric and rules,
+    its data the train window's candles) runs `n_trials` trials on the workers through `run_study`, so each window
+    is distributed and resumable like any study; the windows, the out-of-sample evaluation and the stitched curve
+    are the walk-forward engine's (`engine.walkforward.walk_forward` with this search as its `choose`). A failure
+    marks the study failed; running the same command again continues it."""
+    Study.objects.filter(pk=row.pk).update(status=Status.RUNNING, n_trials=n_trials)
+    try:
+        return _run_walk_forward(row, n_trials=n_trials, batch=batch, requeue_after=requeue_after, storage=storage,
+                                 progress=progress, deadline=deadline)
+    except BaseException:
+        Study.objects.filter(pk=row.pk, status=Status.RUNNING).update(status=Status.FAILED)  # resumable: same name
+        raise
+
+
+def _run_walk_forward(row: Study, *, n_trials: int, batch: int, requeue_after: float, storage: str | None,
+                      progress: Callable[[int, int], None] | None, deadline: float | None) -> Study:
+    from apps.backtest.engine import walkforward as wf
+
+    plan = dict(row.walk_forward or {})
+    loaded = services.load_data(row)
+    if len(loaded.df) == 0:
+        raise services.BacktestInputError(f"no candles for {row.market_label} in the selected range")
+    arrays = CandleArrays.from_frame(loaded.df)
+    try:
+        n_windows = len(wf.plan_windows(len(arrays), plan["train"], plan["test"], plan.get("step")))
+    except wf.WalkForwardError as exc:
+        raise services.BacktestInputError(str(exc)) from None
+    data = {k: getattr(row, k) for k in ("exchange", "symbol", "timeframe", "data_file", "time_label", "fee",
+                                         "slippage", "initial_balance", "fraction", "stop_loss", "take_profit")}
+
+    def choose(window: wf.Window, train: Any) -> dict[str, Any]:
+        child, ostudy, searched, fixed = open_study(
+            name=f"{row.name}/w{window.index}", strategy=row.strategy, space=row.space, metric=row.metric,
+            sampler=row.sampler, seed=row.seed, folds=row.folds, storage=storage,
+            **data, start=int(train.timestamp[0]), end=int(train.timestamp[-1]))
+        Study.objects.filter(pk=child.pk).update(parent=row)
+
+        def window_progress(done: int, total: int) -> None:
+            if progress is not None:
+                progress(window.index * n_trials + done, n_windows * n_trials)
+
+        child = run_study(row=child, ostudy=ostudy, searched=searched, fixed=fixed, n_trials=n_trials, batch=batch,
+                          requeue_after=requeue_after, progress=window_progress, deadline=deadline)
+        finished = [r for r in ranking(child, None) if not r["error"] and r["value"] is not None]
+        extra = {"study": child.name, "study_id": child.pk, "trials": child.trials.exclude(
+            state=StudyTrial.State.PENDING).count()}
+        if not finished:
+            return {"parameters": {}, "metrics": None, "error": f"no trial of {child.name} finished", **extra}
+        best = finished[0]
+        return {"parameters": best["parameters"], "metrics": best["metrics"], "error": "",
+                "in_sample_value": best["value"], **extra}
+
+    try:
+        out = wf.walk_forward(arrays, services.resolve_strategy(row.strategy), None, services.rules_for(row),
+                              row.timeframe, train=plan["train"], test=plan["test"], step=plan.get("step"),
+                              metric=row.metric, choose=choose)
+    except wf.WalkForwardError as exc:
+        raise services.BacktestInputError(str(exc)) from None
+    out["warnings"] = services.merge_warnings(loaded.warnings, out["warnings"])
+    last = next((w for w in reversed(out["windows"]) if not w.get("error")), None)
+    Study.objects.filter(pk=row.pk).update(
+        status=Status.DONE, walk_forward=jsonable({**plan, **out}),
+        best_value=None if last is None else last.get("in_sample_value"),
+        best_parameters=None if last is None else last["parameters"])
+    return Study.objects.get(pk=row.pk)
+
+
+def deployable_study(study: Study) -> Study:
+    """The study whose trials become bots: itself, or for a walk-forward study its latest window's search (the
+    parameters chosen on the most recent data)."""
+    if study.walk_forward is None:
+        return study
+    return study.window_studies.order_by("-end", "-pk").first() or study

@@ -173,8 +173,8 @@ class StudySerializer(serializers.ModelSerializer):
     class Meta:
         model = Study
         fields = ["id", "name", "strategy", "space", *DATA_FIELDS, "data_file", *RULE_FIELDS, "metric", "direction",
-                  "sampler", "seed", "folds", "n_trials", "status", "best_value", "best_parameters", "created_at",
-                  "updated_at"]
+                  "sampler", "seed", "folds", "n_trials", "status", "best_value", "best_parameters", "walk_forward",
+                  "parent", "created_at", "updated_at"]
         read_only_fields = fields
 
 

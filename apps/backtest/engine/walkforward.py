@@ -1,6 +1,7 @@
 """Walk-forward analysis (pure): rolling train/test windows, best parameters in-sample, evaluated out-of-sample.
 
-On each window the sweep's parameter sets run on the train slice; the best by the metric is then evaluated on the
+On each window the best parameter set of the train slice is chosen (the sweep's parameter sets run on it, or a
+caller's `choose`, e.g. `optimize --walk-forward`'s Optuna search re-run per window); it is then evaluated on the
 following test slice. Its signals are computed on train+test (the train part is the indicator warm-up, and signals
 never look ahead), and only the test bars are simulated. The stitched out-of-sample result simulates the
 concatenated test bars once with each window's chosen actions, so it compounds like one account switching
@@ -10,7 +11,7 @@ parameters at every window boundary.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,23 +84,37 @@ def plan_windows(n_candles: int, train: int, test: int, step: int | None = None)
     return windows
 
 
-def walk_forward(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[dict[str, Any]], rules: Any,
-                 timeframe: str, *, train: int, test: int, step: int | None = None,
-                 metric: str = "sharpe", on_window: Any = None) -> dict[str, Any]:
-    """{windows: [...], stitched_metrics, stitched_equity, warnings} (all JSON-ready). `on_window(done, total)` is
-    called after each window (a command's progress bar)."""
-    windows = plan_windows(len(arrays), train, test, step)
+def grid_choice(strategy_cls: type, param_sets: Sequence[dict[str, Any]], rules: Any, timeframe: str,
+                metric: str) -> Callable[[Window, CandleArrays], dict[str, Any]]:
+    """The default `choose`: every parameter set on the train slice, the best by the metric."""
     if not param_sets:
         raise WalkForwardError("no parameter sets to choose from")
+
+    def choose(window: Window, train_arr: CandleArrays) -> dict[str, Any]:
+        return rank_results(run_chunk(train_arr, strategy_cls, list(enumerate(param_sets)), rules, timeframe),
+                            metric)[0]
+
+    return choose
+
+
+def walk_forward(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[dict[str, Any]] | None, rules: Any,
+                 timeframe: str, *, train: int, test: int, step: int | None = None,
+                 metric: str = "sharpe", on_window: Any = None,
+                 choose: Callable[[Window, CandleArrays], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """{windows: [...], stitched_metrics, stitched_equity, warnings} (all JSON-ready). `on_window(done, total)` is
+    called after each window (a command's progress bar).
+
+    `choose(window, train arrays) -> {"parameters", "metrics" (in-sample), "error", ...}` picks each window's set
+    (default: the best of `param_sets` on the train slice); extra keys of its row are kept in the window's row."""
+    windows = plan_windows(len(arrays), train, test, step)
+    if choose is None:
+        choose = grid_choice(strategy_cls, param_sets or [], rules, timeframe, metric)
     out_windows = []
     seg_actions: list[np.ndarray] = []
     seg_index: list[np.ndarray] = []
     warnings: list[str] = []
     for w in windows:
-        train_arr = arrays.slice(w.train_start, w.train_end)
-        ranked = rank_results(run_chunk(train_arr, strategy_cls, list(enumerate(param_sets)), rules, timeframe),
-                              metric)
-        best = ranked[0]
+        best = choose(w, arrays.slice(w.train_start, w.train_end))
         row = {
             "index": w.index,
             "train_start": int(arrays.timestamp[w.train_start]),
@@ -110,6 +125,8 @@ def walk_forward(arrays: CandleArrays, strategy_cls: type, param_sets: Sequence[
             "in_sample": best.get("metrics"),
             "out_of_sample": None,
             "error": best.get("error", ""),
+            **{k: v for k, v in best.items() if k not in ("parameters", "metrics", "error", "index", "rank", "value",
+                                                          "compute_seconds")},
         }
         if best.get("error") or best.get("metrics") is None:
             warnings.append(f"window {w.index}: no parameter set could be evaluated on train ({best.get('error')})")

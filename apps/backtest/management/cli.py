@@ -10,13 +10,14 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from apps.backtest.formatting import format_metric, format_value
+from apps.backtest.formatting import format_metric, format_time, format_value
 from apps.common.management import one_line, usage_error
 from apps.market.timeframes import TIMEFRAMES, parse_time
 
 __all__ = ["add_data_arguments", "add_detail_argument", "add_output_arguments", "add_search_arguments",
            "add_source_arguments", "add_window_arguments", "data_options", "format_value", "json_object_arg",
-           "metrics_table", "model_rules", "one_line", "parse_json_arg", "rules_options", "window_sizes"]
+           "metrics_table", "model_rules", "one_line", "parse_json_arg", "rules_options", "window_report_lines",
+           "window_sizes"]
 
 
 def add_source_arguments(parser: CommandParser) -> None:
@@ -164,3 +165,24 @@ def model_rules(rules: dict[str, Any]) -> dict[str, Any]:
 def metrics_table(metrics: dict[str, Any]) -> str:
     width = max((len(k) for k in metrics), default=10)
     return "\n".join(f"  {k.ljust(width)}  {format_metric(k, v)}" for k, v in metrics.items())
+
+
+def window_report_lines(out: dict[str, Any], metric: str) -> list[str]:
+    """The per-window lines of a walk-forward result (walkforward, optimize --walk-forward): dates as `backtest`
+    prints them, the chosen set, in-sample and out-of-sample metric; then the stitched out-of-sample metrics."""
+    metric = metric.lstrip("-")
+    lines = []
+    for w in out["windows"]:
+        ins = (w.get("in_sample") or {}).get(metric)
+        oos = (w.get("out_of_sample") or {}).get(metric)
+        dates = ""
+        if all(isinstance(w.get(k), int) for k in ("train_start", "test_start", "test_end")):
+            dates = (f" train {format_time(w['train_start'])} .. test {format_time(w['test_start'])} - "
+                     f"{format_time(w['test_end'])}")
+        search = f" ({w['trials']} trials, {w['study']})" if w.get("study") else ""
+        lines.append(f"  window {w['index']}:{dates}  {json.dumps(w['parameters'])}  in-sample "
+                     f"{format_metric(metric, ins)}  out-of-sample {format_metric(metric, oos)}{search}")
+    lines.append("  stitched out-of-sample:")
+    lines += [f"    {k}: {format_metric(k, v)}" for k, v in out["stitched_metrics"].items()]
+    lines += [f"  warning: {w}" for w in out["warnings"]]
+    return lines

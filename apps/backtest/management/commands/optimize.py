@@ -3,6 +3,12 @@ tasks on the `backtest` queue by however many workers run, resumable by study na
 
 On the embedded default (no REDIS_URL) the tasks run in-process; with workers, start them first
 (`celery -A tradebot worker -Q backtest`). Bad input exits 2 with one line.
+
+`--walk-forward --train T --test S [--step P]`: re-optimise per rolling window. Each train window gets its own
+search of `--trials` trials (a child study `<name>/w<i>`, distributed and resumable like any study), and the best
+set of each window is evaluated on the test window after it; the per-window report and the stitched out-of-sample
+metrics are the `walkforward` command's (apps.backtest.engine.walkforward). `--folds K` instead scores every trial of
+ONE search by its mean metric over K consecutive time folds.
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from apps.backtest.management.cli import (
     add_data_arguments,
     add_output_arguments,
     add_search_arguments,
+    add_window_arguments,
     data_options,
     json_object_arg,
     model_rules,
     rules_options,
+    window_report_lines,
+    window_sizes,
 )
 from apps.common.management import DomainCommand, one_line, usage_error
 
@@ -40,8 +49,12 @@ class Command(DomainCommand):
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--batch", type=int, default=None,
                             help="Trials in flight at once (default: 2 x the workers answering ping, at least 2)")
-        parser.add_argument("--walk-forward", type=int, default=1, metavar="FOLDS", dest="folds",
-                            help="Score each trial by its mean metric over FOLDS consecutive time windows")
+        parser.add_argument("--walk-forward", action="store_true",
+                            help="Re-optimise on each rolling train window (--train/--test/--step) and evaluate each "
+                                 "window's best set out-of-sample on the test window after it")
+        add_window_arguments(parser, required=False)
+        parser.add_argument("--folds", type=int, default=1,
+                            help="Score each trial by its mean metric over FOLDS consecutive time folds (default 1)")
         parser.add_argument("--storage", help="Optuna storage URL (default: the project's database)")
         parser.add_argument("--requeue-after", type=float, default=600.0,
                             help="Re-enqueue a trial pending this many seconds (a lost worker); default 600")
@@ -63,6 +76,10 @@ class Command(DomainCommand):
         rules = rules_options(options)
         market = data.get("data_file") or f"{data.get('exchange')}-{data.get('symbol')}"
         name = options.get("study") or f"{options['strategy']}-{market}-{data['timeframe']}-{metric}"
+        if options["walk_forward"]:
+            return self._walk_forward(options, name, space, data, rules)
+        if options.get("train") or options.get("test") or options.get("step"):
+            raise usage_error("--train/--test/--step need --walk-forward")
         try:
             row, ostudy, searched, fixed = optimize.open_study(
                 name=name, strategy=options["strategy"], space=space, metric=metric, sampler=options["sampler"],
@@ -100,6 +117,48 @@ class Command(DomainCommand):
             self.stdout.write(f"  #{r['index']:<5} {metric}={value:<12} {json.dumps(r['parameters'])}"
                               + (f"  ({r['error']})" if r["error"] else ""))
 
+    def _walk_forward(self, options: dict[str, Any], name: str, space: dict, data: dict, rules: dict) -> None:
+        from apps.backtest import optimize, services
+
+        if not (options.get("train") and options.get("test")):
+            raise usage_error("--walk-forward needs --train and --test (candles or durations like 30d)")
+        sizes = window_sizes(options, data["timeframe"])
+        try:
+            row = optimize.open_walk_forward(
+                name=name, strategy=options["strategy"], space=space, metric=options["metric"],
+                sampler=options["sampler"], seed=options["seed"], folds=options["folds"], **sizes, **data,
+                **model_rules(rules))
+        except services.BacktestInputError as exc:
+            raise usage_error(str(exc))
+        bar = self._progress(options, name)
+        t0 = time.perf_counter()
+        try:
+            study = optimize.run_walk_forward(row=row, n_trials=options["trials"],
+                                              batch=max(1, options["batch"] or self._default_batch()),
+                                              requeue_after=options["requeue_after"],
+                                              storage=options.get("storage"), progress=bar)
+        except services.BacktestInputError as exc:
+            raise usage_error(str(exc))
+        except (OSError, ValueError) as exc:
+            raise CommandError(one_line(exc))
+        finally:
+            if bar is not None:
+                bar.close()
+        wall = time.perf_counter() - t0
+        report = study.walk_forward
+        if options["json"]:
+            self.stdout.write(json.dumps({"study": study.name, "study_id": study.pk, "wall_seconds": wall,
+                                          "best_parameters": study.best_parameters, "best_value": study.best_value,
+                                          **report}, allow_nan=False))
+            return
+        self.stdout.write(f"walk-forward study {study.name} (#{study.pk}): {len(report['windows'])} windows (train "
+                          f"{report['train']}, test {report['test']} candles), {options['trials']} trials per "
+                          f"window, {study.direction} {study.metric}; {wall:.1f}s")
+        for line in window_report_lines(report, study.metric):
+            self.stdout.write(line)
+        self.stdout.write(f"  latest window's best (bots_from_study {study.pk}): "
+                          f"{json.dumps(study.best_parameters)}")
+
     @staticmethod
     def _default_batch() -> int:
         from tradebot.celery import app
@@ -124,6 +183,7 @@ class Command(DomainCommand):
 
         class Progress:
             def __call__(self, done: int, total: int) -> None:
+                bar.total = total  # a walk-forward knows its windows x trials once the data is loaded
                 bar.n = done
                 bar.refresh()
 

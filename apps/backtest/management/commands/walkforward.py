@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from apps.backtest.formatting import format_count, format_metric, format_time
+from apps.backtest.formatting import format_count
 from apps.backtest.management.cli import (
     add_data_arguments,
     add_output_arguments,
@@ -22,6 +22,7 @@ from apps.backtest.management.cli import (
     model_rules,
     one_line,
     rules_options,
+    window_report_lines,
     window_sizes,
 )
 from apps.common.management import DomainCommand, usage_error
@@ -102,17 +103,5 @@ class Command(DomainCommand):
         metric = options["metric"].lstrip("-")
         self.stdout.write(f"walk-forward {options['strategy']}: {len(out['windows'])} windows "
                           f"(train {sizes['train']}, test {sizes['test']} candles), metric {metric}")
-        for w in out["windows"]:
-            ins = (w.get("in_sample") or {}).get(metric)
-            oos = (w.get("out_of_sample") or {}).get(metric)
-            dates = ""
-            if all(isinstance(w.get(k), int) for k in ("train_start", "test_start", "test_end")):
-                dates = (f" train {format_time(w['train_start'])} .. test {format_time(w['test_start'])} - "
-                         f"{format_time(w['test_end'])}")
-            self.stdout.write(f"  window {w['index']}:{dates}  {json.dumps(w['parameters'])}  in-sample "
-                              f"{format_metric(metric, ins)}  out-of-sample {format_metric(metric, oos)}")
-        self.stdout.write("  stitched out-of-sample:")
-        for k, v in out["stitched_metrics"].items():
-            self.stdout.write(f"    {k}: {format_metric(k, v)}")
-        for w in out["warnings"]:
-            self.stdout.write(f"  warning: {w}")
+        for line in window_report_lines(out, metric):
+            self.stdout.write(line)
