@@ -26,7 +26,7 @@ from apps.bots.strategies.base import ACTION_LABELS
 from apps.bots.strategies.registry import create_strategy
 from apps.bots.trading.candles import CandleArrays
 from apps.bots.trading.fills import FillRules
-from apps.common.errors import ApplicationError
+from apps.common.state import refuse_state_fields
 from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
 from tradebot.notify import SYSTEM_CHANNEL, publish, publish_many, signals_channel, status_channel
@@ -57,6 +57,7 @@ def rules_for(bot: Bot) -> FillRules:
 # Config fields are validated by THE bot config schema (apps.bots.config.BotConfig); lifecycle fields (LIFECYCLE_FIELDS)
 # are never set from outside: status changes through bot_start / bot_stop, the portfolio through ticks and resets.
 
+LIFECYCLE_HOW = "bot lifecycle state changes through start/stop and ticks, not edits"
 LIFECYCLE_FIELDS: tuple[str, ...] = (
     "status", "cash", "position", "entry_price", "entry_timestamp", "entry_fee", "fees_paid", "peak_equity",
     "realized_pnl", "last_candle_timestamp", "history_start", "heartbeat_at", "restart_times", "restart_count",
@@ -69,11 +70,9 @@ def bot_config(bot: Bot) -> dict[str, Any]:
     return {name: getattr(bot, name) for name in CONFIG_FIELDS}
 
 
-def _refuse_lifecycle(data: Mapping[str, Any]) -> None:
-    for name in data:
-        if name in LIFECYCLE_FIELDS:
-            raise ApplicationError(f"{name!r} is lifecycle state: it changes through start/stop and ticks, not edits",
-                                   field=name)
+def refuse_lifecycle(data: Mapping[str, Any], *, current: Mapping[str, Any] | None = None) -> None:
+    """A write naming a lifecycle field is refused (apps.common.state, the guard every app shares)."""
+    refuse_state_fields(data, LIFECYCLE_FIELDS, current=current, how=LIFECYCLE_HOW)
 
 
 def _publish_status(bot: Bot, *, event: str = "", error: str = "") -> None:
@@ -87,7 +86,7 @@ def _publish_status(bot: Bot, *, event: str = "", error: str = "") -> None:
 def bot_create(*, data: Mapping[str, Any] | BotConfig, config_file: str = "") -> Bot:
     """A stopped bot from a validated config; its virtual portfolio starts at the config's initial balance."""
     if not isinstance(data, BotConfig):
-        _refuse_lifecycle(data)
+        refuse_lifecycle(data)
     config = validate_config(data)
     if Bot.objects.filter(name=config.name).exists():
         raise BotConfigError(f"name: a bot named {config.name!r} already exists", field="name")
@@ -107,7 +106,7 @@ def bot_update(*, bot: Bot, data: Mapping[str, Any] | BotConfig, config_file: st
     if isinstance(data, BotConfig):
         config = data
     else:
-        _refuse_lifecycle(data)
+        refuse_lifecycle(data)
         config = validate_config({**bot_config(bot), **dict(data)})
     if config.name != bot.name and Bot.objects.filter(name=config.name).exclude(pk=bot.pk).exists():
         raise BotConfigError(f"name: a bot named {config.name!r} already exists", field="name")

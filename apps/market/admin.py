@@ -58,7 +58,7 @@ class MarketAdmin(admin.ModelAdmin):
                     "last_error", "chart")
     list_filter = ("exchange", "timeframe", "watched", "provider")
     search_fields = ("symbol", "exchange")
-    readonly_fields = ("last_collected_at", "last_error", "created_at")
+    readonly_fields = services.MARKET_STATE_FIELDS  # the shared state guard's fields
     inlines = (CoveredRangeInline, DataGapInline)
     actions = ("watch_markets", "unwatch_markets", "backfill_open_gaps")
 

@@ -16,6 +16,7 @@ import pandas as pd
 from django.db import transaction
 
 from apps.common.errors import ApplicationError
+from apps.common.state import refuse_state_fields
 from apps.market.ledger import refresh_ledger
 from apps.market.models import DataGap, Market, StreamRepair
 from apps.market.partitions import ensure_partitions_for
@@ -102,6 +103,15 @@ def validate_market(*, exchange: str, symbol: str, timeframe: str, provider: str
             raise ApplicationError(f"provider {provider!r} cannot serve {exchange} {symbol}: {exc.message}",
                                    field="exchange" if provider == "ccxt" else "provider") from None
         raise
+
+
+# A market's collection state: written by the collector, never by a user (refused by apps.common.state's guard).
+MARKET_STATE_FIELDS: tuple[str, ...] = ("last_collected_at", "last_error", "created_at")
+MARKET_STATE_HOW = "collection state is written by the collector, not edits"
+
+
+def refuse_market_state(data: object, *, current: object = None) -> None:
+    refuse_state_fields(data, MARKET_STATE_FIELDS, current=current, how=MARKET_STATE_HOW)
 
 
 @transaction.atomic

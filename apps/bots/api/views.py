@@ -27,15 +27,12 @@ TRADE_COLUMNS = ("id", "bot_id", "signal_id", "timestamp", "side", "reason", "pr
 
 
 def _input(request, *, partial: bool, bot: Bot | None = None) -> dict:
-    """The body's config fields (JSON types checked). Lifecycle fields are passed on for the services to refuse,
-    except, on update, those equal to the bot's current value (a GET body sent back unchanged is fine)."""
-    current = BotSerializer(bot).data if bot is not None else {}
-    body = request.data if hasattr(request.data, "keys") else {}
-    lifecycle = {k: body[k] for k in services.LIFECYCLE_FIELDS if k in body and not (k in current
-                                                                                    and current[k] == body[k])}
+    """The body's config fields (JSON types checked). A lifecycle field is refused by the shared state guard, except,
+    on update, one equal to the bot's current value (a GET body sent back unchanged is fine)."""
+    services.refuse_lifecycle(request.data, current=BotSerializer(bot).data if bot is not None else None)
     serializer = BotInputSerializer(data=request.data, partial=partial)
     serializer.is_valid(raise_exception=True)
-    return {**serializer.validated_data, **lifecycle}
+    return dict(serializer.validated_data)
 
 
 class BotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -42,6 +42,7 @@ class MarketViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(request=MarketInputSerializer, responses={201: MarketSerializer})
     def create(self, request, *args, **kwargs):
+        services.refuse_market_state(request.data)
         data = MarketInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         market = services.market_create(**data.validated_data)
@@ -49,9 +50,11 @@ class MarketViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(request=MarketUpdateSerializer, responses=MarketSerializer)
     def update(self, request, *args, **kwargs):
+        market = self.get_object()
+        services.refuse_market_state(request.data, current=MarketSerializer(market).data)
         data = MarketUpdateSerializer(data=request.data, partial=kwargs.pop("partial", False))
         data.is_valid(raise_exception=True)
-        market = services.market_update(market=self.get_object(), **data.validated_data)
+        market = services.market_update(market=market, **data.validated_data)
         return Response(MarketSerializer(market).data)
 
     @extend_schema(request=MarketUpdateSerializer, responses=MarketSerializer)

@@ -66,3 +66,27 @@ def test_given_schema_endpoint_when_fetched_then_candle_endpoint_is_documented(r
     resp = reader.get("/api/v1/schema/")
     assert resp.status_code == 200
     assert b"/api/v1/market/candles/" in resp.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", ["last_error", "last_collected_at", "created_at"])
+def test_given_a_market_when_a_write_names_its_collection_state_then_400_naming_the_field_like_bots(field):
+    """One guard (apps.common.state) for bots' lifecycle and markets' collection state: refused, never dropped."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    from apps.market.models import Market
+
+    api = APIClient()
+    api.force_authenticate(get_user_model().objects.create_user("state-staff", password="x" * 12, is_staff=True))
+    market = Market.objects.create(exchange="binance", symbol="BTC/USDT", timeframe="1h", provider="replay")
+    value = "2026-01-01T00:00:00Z" if field != "last_error" else "forged"
+    resp = api.patch(f"/api/v1/market/markets/{market.pk}/", {field: value}, format="json")
+    assert resp.status_code == 400 and resp.json()["field"] == field and "read-only state" in resp.json()["detail"]
+    resp = api.post("/api/v1/market/markets/", {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "1h",
+                                                "provider": "replay", field: value}, format="json")
+    assert resp.status_code == 400 and resp.json()["field"] == field
+    unchanged = api.get(f"/api/v1/market/markets/{market.pk}/").json()
+    assert api.put(f"/api/v1/market/markets/{market.pk}/", unchanged, format="json").status_code == 200
+    market.refresh_from_db()
+    assert market.last_error == "" and Market.objects.count() == 1
