@@ -128,6 +128,8 @@ class Trade(models.Model):
             models.CheckConstraint(condition=Q(amount__gt=0) & Q(price__gt=0) & Q(fee__gte=0), name="trades_positive"),
             models.UniqueConstraint(fields=["bot", "timestamp", "side"], name="trades_one_fill_per_side_candle"),
         ]
+        # The trades list pages a bot's trades newest first (timestamp, id): read backwards off this index, not a sort.
+        indexes = [models.Index(fields=["bot", "timestamp", "id"], name="trades_bot_time_id")]
         ordering = ["bot", "timestamp"]
 
     def __str__(self) -> str:
