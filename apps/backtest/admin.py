@@ -136,7 +136,7 @@ class SweepResultAdmin(admin.ModelAdmin):
 @admin.register(WalkForward)
 class WalkForwardAdmin(admin.ModelAdmin):
     list_display = ("id", "strategy", "market", "train_size", "test_size", "step", "metric", "status", "windows_n",
-                    "oos_sharpe", "created_at")
+                    "oos_sharpe", "report", "created_at")
     list_filter = ("status", "strategy", "timeframe")
     readonly_fields = ("status", "windows", "stitched_metrics", "stitched_equity", "error", "created_at",
                        "finished_at")
@@ -144,6 +144,10 @@ class WalkForwardAdmin(admin.ModelAdmin):
     @admin.display(description="market")
     def market(self, obj):
         return obj.market_label
+
+    @admin.display(description="report")
+    def report(self, obj):
+        return format_html('<a href="/dashboard/walkforwards/{}/">in vs out of sample</a>', obj.pk)
 
     @admin.display(description="windows")
     def windows_n(self, obj):

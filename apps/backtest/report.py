@@ -132,8 +132,8 @@ def drawdown_pct(equity: np.ndarray, initial_balance: float | None = None) -> np
         return np.where(peak > 0, (equity / peak - 1.0) * 100.0, 0.0)
 
 
-def _html(fig: Any, include_plotlyjs: bool | str) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, config=PLOT_CONFIG)
+def _html(fig: Any, include_plotlyjs: bool | str, div_id: str | None = None) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, config=PLOT_CONFIG, div_id=div_id)
 
 
 def _render(template: str, context: dict[str, Any], *, full_html: bool) -> str:
@@ -436,7 +436,7 @@ def render_sweep_report(*, title: str, strategy: str, metric: str, results: Sequ
     figure = ""
     note = ""
     if x and y and x != y:
-        figure = _html(sweep_figure(results, x, y, metric), _plotlyjs(include_plotlyjs, full_html))
+        figure = _html(sweep_figure(results, x, y, metric), _plotlyjs(include_plotlyjs, full_html), div_id="heat")
     else:
         note = "fewer than two parameters vary in this sweep: no heat map"
     key = metric.lstrip("-")
@@ -464,20 +464,6 @@ def sweep_report(sweep: Any, *, x: str | None = None, y: str | None = None, full
                                strategy=sweep.strategy, metric=sweep.metric, results=results,
                                ranking=sweep.ranking or [], x=x, y=y, extra=extra, full_html=full_html,
                                include_plotlyjs=include_plotlyjs)
-
-
-def sweep_heatmap_data(sweep: Any, x: str | None = None, y: str | None = None) -> dict[str, Any]:
-    """The heat map as data for a page that draws it itself: {"x", "y", "xs", "ys", "z", "metric"} (same cells as
-    sweep_report's; z rows follow ys, None where no set was evaluated)."""
-    results = list(sweep.results.filter(error="", metrics__isnull=False).values("parameters", "metrics"))
-    varied = varied_parameters(sweep.strategy, results)
-    x = x or next((k for k in varied if k != y), None)
-    y = y or next((k for k in varied if k != x), None)
-    if not results or x is None or y is None:
-        return {"x": x, "y": y, "xs": [], "ys": [], "z": [], "metric": sweep.metric}
-    grid = heatmap_grid(results, x, y, sweep.metric)
-    z = [[None if np.isnan(v) else float(v) for v in row] for row in grid["z"]]
-    return {"x": x, "y": y, "xs": grid["x"], "ys": grid["y"], "z": z, "metric": sweep.metric}
 
 
 def write_sweep_report(path: str | Path, sweep: Any, **kwargs: Any) -> Path:
@@ -535,7 +521,7 @@ def render_walkforward_report(*, title: str, result: Mapping[str, Any], metric: 
     stitched = result.get("stitched_metrics") or {}
     return _render("backtest/report_walkforward.html", {
         "title": title, "extra": list(extra), "metric": metric_label(key),
-        "figure": _html(fig, _plotlyjs(include_plotlyjs, full_html)), "rows": rows,
+        "figure": _html(fig, _plotlyjs(include_plotlyjs, full_html), div_id="walkforward"), "rows": rows,
         "stitched": [(metric_label(k), format_metric(k, v)) for k, v in stitched.items()],
         "warnings": list(result.get("warnings") or []),
     }, full_html=full_html)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("bots/<int:pk>/events/", views.bot_events, name="bot-events"),
     path("runs/<int:pk>/", views.run, name="run"),
     path("sweeps/<int:pk>/", views.sweep, name="sweep"),
+    path("walkforwards/<int:pk>/", views.walkforward, name="walkforward"),
 ]

@@ -8,8 +8,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from apps.backtest.models import BacktestRun, Status, Sweep
-from apps.backtest.report import render_run_fragment, sweep_heatmap_data
+from apps.backtest.models import BacktestRun, Status, Sweep, WalkForward
+from apps.backtest.report import render_run_fragment, sweep_report, walkforward_report
 from apps.bots import selectors as bot_selectors
 from apps.bots.models import Bot
 from apps.market import selectors as market_selectors
@@ -109,9 +109,17 @@ def run(request, pk: int):
 
 @login_required
 def sweep(request, pk: int):
+    """The sweep's report (ranked table + heat map), the same fragment as `sweep --report` (apps.backtest.report)."""
     s = get_object_or_404(Sweep, pk=pk)
-    heat = sweep_heatmap_data(s)
-    return render(request, "dashboard/sweep.html", {"sweep": s, "ranking": s.ranking or [], "heat": heat})
+    return render(request, "dashboard/sweep.html", {"sweep": s, "fragment": sweep_report(s, full_html=False)})
+
+
+@login_required
+def walkforward(request, pk: int):
+    """The walk-forward report (in-sample vs out-of-sample per window, stitched equity) once the study is done."""
+    study = get_object_or_404(WalkForward, pk=pk)
+    fragment = walkforward_report(study, full_html=False) if study.status == Status.DONE else None
+    return render(request, "dashboard/walkforward.html", {"study": study, "fragment": fragment})
 
 
 
