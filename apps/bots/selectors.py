@@ -162,3 +162,17 @@ def stored_detail_source(kind: str, *, exchange: str, symbol: str, candle_ts, ti
         return frame_source("trades", tts, (px,), ts, tf)(bars)
 
     return source
+
+
+def live_detail(*, exchange: str, symbol: str, timeframe: str, candle_ts, rules: list) -> tuple[str, Any] | None:
+    """("trades", DetailSource) when the market's stream stores raw trades and some bot has a stop-loss or take-profit:
+    the live tick (and its reconcile twin) then resolve ambiguous candles on the stored trades, as `backtest --detail
+    trades` does, so both stay equal. None otherwise (the conservative candle rule; no query when no bot needs it)."""
+    from apps.market.models import Market
+
+    if not any(r.stop_loss is not None or r.take_profit is not None for r in rules):
+        return None
+    if not Market.objects.filter(exchange=exchange, symbol=symbol, store_raw_trades=True).exists():
+        return None
+    return "trades", stored_detail_source("trades", exchange=exchange, symbol=symbol, candle_ts=candle_ts,
+                                          timeframe=timeframe)

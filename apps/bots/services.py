@@ -556,6 +556,7 @@ def _record_errors(errors: dict[int, str], now) -> None:
 def tick_shard(bot_ids: list[int], *, until: int | None = None, wait: bool = False) -> ShardReport:
     """Decide every closed candle (up to `until`) after each running bot's last one, for the bots `bot_ids`, in one
     transaction (see the section comment). Bots another delivery holds are skipped (`wait=True`: wait for them)."""
+    from apps.bots.selectors import live_detail
     from apps.bots.trading.fleet import decide_fleet
 
     report = ShardReport()
@@ -572,7 +573,9 @@ def tick_shard(bot_ids: list[int], *, until: int | None = None, wait: bool = Fal
             markets.setdefault((row["exchange"], row["symbol"], row["timeframe"]), []).append(_bot_tick(row))
         for (exchange, symbol, timeframe), ticks in markets.items():
             candles = _read_window(exchange, symbol, timeframe, ticks, until)
-            result = decide_fleet(candles, ticks, strategies=_STRATEGIES)
+            detail = live_detail(exchange=exchange, symbol=symbol, timeframe=timeframe, candle_ts=candles.timestamp,
+                                 rules=[t.rules for t in ticks])
+            result = decide_fleet(candles, ticks, strategies=_STRATEGIES, detail=detail)
             _write_result(result, now)
             _update_bots(result, result.idle, now)
             _record_errors(result.errors, now)

@@ -39,7 +39,8 @@ Rules (long-only spot, one position at a time; prices are quote per base unit):
   reason and price (and, through the cash, later amounts) change. The result reports the ambiguous exits, how many
   the detail changed and the metrics against the candle-only run. The tick core applies the same rule
   (`fleet.decide_fleet(detail=...)` -> `detail.resolve_exit`, exits fixed in `step_fleet`), so `replay_bot --detail`
-  equals the backtest with the same `--detail`.
+  equals the backtest with the same `--detail`; live bots use the stored raw trades when their market's stream stores
+  them (`bots.selectors.live_detail`; reconcile's twin too).
 * After a stop-loss / take-profit exit, that candle's signal is ignored: a buy signal on the same candle does NOT
   re-enter (the strategy decided at the close without knowing it had been stopped out; re-entering on the candle that
   just hit a stop is what a trader usually does not want; the next buy signal re-enters).

@@ -414,17 +414,24 @@ def round_trips(fills: list[dict[str, Any]], last_time: int | None, last_price: 
 
 
 def twin_fills(candles: CandleArrays, strategy, rules: FillRules, *, trading_from: int,
-               signals: np.ndarray | None = None) -> list[dict[str, Any]]:
+               signals: np.ndarray | None = None, detail: tuple[str, Any] | None = None) -> list[dict[str, Any]]:
     """What a backtest of a bot's config makes over `candles` (its history start on), trading only candles with
     close time >= `trading_from` (before: hold, indicators warming): fills as `FleetResult.trades_of` gives them.
-    `signals`: the strategy's actions over `candles` when already computed."""
+    `signals`: the strategy's actions over `candles` when already computed. `detail` = (kind, DetailSource over
+    `candles`): the backtest with intrabar detail (`simulate_detail`), the twin of a bot ticked with it."""
     from apps.bots.trading.fills import simulate
 
     if signals is None:
         signals = strategy_actions(candles, strategy)
     action = np.asarray(signals, dtype=np.int8).copy()
     action[candles.timestamp < trading_from] = 0
-    sim = simulate(candles.timestamp, candles.open, candles.high, candles.low, candles.close, action, rules)
+    if detail is not None:
+        from apps.bots.trading.detail import simulate_detail
+
+        sim = simulate_detail(candles.timestamp, candles.open, candles.high, candles.low, candles.close, action,
+                              rules, detail[0], detail[1])[0]
+    else:
+        sim = simulate(candles.timestamp, candles.open, candles.high, candles.low, candles.close, action, rules)
     fills = []
     ev = sim.events
     amount_after = 0.0

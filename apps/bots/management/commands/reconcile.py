@@ -27,6 +27,7 @@ class Command(DomainCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from apps.bots.models import Bot, Signal
+        from apps.bots.selectors import live_detail
         from apps.bots.services import rules_for
         from apps.bots.strategies.registry import create_strategy
         from apps.bots.trading.candles import CandleArrays
@@ -51,7 +52,10 @@ class Command(DomainCommand):
                                                        timeframe=bot.timeframe, start=bot.history_start, end=last))
         strategy = create_strategy(bot.strategy, bot.parameters)
         actions = strategy_actions(candles, strategy)
-        twin = twin_fills(candles, strategy, rules_for(bot), trading_from=trading_from, signals=actions)
+        rules = rules_for(bot)
+        detail = live_detail(exchange=bot.exchange, symbol=bot.symbol, timeframe=bot.timeframe,
+                             candle_ts=candles.timestamp, rules=[rules])  # the rule the live ticks used
+        twin = twin_fills(candles, strategy, rules, trading_from=trading_from, signals=actions, detail=detail)
         recorded = [{"timestamp": t, "side": s, "price": p, "amount": a, "fee": f}
                     for t, s, p, a, f in bot.trades.filter(timestamp__lte=last).order_by("timestamp", "side")
                     .values_list("timestamp", "side", "price", "amount", "fee")]
