@@ -14,7 +14,8 @@ from apps.backtest.report import report_for_run
 from apps.bots import services as bot_services
 from apps.bots.models import Bot
 from apps.bots.strategies.registry import create_strategy
-from apps.bots.trading.fleet import Candles, twin_fills
+from apps.bots.trading.candles import CandleArrays
+from apps.bots.trading.fleet import twin_fills
 from apps.common.management import DomainCommand
 from apps.market import services as market_services
 from apps.market.csvio import read_candle_csv
@@ -137,7 +138,7 @@ class Command(DomainCommand):
         fills = list(bot.trades.order_by("timestamp", "side").values_list("timestamp", "side", "price", "amount",
                                                                             "fee"))
         first = bot.signals.order_by("timestamp").values_list("timestamp", flat=True).first()
-        window = Candles.of(candle_frame(exchange=REPLAY_EXCHANGE, symbol="BTC/USDT", timeframe="1h",
+        window = CandleArrays.from_frame(candle_frame(exchange=REPLAY_EXCHANGE, symbol="BTC/USDT", timeframe="1h",
                                          start=bot.history_start))
         twin = twin_fills(window, create_strategy(STRATEGY, PARAMS), bot_services.rules_for(bot), trading_from=first)
         expected = [(f["timestamp"], f["side"], f["price"], f["amount"], f["fee"]) for f in twin]
