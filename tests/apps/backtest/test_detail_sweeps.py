@@ -108,3 +108,22 @@ def test_given_an_unknown_detail_when_a_sweep_is_created_then_the_error_names_th
         services.create_sweep(strategy="sma_cross", grid={"fast": [5], "slow": [20]}, enqueue=False,
                               detail="5m", **MARKET)
     assert info.value.field == "detail"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_given_the_sweep_command_with_detail_when_run_then_its_table_and_json_carry_each_sets_detail(stored_btc):
+    from io import StringIO
+
+    args = ["sweep", "--strategy", "sma_cross", "--grid", '{"fast": [5, 8], "slow": [20]}', "--stop-loss", "0.003",
+            "--take-profit", "0.003", "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1h",
+            "--detail", "1m", "--quiet"]
+    out = StringIO()
+    call_command(*args, stdout=out)  # eager here: the chord runs in this process
+    lines = out.getvalue().splitlines()
+    assert sum("detail 1m:" in line and "ambiguous exits on candles alone" in line for line in lines) == 2
+    out = StringIO()
+    call_command(*args, "--json", stdout=out)
+    payload = json.loads(out.getvalue().strip().splitlines()[-1])
+    for row in payload["ranking"]:
+        ref = backtest_with_detail(row["parameters"])
+        assert row["metrics"] == ref["metrics"] and row["detail"]["changed"] == ref["detail"]["changed"]
