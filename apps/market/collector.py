@@ -274,7 +274,9 @@ def _refill_gaps(provider: Provider, market: Market, start: int, end: int, repor
     report.gaps_found += len(gaps)
     for gap in gaps:
         g_start, g_end = gap.start_timestamp, gap.end_timestamp
+        rejected_before = report.rejected
         got = _fetch_range(provider, market, g_start, g_end, report, None)
+        rejected = report.rejected - rejected_before
         now = timezone.now()
         DataGap.objects.filter(pk=gap.pk).update(attempts=gap.attempts + 1, last_attempt_at=now)
         refresh_ledger(market, start=g_start - tf, end=g_end + tf)
@@ -285,6 +287,14 @@ def _refill_gaps(provider: Provider, market: Market, start: int, end: int, repor
         )
         if not still_open:
             report.gaps_filled += 1
+            continue
+        if rejected:
+            # The exchange has these candles but sent them broken: not an outage, the gap stays open for the next
+            # backfill (a hole recorded as exchange_outage is never asked for again).
+            note = f"exchange sent {rejected} invalid candles for this range on backfill (rejected); kept open"
+            for row in still_open:
+                DataGap.objects.filter(pk=row.pk).update(note=note[:200], attempts=max(row.attempts, gap.attempts + 1),
+                                                         last_attempt_at=now)
             continue
         note = (
             f"exchange returned no candles for {format_ms(g_start)}..{format_ms(g_end)} on backfill"

@@ -170,6 +170,11 @@ TRADEBOT_DEFAULT_FEE = env_float("TRADEBOT_DEFAULT_FEE", 0.001, minimum=0.0, bel
 TRADEBOT_TICK_SHARD_SIZE = env_int("TRADEBOT_TICK_SHARD_SIZE", 1000, minimum=1)
 # How many candles a collection round asks an exchange for per page (also the replay provider's page size).
 TRADEBOT_FETCH_LIMIT = env_int("TRADEBOT_FETCH_LIMIT", 1000, minimum=1)
+# Each exchange request: tries before the error goes to the caller (the market backs off, a backfill task retries),
+# the first back-off (seconds, doubling up to 60), and ccxt's timeout (ms; unset = ccxt's default of 10 s).
+TRADEBOT_FETCH_ATTEMPTS = env_int("TRADEBOT_FETCH_ATTEMPTS", 5, minimum=1)
+TRADEBOT_FETCH_BACKOFF_S = env_float("TRADEBOT_FETCH_BACKOFF_S", 1.0, minimum=0.0)
+TRADEBOT_EXCHANGE_TIMEOUT_MS = env_int("TRADEBOT_EXCHANGE_TIMEOUT_MS", None, minimum=100)
 # Partitions of raw_trades created ahead of the current month.
 TRADEBOT_RAW_TRADES_MONTHS_AHEAD = env_int("TRADEBOT_RAW_TRADES_MONTHS_AHEAD", 3, minimum=0)
 # Replay provider: the exchange name whose stored candles are re-emitted as a live feed ...

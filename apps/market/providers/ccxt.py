@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
 import numpy as np
+import orjson
 import pandas as pd
 
 from apps.market.providers.base import ProviderError, candle_frame_from_arrays, empty_trades_frame
@@ -39,6 +40,39 @@ def _default_limit() -> int:
         return int(getattr(settings, "TRADEBOT_FETCH_LIMIT", DEFAULT_LIMIT))
     except Exception:  # noqa: BLE001 - settings not configured (pure use): fall back to the default
         return DEFAULT_LIMIT
+
+
+def _setting(name: str, default: float) -> float:
+    try:
+        from django.conf import settings
+
+        value = getattr(settings, name, None)
+    except Exception:  # noqa: BLE001 - settings not configured (pure use): the default
+        return default
+    return default if value is None else float(value)
+
+
+class GarbledResponse(ccxt.ExchangeNotAvailable):
+    """The exchange answered 200 with something that is not what was asked (HTML, truncated JSON, wrong shape). A
+    NetworkError: retried with back-off like a 5xx, never parsed into candles."""
+
+
+def _checked_ohlcv(rows: Any, what: str, client: Any = None) -> list:
+    """ccxt turns a non-JSON body into rows of None, and with `since` filters those out into an empty page (which
+    reads as "no more candles"): refuse a body that did not parse as JSON, and rows that are not 6+ numbers."""
+    body = getattr(client, "last_http_response", None)
+    if isinstance(body, str | bytes) and body:
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise GarbledResponse(f"{what}: the exchange answered a body that is not JSON: {body[:60]!r}") from None
+    if not isinstance(rows, list):
+        raise GarbledResponse(f"{what}: the exchange answered {type(rows).__name__}, not a list of candles")
+    for row in rows:
+        if not isinstance(row, list | tuple) or len(row) < 6 or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) for x in row[:6]):
+            raise GarbledResponse(f"{what}: the exchange answered a row that is not a candle: {str(row)[:80]}")
+    return rows
 
 
 def _exchange_urls_setting() -> dict[str, dict[str, str]]:
@@ -99,7 +133,8 @@ def make_client(exchange: str, config: dict[str, Any] | None = None) -> ccxt.Exc
     """A new ccxt client for an exchange id, rate limiting on, TRADEBOT_EXCHANGE_URLS applied; unknown ids are a
     clear error with suggestions."""
     exchange_id = _check_id(exchange, ccxt.exchanges)
-    client = getattr(ccxt, exchange_id)({"enableRateLimit": True, **(config or {})})
+    timeout = {"timeout": int(t)} if (t := _setting("TRADEBOT_EXCHANGE_TIMEOUT_MS", 0)) else {}
+    client = getattr(ccxt, exchange_id)({"enableRateLimit": True, **timeout, **(config or {})})
     return apply_url_overrides(client, exchange_id)
 
 
@@ -145,8 +180,8 @@ class CcxtProvider:
         limit: int | None = None,
         clock: Callable[[], int] | None = None,
         sleep: Callable[[float], None] | None = None,
-        max_attempts: int = 5,
-        backoff: float = 1.0,
+        max_attempts: int | None = None,
+        backoff: float | None = None,
         max_backoff: float = 60.0,
         config: dict[str, Any] | None = None,
     ) -> None:
@@ -159,8 +194,8 @@ class CcxtProvider:
             raise ProviderError(f"fetch limit must be >= 1, got {self.limit}")
         self.clock = clock or client.milliseconds
         self.sleep = sleep or time.sleep
-        self.max_attempts = max(1, int(max_attempts))
-        self.backoff = float(backoff)
+        self.max_attempts = max(1, int(max_attempts or _setting("TRADEBOT_FETCH_ATTEMPTS", 5)))
+        self.backoff = float(backoff if backoff is not None else _setting("TRADEBOT_FETCH_BACKOFF_S", 1.0))
         self.max_backoff = float(max_backoff)
         self.retries = 0  # retried requests so far (for logs and tests)
         self.requests = 0  # ccxt fetch_* calls so far
@@ -224,7 +259,8 @@ class CcxtProvider:
             if next_open is not None and last_open_wanted is not None:  # do not ask for more than the range holds
                 limit = min(limit, (last_open_wanted - next_open) // tf + 1)
             what = f"fetch_ohlcv({symbol} {timeframe} since={next_open} limit={limit})"
-            rows = self._call(what, self.client.fetch_ohlcv, symbol, timeframe, since=next_open, limit=limit)
+            rows = self._call(what, lambda what=what, since=next_open, limit=limit: _checked_ohlcv(
+                self.client.fetch_ohlcv(symbol, timeframe, since=since, limit=limit), what, self.client))
             if not rows:
                 return
             arr = np.asarray([r[:6] for r in rows], dtype=np.float64)

@@ -16,8 +16,9 @@ must use this clock (`GET /fake/clock`, or `FakeBinance.clock` in-process).
 
 Hooks for reliability tests: `drop_connections()` (close every websocket now), `silence(on)` (keep sockets open, push
 nothing; trades keep happening and stay available by REST), `lag(from_ms, lag_ms)` (the websocket pushes trades late
-while REST has them on time), `fail_next(n, kind)` (the next n REST requests answer
-429 / 5xx / garbage), `hold(until_ms)` (pause the replay at a data time), `finish()`.
+while REST has them on time), `fail_next(n, kind)` (the next n REST requests answer 429 / 5xx / garbage, time out
+after `hang_s`, or serve klines that break the candle rules), `heal()` (drop the pending failures), `hold(until_ms)`
+(pause the replay at a data time), `finish()`.
 
 Usage (in-process, from sync code)::
 
@@ -51,6 +52,7 @@ from apps.market.aggregation import trades_to_candles_arrays
 
 REPO = Path(__file__).resolve().parents[3]
 EXCHANGE_INFO = REPO / "sample_data" / "ccxt_fixtures" / "binance_rest_exchangeInfo_BTCUSDT_ETHUSDT.json"
+FAULT = web.RequestKey("fake_fault", str)  # the failure kind a request was answered with (timeout, invalid)
 KLINE_INTERVALS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
                    "4h": 14_400_000, "1d": 86_400_000}
 
@@ -113,7 +115,7 @@ def load_tape(path: str | Path, *, symbol: str) -> Tape:
 @dataclass
 class _Failure:
     remaining: int
-    kind: str  # "429", "500", "503", "garbage"
+    kind: str  # "429", "418", "500", "502", "503", "garbage", "timeout", "invalid"
     path: str | None = None
 
 
@@ -124,6 +126,7 @@ class Stats:
     connections: int = 0
     drops: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)  # injected failures answered, by kind
 
 
 class FakeBinance:
@@ -143,6 +146,7 @@ class FakeBinance:
         self._subs: dict[str, set[web.WebSocketResponse]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
         self._failures: list[_Failure] = []
+        self.hang_s = 3.0  # how long a "timeout" failure holds its answer
         self._silent = False
         self._lag: tuple[int, int] | None = None  # (from data ms, lag ms): see lag()
         # paused: the clock waits at start_at for hold(None), or until `wait_subscribers` streams are subscribed
@@ -181,10 +185,18 @@ class FakeBinance:
         self._silent = on
 
     def fail_next(self, count: int, kind: str = "500", path: str | None = None) -> None:
-        """The next `count` REST requests (whose path contains `path`, if given) answer 429, 500, 503 or garbage."""
-        if kind not in ("429", "418", "500", "502", "503", "garbage"):
+        """The next `count` REST requests (whose path contains `path`, if given) answer 429, 500, 503 or garbage;
+        "timeout": the answer comes only after `hang_s` seconds (a client with a shorter timeout gives up first);
+        "invalid": well-formed JSON whose klines break the candle rules (high < low, negative volume)."""
+        if kind not in ("429", "418", "500", "502", "503", "garbage", "timeout", "invalid"):
             raise ValueError(f"unknown failure kind {kind!r}")
         self._failures.append(_Failure(count, kind, path))
+
+    def heal(self) -> int:
+        """Drop every failure still pending (the exchange is healthy again); returns how many requests they had left."""
+        left = sum(f.remaining for f in self._failures)
+        self._failures.clear()
+        return left
 
     def hold(self, until_ms: int | None) -> None:
         """Stop the clock when it reaches data time `until_ms`; None releases it, and it runs on from where it stopped
@@ -231,7 +243,7 @@ class FakeBinance:
         return {exchange: {"ws": self.ws_url, "rest": self.rest_url}}
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._hang])
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/ws/{idx}", self._ws)
         app.router.add_get("/fake/clock", self._clock)
@@ -371,6 +383,12 @@ class FakeBinance:
         for f in self._failures:
             if f.remaining > 0 and (f.path is None or f.path in request.path):
                 f.remaining -= 1
+                self.stats.faults[f.kind] = self.stats.faults.get(f.kind, 0) + 1
+                request[FAULT] = f.kind
+                if f.kind == "invalid":
+                    return None  # the handler answers, with broken candles (klines)
+                if f.kind == "timeout":  # sent after hang_s by the middleware (_hang)
+                    return web.Response(text="Gateway Timeout", status=504)
                 if f.kind == "garbage":
                     return web.Response(text="<html>upstream hiccup\x00", status=200, content_type="application/json")
                 status = int(f.kind)
@@ -379,6 +397,14 @@ class FakeBinance:
                                              status=status, headers={"Retry-After": "1"})
                 return web.Response(text="Service Unavailable", status=status)  # what a gateway in front answers
         return None
+
+    @web.middleware
+    async def _hang(self, request: web.Request, handler) -> web.StreamResponse:
+        """A "timeout" failure: the answer (504) leaves only after hang_s seconds."""
+        response = await handler(request)
+        if request.get(FAULT) == "timeout":
+            await asyncio.sleep(self.hang_s)
+        return response
 
     async def _clock(self, request: web.Request) -> web.Response:
         return web.json_response({"data_ms": self.clock(), "wall_ms": int(time.time() * 1000), "speed": self.speed})
@@ -487,6 +513,8 @@ class FakeBinance:
                                                        interval)
         window = slice(None, limit) if "startTime" in p else slice(-limit, None)
         t, o, h, lo_, c, v = (a[window] for a in (t, o, h, lo_, c, v))
+        if request.get(FAULT) == "invalid":  # high and low swapped, volume negative: every rule broken
+            h, lo_, v = lo_ - 1.0, h + 1.0, -v - 1.0
         rows = [[int(t[k] - tf), _num(o[k]), _num(h[k]), _num(lo_[k]), _num(c[k]), _num(v[k]), int(t[k] - 1),
                  "0", 0, "0", "0", "0"] for k in range(len(t))]
         return _json(rows)
@@ -511,8 +539,8 @@ def _json(rows: list) -> web.Response:
 class FakeBinanceThread:
     """FakeBinance on its own event loop in a daemon thread, for synchronous callers (tests, bench). Context manager.
 
-    Hooks are forwarded thread-safely: `drop_connections()`, `silence()`, `lag()`, `fail_next()`, `hold()`; `clock()`,
-    `served()`, `stats` are read directly.
+    Hooks are forwarded thread-safely: `drop_connections()`, `silence()`, `lag()`, `fail_next()`, `heal()`, `hold()`;
+    `clock()`, `served()`, `stats` are read directly.
     """
 
     def __init__(self, tapes: list[Tape], **kwargs) -> None:
@@ -554,6 +582,9 @@ class FakeBinanceThread:
 
     def fail_next(self, count: int, kind: str = "500", path: str | None = None) -> None:
         self._call(self.server.fail_next, count, kind, path)
+
+    def heal(self) -> int:
+        return self._call(self.server.heal)
 
     def hold(self, until_ms: int | None) -> None:
         self._call(self.server.hold, until_ms)
