@@ -60,7 +60,7 @@ def sweep_compute_seconds(sweep_id: int) -> float:
 def sweep_results(sweep: Sweep, *, ranked: bool = True, metric: str | None = None) -> list[dict[str, Any]]:
     """All results of a sweep; ranked by the sweep's (or a given) metric, failed ones last with their reason."""
     rows = list(SweepResult.objects.filter(sweep_id=sweep.pk)
-                .values("index", "parameters", "metrics", "error", "compute_seconds"))
+                .values("index", "parameters", "metrics", "error", "compute_seconds", "detail_report"))
     if not ranked:
         return rows
     return rank_results(rows, metric or sweep.metric)

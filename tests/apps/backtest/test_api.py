@@ -211,3 +211,29 @@ def test_given_a_non_staff_user_when_posting_a_walkforward_then_403_and_anonymou
     assert user.get("/api/v1/backtest/walkforwards/").status_code == 200
     assert APIClient().post("/api/v1/backtest/walkforwards/", WF, format="json").status_code == 401
     assert WalkForward.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_given_detail_when_posting_a_run_and_a_sweep_then_it_is_stored_reported_and_a_bad_one_names_the_field(
+        stored, api):
+    from apps.backtest.models import SweepResult
+
+    body = {**BASE, "strategy": "sma_cross", "stop_loss": 0.003, "take_profit": 0.003, "detail": "1m"}
+    run = api.post("/api/v1/backtest/runs/", {**body, "parameters": {"fast": 5, "slow": 20}}, format="json")
+    assert run.status_code == 202, run.content
+    got = api.get(f"/api/v1/backtest/runs/{run.json()['id']}/").json()
+    assert got["status"] == "done" and got["detail"] == "1m"
+    assert got["detail_report"]["source"] == "1m"  # no 1m stored here: every ambiguous exit is missing, warned
+    assert got["detail_report"]["missing"] == got["detail_report"]["ambiguous_exits"]
+    named = [w for w in got["warnings"] if w.startswith("detail 1m:") and "more candles" not in w]
+    assert named and all("no detail data" in w for w in named)
+    sweep = api.post("/api/v1/backtest/sweeps/", {**body, "grid": {"fast": [5, 8], "slow": [20]}}, format="json")
+    assert sweep.status_code == 202, sweep.content
+    sid = sweep.json()["id"]
+    assert api.get(f"/api/v1/backtest/sweeps/{sid}/").json()["detail"] == "1m"
+    results = api.get(f"/api/v1/backtest/sweeps/{sid}/results/").json()
+    results = results["results"] if isinstance(results, dict) else results
+    assert len(results) == 2 and all(r["detail_report"]["source"] == "1m" for r in results)
+    assert SweepResult.objects.filter(sweep_id=sid, detail_report__isnull=False).count() == 2
+    bad = api.post("/api/v1/backtest/sweeps/", {**body, "grid": {"fast": [5]}, "detail": "5m"}, format="json")
+    assert bad.status_code == 400 and "detail" in bad.content.decode()
