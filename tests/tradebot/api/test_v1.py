@@ -133,6 +133,21 @@ def test_given_an_authenticated_user_when_over_the_user_rate_then_429(settings, 
     assert codes == [200] * 4 + [429] * 2
 
 
+def test_given_many_requests_when_throttled_then_the_counter_is_one_integer_not_a_history(reader, reader_api):
+    """O(1) per request: DRF's history list (rewritten whole on every request) would hold every request's time."""
+    import time
+
+    from django.core.cache import cache
+
+    from tradebot.api.throttling import UserThrottle
+
+    key = UserThrottle.cache_format % {"scope": "user", "ident": reader[0].pk}
+    cache.delete_many([key, f"{key}:t0"])  # counters live in Redis and outlive a test database
+    for _ in range(30):
+        assert reader_api.get("/api/v1/bots/").status_code == 200
+    assert cache.get(key) == 30 and 0 < cache.get(f"{key}:t0") <= time.time()
+
+
 # --- pagination -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", LISTS)
