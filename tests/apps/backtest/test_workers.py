@@ -81,3 +81,25 @@ def test_given_a_chunk_that_fails_once_and_a_bad_set_when_swept_on_workers_then_
     # 5 valid sets computed once each, plus the one call that raised OperationalError before its chunk was retried.
     assert int(redis_client.get(FLAKY_KEY)) == 5 + 1
     assert all(r.metrics["bars"] == len(stored_1m) for r in results.values() if not r.error)
+
+
+@pytest.mark.workers
+@pytest.mark.django_db(transaction=True)
+def test_given_a_real_worker_when_a_walkforward_is_queued_then_the_worker_stores_the_in_process_result(
+        stored_1m, real_celery_worker):  # noqa: F811
+    from apps.backtest.models import WalkForward
+
+    grid = {"fast": [5, 10], "slow": [40, 60]}
+    study = services.create_walkforward(strategy="sma_cross", grid=grid, train="6h", test="2h", exchange=EX,
+                                        symbol=SYM, timeframe=TF)
+    assert WalkForward.objects.get(pk=study.pk).status in (Status.PENDING, Status.RUNNING)  # stored, not computed
+    deadline = time.monotonic() + 180
+    while WalkForward.objects.get(pk=study.pk).status not in (Status.DONE, Status.FAILED):
+        assert time.monotonic() < deadline, "walk-forward not finished"
+        time.sleep(0.2)
+    study = WalkForward.objects.get(pk=study.pk)
+    assert study.status == Status.DONE, study.error
+    ref = services.run_walkforward_in_process("sma_cross", grid, candle_frame(exchange=EX, symbol=SYM, timeframe=TF),
+                                              timeframe=TF, rules_kwargs={}, train="6h", test="2h")
+    assert len(study.windows) == len(ref["windows"]) == (len(stored_1m) - 480) // 120 + 1
+    assert study.windows == ref["windows"] and study.stitched_metrics == ref["stitched_metrics"]
