@@ -19,12 +19,17 @@ import logging
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apps.backtest import services
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+# The database or Redis (broker, results, pub/sub) briefly away: retry. redis-py's errors are not the builtins.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError, BrokerError,
+                    RedisConnectionError, RedisTimeoutError)
 
 
 def soft_time_limit_message(task) -> str:
