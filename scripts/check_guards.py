@@ -89,6 +89,10 @@ MUTATIONS = {
     "garbage exchange answers refused": (
         "apps/market/providers/ccxt.py", "    if isinstance(body, str | bytes) and body:\n",
         "    if False:\n", EXCHANGE),
+    "stalled sweeps re-dispatched": (
+        "apps/backtest/services.py",
+        "                transaction.on_commit(lambda pk=sweep_id, c=chunks: _send_chord(pk, c))\n", "",
+        "tests/reliability/test_sweep_recovery.py"),
 }
 
 

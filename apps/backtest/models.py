@@ -81,6 +81,9 @@ class Sweep(DataArgs):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True,
+                                       help_text="Last time a chunk stored results (or the sweep was (re)dispatched)")
+    redispatches = models.PositiveIntegerField(default=0, help_text="Times its missing chunks were sent again")
 
     class Meta:
         ordering = ["-created_at"]

@@ -11,12 +11,14 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.backtest.engine.chunk import run_chunk
@@ -457,12 +459,17 @@ def dispatch_stored_sweep(sweep_id: int):
 
 def dispatch_sweep(sweep_id: int, chunks: list[list[Any]]):
     """chord(group(sweep_chunk_task per chunk), finish_sweep_task) with an error callback that marks it failed."""
+    now = timezone.now()
+    Sweep.objects.filter(pk=sweep_id).update(status=Status.RUNNING, started_at=now, progress_at=now)
+    return _send_chord(sweep_id, list(enumerate(chunks)))
+
+
+def _send_chord(sweep_id: int, chunks: list[tuple[int, list[Any]]]):
     from celery import chord, group
 
     from apps.backtest.tasks import fail_sweep_task, finish_sweep_task, sweep_chunk_task
 
-    Sweep.objects.filter(pk=sweep_id).update(status=Status.RUNNING, started_at=timezone.now())
-    header = group(sweep_chunk_task.s(sweep_id, i, chunk) for i, chunk in enumerate(chunks))
+    header = group(sweep_chunk_task.s(sweep_id, i, chunk) for i, chunk in chunks)
     body = finish_sweep_task.s(sweep_id).on_error(fail_sweep_task.s(sweep_id=sweep_id))
     return chord(header)(body)
 
@@ -496,7 +503,8 @@ def execute_sweep_chunk(sweep_id: int, chunk_index: int, param_sets: list[Any],
             ignore_conflicts=True,
         )
         n_failed = sum(1 for r in new if r["error"])
-        Sweep.objects.filter(pk=sweep_id).update(completed=F("completed") + len(new), failed=F("failed") + n_failed)
+        Sweep.objects.filter(pk=sweep_id).update(completed=F("completed") + len(new), failed=F("failed") + n_failed,
+                                                 progress_at=timezone.now())
     return {"chunk": chunk_index, "count": len(results), "stored": len(new),
             "failed": sum(1 for r in results if r["error"]), "compute_seconds": compute}
 
@@ -515,6 +523,45 @@ def finish_sweep(sweep_id: int, chunk_summaries: list[Any] | None = None) -> Swe
     Sweep.objects.filter(pk=sweep_id).update(status=Status.DONE, ranking=jsonable(ranking),
                                              finished_at=timezone.now(), error=error)
     return Sweep.objects.get(pk=sweep_id)
+
+
+MAX_SWEEP_REDISPATCHES = 3
+
+
+def recover_stalled_sweeps(*, stall_s: float | None = None) -> dict[str, list[int]]:
+    """Beat (recover_sweeps_task): a RUNNING sweep with no stored progress for `stall_s` (TRADEBOT_SWEEP_STALL_S) has
+    lost a chunk for good (its message gone with the broker, a chunk that never reports), so its chord can never
+    finish. Its missing parameter sets (those without a SweepResult) are sent again as a new chord, the stores being
+    idempotent per (sweep, index) so every set counts once even if the lost chunk turns up; with none missing it is
+    ranked; after MAX_SWEEP_REDISPATCHES it is failed with the reason. The stall must exceed the backtest queue's
+    hard time limit plus its queueing delay, or a slow chunk is computed twice (still stored once)."""
+    stall_s = float(settings.TRADEBOT_SWEEP_STALL_S if stall_s is None else stall_s)
+    cutoff = timezone.now() - timedelta(seconds=stall_s)
+    out: dict[str, list[int]] = {"redispatched": [], "finished": [], "failed": []}
+    stalled = Q(progress_at__lt=cutoff) | Q(progress_at__isnull=True, started_at__lt=cutoff)  # (older rows)
+    for sweep_id in Sweep.objects.filter(stalled, status=Status.RUNNING).values_list("pk", flat=True):
+        with transaction.atomic():
+            sweep = Sweep.objects.select_for_update().get(pk=sweep_id)
+            if sweep.status != Status.RUNNING or (sweep.progress_at or sweep.started_at or cutoff) >= cutoff:
+                continue  # progressed or finished meanwhile (beat passes are serialised by this lock)
+            done = set(SweepResult.objects.filter(sweep_id=sweep_id).values_list("index", flat=True))
+            missing = [[i, s] for i, s in enumerate(jsonable(sweep_param_sets(sweep))) if i not in done]
+            if not missing:
+                transaction.on_commit(lambda pk=sweep_id: finish_sweep(pk))
+                out["finished"].append(sweep_id)
+            elif sweep.redispatches >= MAX_SWEEP_REDISPATCHES:
+                transaction.on_commit(lambda pk=sweep_id, n=len(missing), r=sweep.redispatches: fail_sweep(
+                    pk, f"{n} parameter sets never reported after {r} re-dispatches of their chunks"))
+                out["failed"].append(sweep_id)
+            else:
+                Sweep.objects.filter(pk=sweep_id).update(redispatches=F("redispatches") + 1,
+                                                         progress_at=timezone.now())
+                chunks = list(enumerate(split_chunks(missing, sweep.chunk_size)))
+                transaction.on_commit(lambda pk=sweep_id, c=chunks: _send_chord(pk, c))
+                logger.warning("sweep %s: no progress for %.0fs, %d parameter sets missing: chunks sent again",
+                               sweep_id, stall_s, len(missing))
+                out["redispatched"].append(sweep_id)
+    return out
 
 
 def fail_sweep(sweep_id: int, message: str) -> None:

@@ -93,6 +93,12 @@ def finish_sweep_task(results: list, sweep_id: int) -> dict:
             "compute_seconds": compute, "chunks": results}
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def recover_sweeps_task() -> dict:
+    """Beat entry point: re-dispatch the missing chunks of sweeps that stopped progressing (see the service)."""
+    return services.recover_stalled_sweeps()
+
+
 def failure_message(exc: BaseException | None) -> str:
     if isinstance(exc, TimeLimitExceeded):
         limit = exc.args[0] if exc.args else None

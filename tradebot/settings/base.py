@@ -147,6 +147,9 @@ TRADEBOT_BOTS_SOFT_TIME_LIMIT = env_float("TRADEBOT_BOTS_SOFT_TIME_LIMIT", 240.0
 TRADEBOT_BOTS_TIME_LIMIT = env_float("TRADEBOT_BOTS_TIME_LIMIT", 300.0, minimum=0.001)
 TRADEBOT_BACKTEST_SOFT_TIME_LIMIT = env_float("TRADEBOT_BACKTEST_SOFT_TIME_LIMIT", 3600.0, minimum=0.001)
 TRADEBOT_BACKTEST_TIME_LIMIT = env_float("TRADEBOT_BACKTEST_TIME_LIMIT", 3900.0, minimum=0.001)
+# A running sweep with no chunk stored for this long (s) lost a chunk for good: the beat sends its missing parameter
+# sets again (apps.backtest.services.recover_stalled_sweeps). Above the hard limit, so a slow chunk is not redone.
+TRADEBOT_SWEEP_STALL_S = env_float("TRADEBOT_SWEEP_STALL_S", TRADEBOT_BACKTEST_TIME_LIMIT + 600.0, minimum=0.001)
 for _queue in ("MARKET", "COLLECT", "BOTS", "BACKTEST"):
     if globals()[f"TRADEBOT_{_queue}_SOFT_TIME_LIMIT"] >= globals()[f"TRADEBOT_{_queue}_TIME_LIMIT"]:
         raise ImproperlyConfigured(
