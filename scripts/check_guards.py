@@ -93,6 +93,11 @@ MUTATIONS = {
         "apps/backtest/services.py",
         "                transaction.on_commit(lambda pk=sweep_id, c=chunks: _send_chord(pk, c))\n", "",
         "tests/reliability/test_sweep_recovery.py"),
+    "a refused write isolated to its bot": (
+        "apps/bots/services.py", "    if not code or any(code.startswith(p) for p in _RETRIED_SQLSTATES):\n",
+        "    if True:\n",
+        "tests/reliability/test_data_faults.py::test_given_signal_writes_failing_for_one_bot_then_the_error_is_on_that_"
+        "bot_the_others_go_on_and_it_recovers"),
 }
 
 

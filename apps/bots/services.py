@@ -553,9 +553,60 @@ def _record_errors(errors: dict[int, str], now) -> None:
     transaction.on_commit(lambda: publish_many(payloads))
 
 
+# SQLSTATE classes of a statement that the database refused while the connection stays fine (disk full 53, a revoked
+# privilege 42, a check or a trigger 23 / P0, a statement timeout 57014...): retrying the same writes cannot help.
+# Connection loss (08, 57P01-03 shutdown/terminate) and serialization failures / deadlocks (40) are retried instead.
+_RETRIED_SQLSTATES = ("08", "40", "57P01", "57P02", "57P03")
+
+
+def _refused_statement(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error that refused a statement (None: a lost connection or a retryable one)."""
+    cause = exc.__cause__
+    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)  # psycopg 3 / psycopg2
+    if not code or any(code.startswith(p) for p in _RETRIED_SQLSTATES):
+        return None
+    return code
+
+
 def tick_shard(bot_ids: list[int], *, until: int | None = None, wait: bool = False) -> ShardReport:
     """Decide every closed candle (up to `until`) after each running bot's last one, for the bots `bot_ids`, in one
-    transaction (see the section comment). Bots another delivery holds are skipped (`wait=True`: wait for them)."""
+    transaction (see the section comment). Bots another delivery holds are skipped (`wait=True`: wait for them).
+
+    A statement the database refuses (disk full, a revoked permission, a statement timeout on one bot's rows) rolls
+    the shard back; the shard is then ticked bot by bot, so the healthy bots go on and each failing bot gets the
+    error in last_error (failed: the monitor restarts it a bounded number of times, then gives up with the reason).
+    A lost connection is raised for the task to retry."""
+    from django.db import DatabaseError
+
+    try:
+        return _tick_shard(bot_ids, until=until, wait=wait)
+    except DatabaseError as exc:
+        code = _refused_statement(exc)
+        if code is None or transaction.get_connection().in_atomic_block:
+            raise
+        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        message = f"database write failed (SQLSTATE {code}): {first_line}"
+    if len(bot_ids) > 1:
+        logger.warning("tick shard of %d bots refused by the database (%s): ticking them one by one",
+                       len(bot_ids), message)
+        report = ShardReport()
+        for bot_id in bot_ids:
+            part = tick_shard([bot_id], until=until, wait=wait)
+            report.decided += part.decided
+            report.fills += part.fills
+            report.bots += part.bots
+            report.skipped.extend(part.skipped)
+            report.errors.update(part.errors)
+            report.reports.update(part.reports)
+        return report
+    logger.error("bot %s: %s", bot_ids[0], message)
+    _record_errors({bot_ids[0]: message}, timezone.now())
+    report = ShardReport(bots=1, errors={bot_ids[0]: message})
+    report.reports[bot_ids[0]] = TickReport(bot_id=bot_ids[0], skipped=f"error: {message}")
+    return report
+
+
+def _tick_shard(bot_ids: list[int], *, until: int | None = None, wait: bool = False) -> ShardReport:
     from apps.bots.selectors import live_detail
     from apps.bots.trading.fleet import decide_fleet
 
