@@ -50,9 +50,13 @@ SECONDS_50X = float(os.environ.get("BENCH_STREAM_SECONDS_50X", "60"))
 BEAT_S = 60.0
 
 
+RUN_TAG = f"{os.getpid() % 100_000:05d}"
+
+
 def symbols(n: int) -> list[str]:
-    """Bench-only names (the real XRP/ETH trades under other symbols), so no other process's candles are counted."""
-    return [f"B{i:02d}/ETH" for i in range(n)]
+    """Bench-only names (the real XRP/ETH trades under other symbols), unique to this run: Redis pub/sub is shared by
+    every database number, so another run's `market:` messages must not be counted."""
+    return [f"B{RUN_TAG}{i:02d}/ETH" for i in range(n)]
 
 
 def write_tapes(n: int, tmp: Path) -> list[str]:
@@ -97,12 +101,13 @@ def reset(syms: list[str], *, raw: bool) -> list[int]:
 
 
 class Subscriber(threading.Thread):
-    def __init__(self) -> None:
+    def __init__(self, syms: list[str]) -> None:
         super().__init__(daemon=True)
+        self.syms = set(syms)
         self.seen: list[tuple[str, int, float]] = []
         self.client = redis.Redis.from_url(settings.REDIS_URL)
         self.pubsub = self.client.pubsub()
-        self.pubsub.psubscribe("market:*")
+        self.pubsub.psubscribe(f"market:B{RUN_TAG}*")
         self.stop = False
 
     def run(self) -> None:
@@ -111,7 +116,8 @@ class Subscriber(threading.Thread):
             if msg and msg["type"] == "pmessage":
                 t = time.time()
                 payload = json.loads(msg["data"])
-                if payload.get("exchange") == "binance" and payload.get("timeframe") == "1m":
+                if (payload.get("exchange") == "binance" and payload.get("timeframe") == "1m"
+                        and payload.get("symbol") in self.syms and not payload.get("corrected")):
                     self.seen.append((payload["symbol"], int(payload["timestamp"]), t))
 
 
@@ -132,7 +138,7 @@ def run_latency(n: int, speed: float, seconds: float, tmp: Path) -> dict:
         return wall0 + (data_ms - data0) / speed / 1000.0
 
     settings.TRADEBOT_EXCHANGE_URLS = {"binance": info["binance"]}
-    sub = Subscriber()
+    sub = Subscriber(syms)
     sub.start()
     poll_lat: list[float] = []
     poll_stop = threading.Event()
@@ -177,7 +183,27 @@ def run_latency(n: int, speed: float, seconds: float, tmp: Path) -> dict:
     trades = sum(s.stats.trades for s in proc.streams.values())
     return {"markets": n, "speed": speed, "seconds": seconds, "live_candles": len(lat),
             "stream_p50_ms": pct(lat, 50), "stream_p99_ms": pct(lat, 99), "poll_candles": len(poll_lat),
-            "poll_p50_ms": pct(poll_lat, 50), "poll_p99_ms": pct(poll_lat, 99), "trades": trades}
+            "poll_p50_ms": pct(poll_lat, 50), "poll_p99_ms": pct(poll_lat, 99), "trades": trades,
+            "breakdown_ms": breakdown(proc, sub.seen, wall_of, live_from)}
+
+
+def breakdown(proc: StreamProcess, seen: list[tuple[str, int, float]], wall_of, live_from: int) -> dict:
+    """Where a live candle's latency goes, p50/p99 of each stage: close -> handed to the writer (grace + timer),
+    waiting for a writer thread, the write (validate, upsert, ledger, commit, publish), publish -> seen."""
+    when = {(sym, ts): t for sym, ts, t in seen}
+    stages: dict[str, list[float]] = {"close_to_writer": [], "writer_queue": [], "write_commit_publish": [],
+                                      "to_subscriber": []}
+    for stream in proc.streams.values():
+        for ts, flushed, started, done in stream.stats.timings:
+            if ts < live_from:
+                continue
+            stages["close_to_writer"].append((flushed - wall_of(ts)) * 1000.0)
+            stages["writer_queue"].append((started - flushed) * 1000.0)
+            stages["write_commit_publish"].append((done - started) * 1000.0)
+            t = when.get((stream.market.symbol, ts))
+            if t is not None:
+                stages["to_subscriber"].append((t - done) * 1000.0)
+    return {k: [pct(v, 50), pct(v, 99)] for k, v in stages.items()}
 
 
 def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
@@ -225,13 +251,33 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     out: dict = {"bench": "stream", "latency": [], "throughput": []}
     markets = [int(x) for x in os.environ.get("BENCH_STREAM_MARKETS", "1,20").split(",")]
-    for raw in (False, True):
+    for raw in (False, True) if os.environ.get("BENCH_STREAM_THROUGHPUT", "1") == "1" else ():
         out["throughput"].append(run_throughput(int(os.environ.get("BENCH_STREAM_FLOOD_MARKETS", "20")), raw, tmp))
     speeds = [float(x) for x in os.environ.get("BENCH_STREAM_SPEEDS", "1,50").split(",")]
     for n in markets if os.environ.get("BENCH_STREAM_LATENCY", "1") == "1" else []:
         for speed in speeds:
             out["latency"].append(run_latency(n, speed, SECONDS_1X if speed == 1.0 else SECONDS_50X, tmp))
+    out["targets"] = targets(out)
     print(json.dumps(out))
+
+
+def targets(out: dict) -> dict:
+    """The issue's targets against this run's figures, and the in-run baseline (polling fetch_ohlcv at the default
+    beat interval, same server, same run) as a ratio of medians."""
+    result: dict = {}
+    for row in out["throughput"]:
+        key = "trades_per_s_raw_" + ("on" if row.get("raw_trades") else "off")
+        want = 20_000 if row.get("raw_trades") else 50_000
+        got = row.get("trades_per_s")
+        result[key] = {"target": want, "got": got, "met": got is not None and got >= want}
+    for row in out["latency"]:
+        key = f"p99_ms_{row['markets']}m_{row['speed']:g}x"
+        got = row.get("stream_p99_ms")
+        ratio = (round(row["poll_p50_ms"] / row["stream_p50_ms"], 1)
+                 if row.get("poll_p50_ms") and row.get("stream_p50_ms") else None)
+        result[key] = {"target": 500, "got": got, "met": got is not None and got <= 500,
+                       "poll_over_stream_p50": ratio}
+    return result
 
 
 if __name__ == "__main__":

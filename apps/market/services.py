@@ -180,7 +180,8 @@ class StaleLeaseError(ApplicationError):
 
 
 def ingest_candles(
-    *, exchange: str, symbol: str, timeframe: str, df: pd.DataFrame, publish: bool = True, fence: int | None = None
+    *, exchange: str, symbol: str, timeframe: str, df: pd.DataFrame, publish: bool = True, fence: int | None = None,
+    ledger: bool = True,
 ) -> IngestResult:
     """Validate, upsert and ledger a batch of closed candles (close-time labels) in one transaction.
 
@@ -188,6 +189,9 @@ def ingest_candles(
     published on `market:{symbol}` and `candles_closed` is sent after commit; `publish=False` is for bulk history
     (imports, backfills) that no live consumer should react to. `fence` (stream processes): the writer's lease token;
     a token older than the one that last wrote this market raises StaleLeaseError and nothing is written.
+    `ledger=False` (the stream's latency-critical write): the ledger is left to the caller, who refreshes it right
+    after the commit (`refresh_ledger` over the new close times); a ledger that misses a stored candle heals on the
+    next refresh around it.
     """
     label = f"{exchange} {symbol}"
     valid, rejected = validate_candles(df, market=label, timeframe=timeframe)
@@ -208,7 +212,7 @@ def ingest_candles(
             if locked.stream_fence < fence:
                 Market.objects.filter(pk=market.pk).update(stream_fence=fence)
         up = upsert_candles(exchange=exchange, symbol=symbol, timeframe=timeframe, df=valid)
-        if up.inserted:  # only new rows change coverage
+        if up.inserted and ledger:  # only new rows change coverage
             refresh_ledger(market, start=up.inserted[0], end=up.inserted[-1])
         if publish and (up.inserted or up.updated_timestamps):
             new, corrected = _rows(valid, up.inserted), _rows(valid, up.updated_timestamps)
