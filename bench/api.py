@@ -16,10 +16,10 @@ warmed up, then measured alone. Pages start at random offsets (random cursors) a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.load import open_loop  # noqa: E402 - the repo root is on the path from here
 
 RATE = int(os.environ.get("BENCH_API_RATE", "200"))
 DURATION = float(os.environ.get("BENCH_API_SECONDS", "10"))
@@ -127,37 +129,24 @@ def _start_gunicorn(scratch_url: str):
 CHECK_EVERY = 10  # parse every 10th body (row count); the client shares the 2 cores with the server it measures
 
 
-async def _load(session, make_url, headers, rate: float, seconds: float, check_rows: int) -> dict:
-    sem = asyncio.Semaphore(MAX_IN_FLIGHT)
-    latencies: list[float] = []
-    errors = 0
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    n = int(rate * seconds)
+def _page_check(rows: int):
+    """A 200 with a body; every CHECK_EVERY-th one parsed for its row count (the client shares the 2 cores)."""
+    seen = itertools.count()
 
-    async def one(i: int) -> None:
-        nonlocal errors
-        scheduled = start + i / rate
-        await asyncio.sleep(max(0.0, scheduled - loop.time()))
-        async with sem:
-            try:
-                async with session.get(make_url(), headers=headers) as resp:
-                    body = await resp.read()
-                    ok = resp.status == 200 and len(body) > 1000
-                    if ok and i % CHECK_EVERY == 0:
-                        page = json.loads(body)
-                        ok = len(page.get("rows") or page["results"]) == check_rows
-            except Exception:  # noqa: BLE001 - counted
-                ok = False
-        latencies.append((loop.time() - scheduled) * 1000.0)
-        errors += not ok
+    def ok(status: int, body: bytes) -> bool:
+        if status != 200 or len(body) <= 1000:
+            return False
+        if next(seen) % CHECK_EVERY:
+            return True
+        page = json.loads(body)
+        return len(page.get("rows") or page["results"]) == rows
 
-    await asyncio.gather(*(one(i) for i in range(n)))
-    wall = loop.time() - start
-    lat = sorted(latencies)
-    return {"requests": n, "errors": errors, "achieved_rps": round(n / wall, 1),
-            "p50_ms": round(statistics.median(lat), 2), "p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 2),
-            "max_ms": round(lat[-1], 2)}
+    return ok
+
+
+async def _load(session, make_url, headers, rate: float, seconds: float, rows: int) -> dict:
+    figures = await open_loop(session, make_url, headers, rate, seconds, _page_check(rows), max_in_flight=MAX_IN_FLIGHT)
+    return figures.as_dict()
 
 
 async def _run(base: str, info: dict) -> dict:
