@@ -98,6 +98,9 @@ MUTATIONS = {
         "    if True:\n",
         "tests/reliability/test_data_faults.py::test_given_signal_writes_failing_for_one_bot_then_the_error_is_on_that_"
         "bot_the_others_go_on_and_it_recovers"),
+    "SSE per-client buffer bounded": (
+        "tradebot/dashboard/live.py", "    buffer: queue.Queue = queue.Queue(maxsize=max_buffer)\n",
+        "    buffer: queue.Queue = queue.Queue()\n", "tests/reliability/test_slow_dashboard_client.py"),
 }
 
 
