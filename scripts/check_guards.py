@@ -33,9 +33,8 @@ MUTATIONS = {
                                          T + "test_given_a_finished_run_when_its_task_is_delivered_again_then_it_is_"
                                              "not_computed_or_stored_twice"),
     "bot tick row lock": ("apps/bots/services.py",
-                          "        bot = Bot.objects.select_for_update().get(pk=bot_id)\n"
-                          "        report = TickReport(",
-                          "        bot = Bot.objects.get(pk=bot_id)\n        report = TickReport(",
+                          '    lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"\n',
+                          '    lock = ""\n',
                           T + "test_given_two_workers_ticking_one_bot_at_once_then_each_candle_is_decided_once"),
     "per-market ingest lock": ("apps/market/services.py",
                                "        Market.objects.select_for_update().filter(pk=market.pk).first()\n", "",
