@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from tqdm import tqdm
 
@@ -62,6 +62,12 @@ def root_cause(exc: BaseException) -> str:
         seen.add(id(cur))
         chain.append(cur)
         cur = cur.__cause__ or cur.__context__
+    for e in chain:  # our database refused the write: say so (a statement timeout is not the exchange timing out)
+        if isinstance(e, DatabaseError):
+            cause = e.__cause__
+            code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            return f"database write failed (SQLSTATE {code}): {first}" if code else f"database error: {first}"
     text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
     host = ""
     for marker in ("host='", "//"):

@@ -53,6 +53,12 @@ def collect_market_task(self, market_id: int) -> dict[str, Any]:
     try:
         result = collector.collect_market(market_id)
     except (OperationalError, InterfaceError) as exc:
+        code = getattr(exc.__cause__, "sqlstate", None) or getattr(exc.__cause__, "pgcode", None)
+        if code and not code.startswith(("08", "40", "57P0")):
+            # The database refused the statement (disk full, statement timeout): recorded on the market with its
+            # backoff by collect_market; retrying now would only repeat it.
+            market.refresh_from_db()
+            return collector.market_summary(market, None, market.last_error)
         # The database connection was lost mid-round (its transaction rolled back): retry on a fresh connection
         # instead of backing the market off for a fault that is not the exchange's.
         connection.close()

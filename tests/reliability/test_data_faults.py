@@ -170,7 +170,8 @@ def test_given_no_subscriber_when_candles_are_published_then_stored_and_running_
 # --- disk full / revoked permission for one market or one bot ------------------------------------------------------
 
 FAULTS = {"disk_full": ("53100", "could not extend file: No space left on device (injected)"),
-          "insufficient_privilege": ("42501", "permission denied for table (injected)")}
+          "insufficient_privilege": ("42501", "permission denied for table (injected)"),
+          "statement_timeout": ("57014", "canceling statement due to statement timeout (injected)")}
 
 
 def _inject(table: str, condition: str, sqlstate: str, message: str) -> None:
