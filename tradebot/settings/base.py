@@ -169,8 +169,9 @@ TRADEBOT_DEFAULT_FEE = env_float("TRADEBOT_DEFAULT_FEE", 0.001, minimum=0.0, bel
 # Bots per fleet-tick task (one Celery task per shard of a market's running bots, queue `bots`): small enough that a
 # market's fleet spreads over every worker process, large enough that per-task overhead (message, transaction, one
 # window read, one statement per table) stays small next to the work. Chosen by bench/bots.py (10,000 bots on one
-# worker of 2 processes, two runs on 2026-12-02): 250: 3.2 / 4.3 s, 500: 2.5 / 3.1 s, 1000: 1.7 / 3.1 s,
-# 2500: 1.7 / 1.7 s. More, smaller shards only pay off with more worker processes than this machine's 2 cores.
+# worker of 2 processes, three runs on 2026-12-02): 250: 3.2 / 4.3 / 2.5 s, 500: 2.5 / 3.1 / 1.8 s,
+# 1000: 1.7 / 3.1 / 1.4 s, 2500: 1.7 / 1.7 / 1.8 s (as fast at the median, and steady). Smaller shards pay off with
+# more worker processes than this machine's 2 cores.
 TRADEBOT_TICK_SHARD_SIZE = env_int("TRADEBOT_TICK_SHARD_SIZE", 2500, minimum=1)
 # How many candles a collection round asks an exchange for per page (also the replay provider's page size).
 TRADEBOT_FETCH_LIMIT = env_int("TRADEBOT_FETCH_LIMIT", 1000, minimum=1)
