@@ -173,13 +173,12 @@ class Command(DomainCommand):
         return max(2, 2 * procs)
 
     def _progress(self, options: dict[str, Any], name: str):
-        import sys
+        from apps.common.progress import progress_bar
 
-        if options["quiet"] or options["json"] or not sys.stderr.isatty():
+        bar = progress_bar(options["trials"], f"optimize {name}", quiet=options["quiet"] or options["json"],
+                           unit="trial")
+        if bar is None:
             return None
-        from tqdm import tqdm
-
-        bar = tqdm(total=options["trials"], desc=f"optimize {name}", unit="trial", file=sys.stderr)
 
         class Progress:
             def __call__(self, done: int, total: int) -> None:
