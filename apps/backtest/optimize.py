@@ -276,10 +276,10 @@ def run_study(*, row: Study, ostudy: Any, searched: dict[str, Any], fixed: dict[
     while True:
         # tell what the workers finished
         for trial in StudyTrial.objects.filter(study=row, told=False).exclude(state=StudyTrial.State.PENDING):
-            _tell(ostudy, trial)
+            told_now = _tell(ostudy, trial)  # False: told by a process killed before it marked the row
             StudyTrial.objects.filter(pk=trial.pk).update(told=True)
             in_flight.discard(trial.number)
-            done += 1
+            done += told_now  # an already-finished trial is in `done` from Optuna's count above
         if progress is not None and done != last_report:
             progress(min(done, n_trials), n_trials)
             last_report = done

@@ -101,6 +101,21 @@ def test_given_a_killed_optimize_command_when_resumed_then_no_trial_is_lost_or_c
     assert_counted_once(name, 16)
 
 
+def test_given_a_trial_told_to_optuna_by_a_killed_command_when_resumed_then_it_is_counted_once(stored_eth):
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    data = {"exchange": "binance", "symbol": "ETH/USDT", "timeframe": "15m"}
+    row, ostudy, searched, fixed = optimize.open_study(name=name, strategy="sma_cross", space=json.loads(SPACE),
+                                                       metric="sharpe", seed=2, **data)
+    with workers_active(concurrency=2):
+        optimize.run_study(row=row, ostudy=ostudy, searched=searched, fixed=fixed, n_trials=4, batch=2)
+        # killed between telling Optuna and marking the row told
+        StudyTrial.objects.filter(study=row, number=StudyTrial.objects.filter(study=row).latest("number").number
+                                  ).update(told=False)
+        optimize.run_study(row=row, ostudy=ostudy, searched=searched, fixed=fixed, n_trials=6, batch=2)
+
+    assert_counted_once(name, 6)
+
+
 def test_given_a_trial_whose_worker_died_when_the_study_runs_then_it_is_requeued_and_a_redelivery_changes_nothing(
         stored_eth):
     name = f"test-{uuid.uuid4().hex[:8]}"
