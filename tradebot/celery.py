@@ -39,6 +39,10 @@ app.conf.update(
     accept_content=["json"],
     result_expires=24 * 3600,
     broker_connection_retry_on_startup=True,
+    # A task finishing while the result Redis restarts: its result and chord-part writes retry (backoff up to 10 s)
+    # instead of failing the task after it succeeded, which failed whole sweeps (tests/reliability/test_redis_restart).
+    result_backend_always_retry=True,
+    result_backend_max_retries=30,
     worker_hijack_root_logger=False,
 )
 app.autodiscover_tasks()
