@@ -78,7 +78,9 @@ class BackgroundLoad:
         import aiohttp
 
         async def main() -> LoadFigures:
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+            # one connection per request: a reused keep-alive connection the server closed after its idle timeout
+            # fails on the client (status 0) although the server did nothing wrong
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, force_close=True)) as session:
                 return await open_loop(session, *self._args)
 
         try:
