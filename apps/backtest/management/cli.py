@@ -1,7 +1,7 @@
 """Helpers shared by the research commands (backtest, sweep, walkforward, optimize, check_strategy): the data,
-fill-rule, search and walk-forward arguments and their checking, JSON arguments, output formatting. One copy of each
-argument, so the commands cannot drift apart. Usage errors are `apps.common.management.usage_error` (one line, exit
-code 2)."""
+fill-rule, search and walk-forward arguments and their checking, JSON arguments, output formatting; and the one
+command shape of bots_from_sweep / bots_from_study (`BotsFromResearchCommand`). One copy of each argument, so the
+commands cannot drift apart. Usage errors are `apps.common.management.usage_error` (one line, exit code 2)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from apps.backtest.formatting import format_metric, format_time, format_value
-from apps.common.management import one_line, usage_error
+from apps.common.management import DomainCommand, one_line, usage_error
 from apps.market.timeframes import TIMEFRAMES, parse_time
 
-__all__ = ["add_data_arguments", "add_detail_argument", "add_output_arguments", "add_search_arguments",
-           "add_source_arguments", "add_window_arguments", "data_options", "format_value", "json_object_arg",
-           "metrics_table", "model_rules", "one_line", "parse_json_arg", "rules_options", "window_report_lines",
-           "window_sizes"]
+__all__ = ["BotsFromResearchCommand", "add_data_arguments", "add_detail_argument", "add_output_arguments",
+           "add_search_arguments", "add_source_arguments", "add_window_arguments", "data_options", "format_value",
+           "json_object_arg", "metrics_table", "model_rules", "one_line", "parse_json_arg", "rules_options",
+           "window_report_lines", "window_sizes"]
 
 
 def add_source_arguments(parser: CommandParser) -> None:
@@ -186,3 +186,25 @@ def window_report_lines(out: dict[str, Any], metric: str) -> list[str]:
     lines += [f"    {k}: {format_metric(k, v)}" for k, v in out["stitched_metrics"].items()]
     lines += [f"  warning: {w}" for w in out["warnings"]]
     return lines
+
+
+class BotsFromResearchCommand(DomainCommand):
+    """`manage.py bots_from_<research> ID --top K [--start]`: a research row's K best parameter sets become paper
+    bots, one line per bot. A subclass names its id argument and its service (`make_bots`); domain errors (no such
+    row, a file row, nothing ranked yet, a bad parameter) are one line with exit 2 (DomainCommand)."""
+
+    id_argument: str  # "sweep_id", "study_id"
+    top_help: str
+
+    def make_bots(self, pk: int, *, top: int, start: bool) -> list:
+        raise NotImplementedError
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(self.id_argument, type=int)
+        parser.add_argument("--top", type=int, required=True, help=self.top_help)
+        parser.add_argument("--start", action="store_true", help="Start them (trading from the next closed candle)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for bot in self.make_bots(options[self.id_argument], top=options["top"], start=options["start"]):
+            self.stdout.write(f"{bot.name}: {bot.strategy} {bot.parameters} on {bot.exchange} {bot.symbol} "
+                              f"{bot.timeframe}, {bot.status}")
