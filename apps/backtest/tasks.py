@@ -15,6 +15,8 @@ callback (fail_sweep_task) mark it failed ("exceeded the hard time limit of N s"
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -39,28 +41,32 @@ def soft_time_limit_message(task) -> str:
     return f"exceeded the soft time limit of {soft:g} s" if soft else "exceeded the soft time limit"
 
 
+@contextmanager
+def failed_at_soft_limit(task, label: str, fail: Callable[[str], None], *, part: str = "") -> Iterator[None]:
+    """A task body reaching the soft time limit: its row is marked failed with the reason (`fail(reason)`, `part`
+    naming the piece, e.g. "chunk 3 ") and the task fails, named by `label` ("backtest run 7")."""
+    try:
+        yield
+    except SoftTimeLimitExceeded:
+        reason = part + soft_time_limit_message(task)
+        logger.error("%s: %s", label, reason)
+        fail(reason)
+        raise SoftTimeLimitExceeded(f"{label} {reason}") from None
+
+
 @shared_task(bind=True, acks_late=True)
 def run_backtest_task(self, run_id: int) -> dict:
-    try:
+    with failed_at_soft_limit(self, f"backtest run {run_id}", lambda reason: services.fail_run(run_id, reason)):
         run = services.execute_run(run_id)
-    except SoftTimeLimitExceeded:
-        message = soft_time_limit_message(self)
-        logger.error("backtest run %s: %s", run_id, message)
-        services.fail_run(run_id, message)
-        raise SoftTimeLimitExceeded(f"backtest run {run_id} {message}") from None
     return {"run_id": run.pk, "status": run.status}
 
 
 @shared_task(bind=True, acks_late=True)
 def run_walkforward_task(self, walkforward_id: int) -> dict:
     """A stored walk-forward study (services.create_walkforward enqueued it on commit), computed on this worker."""
-    try:
+    with failed_at_soft_limit(self, f"walk-forward {walkforward_id}",
+                              lambda reason: services.fail_walkforward(walkforward_id, reason)):
         study = services.execute_walkforward(walkforward_id)
-    except SoftTimeLimitExceeded:
-        message = soft_time_limit_message(self)
-        logger.error("walk-forward %s: %s", walkforward_id, message)
-        services.fail_walkforward(walkforward_id, message)
-        raise SoftTimeLimitExceeded(f"walk-forward {walkforward_id} {message}") from None
     return {"walkforward_id": study.pk, "status": study.status, "windows": len(study.windows)}
 
 
@@ -74,13 +80,10 @@ def dispatch_sweep_task(sweep_id: int) -> int:
 @shared_task(bind=True, acks_late=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3,
              retry_backoff=1, retry_backoff_max=10, retry_jitter=False)
 def sweep_chunk_task(self, sweep_id: int, chunk_index: int, param_sets: list) -> dict:
-    try:
+    # the chord's error callback then keeps the sweep failed with the chunk's reason
+    with failed_at_soft_limit(self, f"sweep {sweep_id}", lambda reason: services.fail_sweep(sweep_id, reason),
+                              part=f"chunk {chunk_index} "):
         summary = services.execute_sweep_chunk(sweep_id, chunk_index, param_sets)
-    except SoftTimeLimitExceeded:
-        message = f"chunk {chunk_index} {soft_time_limit_message(self)}"
-        logger.error("sweep %s: %s", sweep_id, message)
-        services.fail_sweep(sweep_id, message)
-        raise SoftTimeLimitExceeded(message) from None  # the chord's error callback keeps the sweep failed
     summary["retries"] = self.request.retries
     return summary
 
@@ -109,22 +112,23 @@ def failure_message(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {exc}" if exc is not None else "the task failed"
 
 
+def mark_failed(fail: Callable[..., None], row_id: int | None, exc: BaseException | None) -> None:
+    """An error callback's work: a row its task could not mark itself (killed at the hard time limit) is marked
+    failed; a row that already recorded its failure (e.g. the soft limit) keeps its reason."""
+    if row_id is not None:
+        fail(row_id, failure_message(exc), keep_reason=True)
+
+
 @shared_task(acks_late=True)
 def fail_run_task(request=None, exc=None, traceback=None, run_id: int | None = None) -> None:
-    """Error callback of run_backtest_task: a run the task could not mark itself (hard time limit) is marked failed;
-    a run that already recorded its failure keeps its reason."""
-    if run_id is None:
-        return
-    services.fail_run(run_id, failure_message(exc), keep_reason=True)
+    """Error callback of run_backtest_task (see mark_failed)."""
+    mark_failed(services.fail_run, run_id, exc)
 
 
 @shared_task(acks_late=True)
 def fail_walkforward_task(request=None, exc=None, traceback=None, walkforward_id: int | None = None) -> None:
-    """Error callback of run_walkforward_task: a study killed at the hard time limit is marked failed; one that
-    recorded its own failure keeps its reason."""
-    if walkforward_id is None:
-        return
-    services.fail_walkforward(walkforward_id, failure_message(exc), keep_reason=True)
+    """Error callback of run_walkforward_task (see mark_failed)."""
+    mark_failed(services.fail_walkforward, walkforward_id, exc)
 
 
 @shared_task(acks_late=True)
