@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
@@ -22,6 +25,18 @@ def neighbourhood_grid(parameters: dict) -> dict:
         else:
             grid[name] = sorted({value * f for f in (0.5, 1.0, 1.5)})
     return grid
+
+
+def report_bots_made(modeladmin, request, rows, label: Callable[[Any], str], make: Callable[[Any], list]) -> None:
+    """The "best into bots" actions (sweeps, studies): `make(row)` per selected row, one message each: the bots made,
+    or the domain error (a file row, nothing ranked yet)."""
+    for row in rows:
+        try:
+            bots = make(row)
+        except ApplicationError as exc:
+            modeladmin.message_user(request, f"{label(row)}: {exc}", level=messages.ERROR)
+            continue
+        modeladmin.message_user(request, f"{label(row)}: {len(bots)} bot(s): {', '.join(b.name for b in bots)}")
 
 
 @admin.register(BacktestRun)
@@ -90,16 +105,8 @@ class SweepAdmin(admin.ModelAdmin):
 
     @admin.action(description="Create paper bots from the 5 best parameter sets (stopped)")
     def make_bots_top5(self, request, queryset):
-        from apps.backtest.services import bots_from_sweep
-        from apps.common.errors import ApplicationError
-
-        for sweep in queryset:
-            try:
-                bots = bots_from_sweep(sweep_id=sweep.pk, top=5)
-            except ApplicationError as exc:
-                self.message_user(request, f"sweep #{sweep.pk}: {exc}", level="error")
-                continue
-            self.message_user(request, f"sweep #{sweep.pk}: {len(bots)} bot(s): {', '.join(b.name for b in bots)}")
+        report_bots_made(self, request, queryset, lambda sweep: f"sweep #{sweep.pk}",
+                         lambda sweep: services.bots_from_sweep(sweep_id=sweep.pk, top=5))
 
     @admin.display(description="market")
     def market(self, obj):
@@ -183,15 +190,9 @@ class StudyAdmin(admin.ModelAdmin):
     @admin.action(description="Create paper bots from the 5 best trials (stopped)")
     def make_bots_top5(self, request, queryset):
         from apps.backtest.optimize import bots_from_study
-        from apps.common.errors import ApplicationError
 
-        for study in queryset:
-            try:
-                bots = bots_from_study(study_id=study.pk, top=5)
-            except ApplicationError as exc:
-                self.message_user(request, f"study {study.name}: {exc}", level="error")
-                continue
-            self.message_user(request, f"study {study.name}: {len(bots)} bot(s): {', '.join(b.name for b in bots)}")
+        report_bots_made(self, request, queryset, lambda study: f"study {study.name}",
+                         lambda study: bots_from_study(study_id=study.pk, top=5))
 
     @admin.display(description="market")
     def market(self, obj):
