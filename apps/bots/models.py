@@ -79,7 +79,7 @@ class Signal(models.Model):
         SELL = "sell", "sell"
         HOLD = "hold", "hold"
 
-    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="signals")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="signals", db_index=False)
     timestamp = models.BigIntegerField(help_text="Close time of the decided candle, ms UTC")
     action = models.CharField(max_length=4, choices=Action.choices)
     confidence = models.FloatField(default=1.0)
@@ -109,7 +109,7 @@ class Trade(models.Model):
         STOP_LOSS = "stop_loss", "stop-loss"
         TAKE_PROFIT = "take_profit", "take-profit"
 
-    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="trades")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="trades", db_index=False)
     signal = models.ForeignKey(Signal, on_delete=models.SET_NULL, null=True, blank=True, related_name="trades")
     timestamp = models.BigIntegerField(help_text="Candle close time of the fill, ms UTC")
     side = models.CharField(max_length=4, choices=Side.choices)
@@ -139,7 +139,7 @@ class Trade(models.Model):
 class BotPerformance(models.Model):
     """Portfolio snapshot after each tick."""
 
-    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="performance")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="performance", db_index=False)
     timestamp = models.BigIntegerField(help_text="Candle close time, ms UTC")
     cash = models.FloatField()
     position = models.FloatField()

@@ -8,6 +8,7 @@ backtest's trades over that period.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -362,13 +363,20 @@ def _running_ids(bot_ids: list[int]) -> set[int]:
     return set(Bot.objects.filter(pk__in=bot_ids, status=Bot.Status.RUNNING).values_list("pk", flat=True))
 
 
+@functools.lru_cache(maxsize=4096)
+def _fill_rules(fee: float, slippage: float, fraction: float, stop_loss: float | None, take_profit: float | None,
+                initial_balance: float) -> FillRules:
+    """Validated once per distinct rule set: a fleet of thousands of bots shares a handful of them."""
+    return FillRules(fee=fee, slippage=slippage, fraction=fraction, stop_loss=stop_loss, take_profit=take_profit,
+                     initial_balance=initial_balance)
+
+
 def _bot_tick(row: dict):
     from apps.bots.trading.fleet import BotTick
 
     parameters = row["parameters"] if isinstance(row["parameters"], dict) else json.loads(row["parameters"])
-    rules = FillRules(fee=row["fee_rate"], slippage=row["slippage"], fraction=row["fraction"],
-                      stop_loss=row["stop_loss"], take_profit=row["take_profit"],
-                      initial_balance=row["initial_balance"])
+    rules = _fill_rules(row["fee_rate"], row["slippage"], row["fraction"], row["stop_loss"], row["take_profit"],
+                        row["initial_balance"])
     return BotTick(bot_id=row["id"], strategy=row["strategy"], parameters=parameters, rules=rules, cash=row["cash"],
                    amount=row["position"], entry_price=row["entry_price"] or 0.0, entry_time=row["entry_timestamp"],
                    entry_fee=row["entry_fee"], fees_paid=row["fees_paid"], realized_pnl=row["realized_pnl"],
@@ -376,17 +384,24 @@ def _bot_tick(row: dict):
                    history_start=row["history_start"])
 
 
-def _window_start(ticks: list, timeframe: str) -> tuple[int | None, list]:
-    """The first candle the market's window must hold for every bot, and the bots whose strategy cannot be built."""
-    tf = timeframe_ms(timeframe)
-    start: int | None = None
-    unbuildable = []
-    first = True
+def _lookbacks(ticks: list) -> list[int | None | Exception]:
+    """Each bot's strategy lookback (None: recursive, whole history), or the exception building it raised
+    (decide_fleet records that on the bot)."""
+    out: list[int | None | Exception] = []
     for t in ticks:
         try:
-            lookback = _strategy(t.strategy, t.parameters).lookback
-        except Exception as exc:  # noqa: BLE001 - decide_fleet records it on the bot
-            unbuildable.append((t, exc))
+            out.append(_strategy(t.strategy, t.parameters).lookback)
+        except Exception as exc:  # noqa: BLE001
+            out.append(exc)
+    return out
+
+
+def _window_start(ticks: list, lookbacks: list, timeframe: str) -> int | None:
+    """The first candle the market's window must hold for every bot (None: from the first stored one)."""
+    tf = timeframe_ms(timeframe)
+    start: int | None = None
+    for t, lookback in zip(ticks, lookbacks, strict=True):
+        if isinstance(lookback, Exception):
             continue
         if lookback is None or t.last_candle is None:
             need = t.history_start
@@ -395,30 +410,29 @@ def _window_start(ticks: list, timeframe: str) -> tuple[int | None, list]:
             if t.history_start is not None:
                 need = max(need, t.history_start)
         if need is None:
-            return None, unbuildable
-        start = need if first else min(start, need)
-        first = False
-    return start, unbuildable
+            return None
+        start = need if start is None else min(start, need)
+    return start
 
 
 def _read_window(exchange: str, symbol: str, timeframe: str, ticks: list, until: int | None):
-    start, _ = _window_start(ticks, timeframe)
+    lookbacks = _lookbacks(ticks)
+    start = _window_start(ticks, lookbacks, timeframe)
     frame = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe, start=start, end=until)
     if start is not None and len(frame):
+        # gaps ate a window strategy's margin (fewer than `lookback` rows before its last decided candle, and its
+        # history reaches further back than the read): read from the earliest history instead
         ts = frame["timestamp"].to_numpy()
-        for t in ticks:  # gaps ate a window strategy's margin: read from the earliest history instead
-            try:
-                lookback = _strategy(t.strategy, t.parameters).lookback
-            except Exception:  # noqa: BLE001
-                continue
-            if lookback is None or t.last_candle is None:
-                continue
-            before = int(np.searchsorted(ts, t.last_candle, side="right"))
-            if before < lookback and (t.history_start is None or ts[0] > t.history_start):
-                hs = [x.history_start for x in ticks]
+        window = [(t.last_candle, lb, t.history_start) for t, lb in zip(ticks, lookbacks, strict=True)
+                  if lb is not None and not isinstance(lb, Exception) and t.last_candle is not None]
+        if window:
+            last, lookback, hs = (np.array(col, dtype=object) for col in zip(*window, strict=True))
+            before = np.searchsorted(ts, last.astype(np.int64), side="right")
+            reaches_back = np.array([h is None or ts[0] > h for h in hs], dtype=bool)
+            if np.any((before < lookback.astype(np.int64)) & reaches_back):
+                hs_all = [x.history_start for x in ticks]
                 frame = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe,
-                                     start=None if None in hs else min(hs), end=until)
-                break
+                                     start=None if None in hs_all else min(hs_all), end=until)
     return CandleArrays.from_frame(frame)
 
 
@@ -615,7 +629,7 @@ def _tick_shard(bot_ids: list[int], *, until: int | None = None, wait: bool = Fa
     with transaction.atomic():
         rows = _lock_bots(bot_ids, wait=wait)
         report.bots = len(rows)
-        if not wait:
+        if not wait and len(rows) < len(set(bot_ids)):  # some were stopped, or held by another delivery
             locked = {r["id"] for r in rows}
             report.skipped = sorted(_running_ids(bot_ids) - locked)
         now = timezone.now()
