@@ -29,14 +29,11 @@ class BacktestRunSerializer(BacktestRunListSerializer):
         read_only_fields = fields
 
 
-class BacktestRunCreateSerializer(serializers.Serializer):
-    """POST: a run over stored candles (exchange/symbol/timeframe); it is queued and runs on a `backtest` worker.
-
-    Only JSON types are checked here; the rules (strategy, parameters, fill-rule ranges, range order) are the
-    services' (apps.backtest.services.create_run), whose errors answer 400 naming the field."""
+class ResearchCreateSerializer(serializers.Serializer):
+    """The input every research POST shares (run, sweep, walk-forward): the strategy, the stored market and close-time
+    range, the fill rules; JSON types only (the rules are the services')."""
 
     strategy = serializers.CharField(max_length=64)
-    parameters = serializers.JSONField(required=False, default=dict, help_text="JSON object {parameter: value}")
     exchange = serializers.CharField(max_length=32)
     symbol = serializers.CharField(max_length=32)
     timeframe = serializers.CharField(max_length=4)
@@ -48,8 +45,27 @@ class BacktestRunCreateSerializer(serializers.Serializer):
     fraction = serializers.FloatField(required=False)
     stop_loss = serializers.FloatField(required=False, allow_null=True)
     take_profit = serializers.FloatField(required=False, allow_null=True)
-    detail = serializers.ChoiceField(choices=["", "1m", "trades"], required=False, default="",
-                                     help_text="Resolve stop-loss/take-profit candles on stored 1m candles or trades")
+
+    @staticmethod
+    def service_kwargs(validated_data: dict[str, Any]) -> dict[str, Any]:
+        """The input without its nulls (the service's defaults apply), but a null stop_loss / take_profit (no stop)."""
+        return {k: v for k, v in validated_data.items() if v is not None or k in ("stop_loss", "take_profit")}
+
+
+def detail_field() -> serializers.ChoiceField:
+    """`detail` (run, sweep): stop-loss/take-profit candles resolved on finer stored data."""
+    return serializers.ChoiceField(choices=["", "1m", "trades"], required=False, default="",
+                                   help_text="Resolve stop-loss/take-profit candles on stored 1m candles or trades")
+
+
+class BacktestRunCreateSerializer(ResearchCreateSerializer):
+    """POST: a run over stored candles (exchange/symbol/timeframe); it is queued and runs on a `backtest` worker.
+
+    Only JSON types are checked here; the rules (strategy, parameters, fill-rule ranges, range order) are the
+    services' (apps.backtest.services.create_run), whose errors answer 400 naming the field."""
+
+    parameters = serializers.JSONField(required=False, default=dict, help_text="JSON object {parameter: value}")
+    detail = detail_field()
 
     def create(self, validated_data: dict[str, Any]) -> BacktestRun:
         return services.create_run(**validated_data)
@@ -66,33 +82,20 @@ class SweepSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SweepCreateSerializer(serializers.Serializer):
+class SweepCreateSerializer(ResearchCreateSerializer):
     """POST: {strategy, grid | (random, space?, seed?), exchange, symbol, timeframe, ...}; stored, then fanned out in
     chunks by a worker. Bounds (services.MAX_SWEEP_*): at most 10,000 parameter sets and 500 chunks per sweep,
     top_k at most 1,000."""
 
-    strategy = serializers.CharField(max_length=64)
     grid = serializers.JSONField(required=False, help_text=f"{{parameter: [values]}}; the product must be at most "
                                                            f"{services.MAX_SWEEP_SETS} sets")
     random = serializers.IntegerField(required=False, min_value=1, max_value=services.MAX_SWEEP_SETS)
     space = serializers.JSONField(required=False)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**32 - 1)
-    exchange = serializers.CharField(max_length=32)
-    symbol = serializers.CharField(max_length=32)
-    timeframe = serializers.CharField(max_length=4)
-    start = serializers.IntegerField(required=False, allow_null=True)
-    end = serializers.IntegerField(required=False, allow_null=True)
-    fee = serializers.FloatField(required=False)
-    slippage = serializers.FloatField(required=False)
-    initial_balance = serializers.FloatField(required=False)
-    fraction = serializers.FloatField(required=False)
-    stop_loss = serializers.FloatField(required=False, allow_null=True)
-    take_profit = serializers.FloatField(required=False, allow_null=True)
     metric = serializers.CharField(max_length=40, default="sharpe", help_text="A metric name; '-name' ranks ascending")
     top_k = serializers.IntegerField(min_value=1, default=10)
     chunk_size = serializers.IntegerField(min_value=1, default=25)
-    detail = serializers.ChoiceField(choices=["", "1m", "trades"], required=False, default="",
-                                     help_text="Resolve stop-loss/take-profit candles on stored 1m candles or trades")
+    detail = detail_field()
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("grid" in attrs) == ("random" in attrs):
@@ -100,11 +103,8 @@ class SweepCreateSerializer(serializers.Serializer):
         return attrs
 
     def create(self, validated_data: dict[str, Any]) -> Sweep:
-        data = {k: v for k, v in validated_data.items() if v is not None or k in ("stop_loss", "take_profit")}
-        return services.create_sweep(strategy=data.pop("strategy"), grid=data.pop("grid", None),
-                                     n_random=data.pop("random", None), space=data.pop("space", None),
-                                     seed=data.pop("seed", None), metric=data.pop("metric"), top_k=data.pop("top_k"),
-                                     chunk_size=data.pop("chunk_size"), **data)
+        data = self.service_kwargs(validated_data)
+        return services.create_sweep(n_random=data.pop("random", None), **data)
 
 
 class SweepResultSerializer(serializers.ModelSerializer):
@@ -134,7 +134,7 @@ class WalkForwardSerializer(WalkForwardListSerializer):
 _SIZE_HELP = "Candles (an integer) or a duration like 30d, 12h, 90m, 2w (a whole number of candles)"
 
 
-class WalkForwardCreateSerializer(serializers.Serializer):
+class WalkForwardCreateSerializer(ResearchCreateSerializer):
     """POST: {strategy, grid, train, test, step?, metric?, exchange, symbol, timeframe, start?, end?, fill rules};
     stored, then computed by a `backtest` worker. Bounds (services.MAX_WALKFORWARD_*): at most 1,000 parameter sets,
     200 windows and 20,000 backtests (sets x windows + windows) per study, sizes at most 10,000,000 candles.
@@ -142,7 +142,6 @@ class WalkForwardCreateSerializer(serializers.Serializer):
     Only JSON types are checked here; the rules are the services' (create_walkforward), whose errors answer 400
     naming the field."""
 
-    strategy = serializers.CharField(max_length=64)
     grid = serializers.JSONField(help_text=f"{{parameter: [values]}}; at most {services.MAX_WALKFORWARD_SETS} sets")
     train = serializers.CharField(max_length=32, help_text=f"Train window. {_SIZE_HELP}")
     test = serializers.CharField(max_length=32, help_text=f"Test window. {_SIZE_HELP}")
@@ -150,23 +149,9 @@ class WalkForwardCreateSerializer(serializers.Serializer):
                                  help_text=f"Between window starts (default: test). {_SIZE_HELP}")
     metric = serializers.CharField(max_length=40, default="sharpe", help_text="The in-sample metric choosing the "
                                                                               "parameters; '-name' picks the lowest")
-    exchange = serializers.CharField(max_length=32)
-    symbol = serializers.CharField(max_length=32)
-    timeframe = serializers.CharField(max_length=4)
-    start = serializers.IntegerField(required=False, allow_null=True, help_text="Close time >= start (ms UTC)")
-    end = serializers.IntegerField(required=False, allow_null=True, help_text="Close time <= end (ms UTC)")
-    fee = serializers.FloatField(required=False)
-    slippage = serializers.FloatField(required=False)
-    initial_balance = serializers.FloatField(required=False)
-    fraction = serializers.FloatField(required=False)
-    stop_loss = serializers.FloatField(required=False, allow_null=True)
-    take_profit = serializers.FloatField(required=False, allow_null=True)
 
     def create(self, validated_data: dict[str, Any]) -> WalkForward:
-        data = {k: v for k, v in validated_data.items() if v is not None or k in ("stop_loss", "take_profit")}
-        return services.create_walkforward(strategy=data.pop("strategy"), grid=data.pop("grid"),
-                                           train=data.pop("train"), test=data.pop("test"),
-                                           step=data.pop("step", None), metric=data.pop("metric"), **data)
+        return services.create_walkforward(**self.service_kwargs(validated_data))
 
 
 class StudySerializer(serializers.ModelSerializer):
