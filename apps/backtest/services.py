@@ -307,12 +307,7 @@ def create_run(*, strategy: str, parameters: Mapping[str, Any] | None = None, en
                sweep: Sweep | None = None, **data: Any) -> BacktestRun:
     """Validate the strategy and parameters now (a bad run is never stored), store it pending, enqueue on commit."""
     strat = build_strategy(strategy, parameters)
-    build_rules(**_rules_only(data))
-    validate_range(data.get("start"), data.get("end"))
-    validate_detail(data.get("detail"), data_file=data.get("data_file"))
-    if not data.get("data_file"):
-        validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
-                              timeframe=data.get("timeframe"))
+    check_run_input(data)
     run = BacktestRun.objects.create(strategy=strategy, parameters=jsonable(dict(strat.parameters)),
                                      sweep=sweep, **data)
     if enqueue:
@@ -322,6 +317,17 @@ def create_run(*, strategy: str, parameters: Mapping[str, Any] | None = None, en
         transaction.on_commit(lambda: run_backtest_task.apply_async(
             (run.pk,), link_error=fail_run_task.s(run_id=run.pk)))
     return run
+
+
+def check_run_input(data: Mapping[str, Any]) -> None:
+    """The checks a run and a sweep share on their data and fill rules (before anything is stored): the fill rules,
+    the close-time range, --detail, and the stored market (a CSV run names none)."""
+    build_rules(**_rules_only(data))
+    validate_range(data.get("start"), data.get("end"))
+    validate_detail(data.get("detail"), data_file=data.get("data_file"))
+    if not data.get("data_file"):
+        validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
+                              timeframe=data.get("timeframe"))
 
 
 def _rules_only(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -418,12 +424,7 @@ def create_sweep(*, strategy: str, grid: Mapping[str, Any] | None = None, n_rand
     sets = plan_param_sets(strategy, grid=grid, n_random=n_random, space=space, seed=seed)
     check_sweep_request(total=len(sets), chunk_size=chunk_size, top_k=top_k, metric=metric, seed=seed,
                         start=data.get("start"), end=data.get("end"))
-    build_rules(**_rules_only(data))
-    validate_range(data.get("start"), data.get("end"))
-    validate_detail(data.get("detail"), data_file=data.get("data_file"))
-    if not data.get("data_file"):
-        validate_market_input(exchange=data.get("exchange"), symbol=data.get("symbol"),
-                              timeframe=data.get("timeframe"))
+    check_run_input(data)
     mode = Sweep.Mode.GRID if grid is not None else Sweep.Mode.RANDOM
     sweep = Sweep.objects.create(
         strategy=strategy, mode=mode, space=jsonable(dict(grid if grid is not None else (space or {}))),
