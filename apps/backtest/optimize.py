@@ -367,14 +367,7 @@ def bots_from_study(*, study_id: int, top: int, start: bool = False) -> list:
     services like `bots_from_sweep`; existing ones are updated. `start`: start them (from the next closed candle)."""
     from apps.common.errors import ApplicationError
 
-    study = Study.objects.filter(pk=study_id).first()
-    if study is None:
-        raise ApplicationError(f"no study #{study_id}", field="study_id")
-    if top < 1:
-        raise ApplicationError(f"--top must be >= 1, got {top}", field="top")
-    if study.data_file or not study.exchange:
-        raise ApplicationError(f"study #{study_id} ran on a file ({study.data_file}); bots need a stored market",
-                               field="study_id")
+    study = services.research_row_for_bots(Study, study_id, top=top)
     ranked = [r for r in ranking(deployable_study(study), None) if not r["error"] and r["value"] is not None][:top]
     if not ranked:
         raise ApplicationError(f"study #{study_id} ({study.name}) has no finished trial yet", field="study_id")

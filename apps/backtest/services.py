@@ -25,7 +25,7 @@ from apps.backtest.engine.chunk import run_chunk
 from apps.backtest.engine.metrics import jsonable
 from apps.backtest.engine.ranking import rank_results
 from apps.backtest.engine.space import SweepSpaceError, expand_grid, random_samples, split_chunks, validate_param_sets
-from apps.backtest.models import BacktestRun, Status, Sweep, SweepResult, WalkForward
+from apps.backtest.models import BacktestRun, Status, Study, Sweep, SweepResult, WalkForward
 from apps.bots.trading.candles import CandleArrays
 from apps.common.errors import ApplicationError
 from apps.market.timeframes import format_ms, timeframe_ms
@@ -760,14 +760,12 @@ def bots_from_parameter_sets(row: Any, parameter_sets: list[Mapping[str, Any]], 
                              start: bool = False) -> list:
     """Paper bots for ranked parameter sets of a research row (sweep or study) on a stored market, named
     `<label>-<rank>-<param><value>...`, through the bots services (create or update by name; one validator), their
-    `config_file` = `origin` ("sweep:<id>", "study:<id>"). `start`: start them (from the next closed candle)."""
+    `config_file` = `origin` ("sweep:<id>", "study:<id>"). `start`: start them (from the next closed candle). The row
+    is one `research_row_for_bots` returned."""
     from apps.bots import services as bot_services
     from apps.bots.config import BotConfigError, parse_config
     from apps.common.errors import ApplicationError
 
-    if row.data_file or not row.exchange:
-        raise ApplicationError(f"{label} ran on a file ({row.data_file}); bots need a stored market",
-                               field="id")
     bots = []
     with transaction.atomic():
         for rank, params in enumerate(parameter_sets, start=1):
@@ -783,20 +781,30 @@ def bots_from_parameter_sets(row: Any, parameter_sets: list[Mapping[str, Any]], 
     return bots
 
 
+def research_row_for_bots(model: type[Sweep] | type[Study], pk: int, *, top: int) -> Sweep | Study:
+    """The sweep or study whose `top` best sets become bots: it exists, `top` >= 1, and it ran on a stored market
+    (errors name `<model>_id` or `top`)."""
+    from apps.common.errors import ApplicationError
+
+    kind = model._meta.model_name
+    row = model.objects.filter(pk=pk).first()
+    if row is None:
+        raise ApplicationError(f"no {kind} #{pk}", field=f"{kind}_id")
+    if top < 1:
+        raise ApplicationError(f"--top must be >= 1, got {top}", field="top")
+    if row.data_file or not row.exchange:
+        raise ApplicationError(f"{kind} #{pk} ran on a file ({row.data_file}); bots need a stored market",
+                               field=f"{kind}_id")
+    return row
+
+
 def bots_from_sweep(*, sweep_id: int, top: int, start: bool = False) -> list:
     """Paper bots for the `top` best parameter sets of a finished sweep on a stored market (same strategy, market and
     fill rules), named `sweep<id>-<rank>-<param><value>...`; existing ones are updated. `start`: start them (they
     trade from the next closed candle)."""
     from apps.common.errors import ApplicationError
 
-    sweep = Sweep.objects.filter(pk=sweep_id).first()
-    if sweep is None:
-        raise ApplicationError(f"no sweep #{sweep_id}", field="sweep_id")
-    if top < 1:
-        raise ApplicationError(f"--top must be >= 1, got {top}", field="top")
-    if sweep.data_file or not sweep.exchange:
-        raise ApplicationError(f"sweep #{sweep_id} ran on a file ({sweep.data_file}); bots need a stored market",
-                               field="sweep_id")
+    sweep = research_row_for_bots(Sweep, sweep_id, top=top)
     rows = [{"index": r.index, "parameters": r.parameters, "metrics": r.metrics, "error": r.error}
             for r in SweepResult.objects.filter(sweep=sweep)]
     ranked = [r for r in rank_results(rows, sweep.metric, top) if not r.get("error")][:top]
