@@ -12,7 +12,8 @@ from django.core.management.base import CommandError
 from apps.common.management import DomainCommand
 from apps.market.aggregation import trades_to_candles
 from apps.market.csvio import CsvFormatError, read_trades_csv, write_candle_csv
-from apps.market.timeframes import TIMEFRAMES, TimeframeError, timeframe_ms
+from apps.market.management import checked_timeframe
+from apps.market.timeframes import TIMEFRAMES
 
 
 class Command(DomainCommand):
@@ -33,11 +34,7 @@ class Command(DomainCommand):
     def handle(self, *args, **options) -> None:
         path = Path(options["path"])
         output = Path(options["output"])
-        timeframe = options["timeframe"]
-        try:
-            timeframe_ms(timeframe)
-        except TimeframeError as exc:
-            raise CommandError(f"--timeframe: {exc}", returncode=2)
+        timeframe = checked_timeframe(options["timeframe"])
         if not output.parent.is_dir():
             raise CommandError(f"--output {output}: directory {output.parent} does not exist", returncode=2)
         try:

@@ -7,8 +7,9 @@ from django.core.management.base import CommandError
 
 from apps.common.management import DomainCommand
 from apps.market.collector import backfill
+from apps.market.management import checked_timeframe
 from apps.market.providers.base import ProviderError
-from apps.market.timeframes import TIMEFRAMES, TimeframeError, parse_time, timeframe_ms
+from apps.market.timeframes import TIMEFRAMES, parse_time
 
 
 class Command(DomainCommand):
@@ -28,11 +29,7 @@ class Command(DomainCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when not a tty)")
 
     def handle(self, *args, **options) -> None:
-        exchange, symbol, timeframe = options["exchange"], options["symbol"], options["timeframe"]
-        try:
-            timeframe_ms(timeframe)
-        except TimeframeError as exc:
-            raise CommandError(f"--timeframe: {exc}", returncode=2)
+        exchange, symbol, timeframe = options["exchange"], options["symbol"], checked_timeframe(options["timeframe"])
         try:
             since = parse_time(options["since"])
         except ValueError as exc:

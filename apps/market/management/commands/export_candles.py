@@ -8,8 +8,9 @@ from django.core.management.base import CommandError
 
 from apps.common.management import DomainCommand
 from apps.market.csvio import write_candle_csv
+from apps.market.management import checked_timeframe
 from apps.market.selectors import candle_frame
-from apps.market.timeframes import TIMEFRAMES, TimeframeError, format_ms, parse_time, timeframe_ms
+from apps.market.timeframes import TIMEFRAMES, format_ms, parse_time
 
 
 class Command(DomainCommand):
@@ -28,11 +29,7 @@ class Command(DomainCommand):
         parser.add_argument("--output", required=True, help="CSV to write (.gz compresses)")
 
     def handle(self, *args, **options) -> None:
-        exchange, symbol, timeframe = options["exchange"], options["symbol"], options["timeframe"]
-        try:
-            timeframe_ms(timeframe)
-        except TimeframeError as exc:
-            raise CommandError(f"--timeframe: {exc}", returncode=2)
+        exchange, symbol, timeframe = options["exchange"], options["symbol"], checked_timeframe(options["timeframe"])
         bounds: dict[str, int | None] = {}
         for name in ("start", "end"):
             raw = options[name]

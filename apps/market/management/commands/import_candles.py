@@ -10,6 +10,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from apps.common.management import DomainCommand
 from apps.market.csvio import CsvFormatError, read_candle_csv
+from apps.market.management import checked_timeframe
 from apps.market.services import (
     IngestResult,
     changed_candles,
@@ -17,7 +18,7 @@ from apps.market.services import (
     ingest_candles,
     mark_source_empty,
 )
-from apps.market.timeframes import TIMEFRAMES, TimeframeError, format_ms, timeframe_ms
+from apps.market.timeframes import TIMEFRAMES, format_ms
 
 SHOWN_REJECTIONS = 5
 
@@ -57,10 +58,7 @@ class Command(DomainCommand):
         if label not in ("open", "close"):
             raise CommandError(f"import_candles {path}: --time-label must be 'open' or 'close', got {label!r}",
                                returncode=2)
-        try:
-            timeframe_ms(opts["timeframe"])
-        except TimeframeError as exc:
-            raise CommandError(f"import_candles {path}: --timeframe: {exc}", returncode=2)
+        checked_timeframe(opts["timeframe"], context=f"import_candles {path}: ")
         if opts["batch_size"] < 1:
             raise CommandError(f"import_candles {path}: --batch-size must be >= 1", returncode=2)
         try:
