@@ -4,13 +4,13 @@ Setup (untimed, scratch database `tradebot_bench_bots`, your REDIS_URL): 1h cand
 sample (sample_data/binance_spot_2023) stored per market; sma_cross bots with 100 distinct parameter sets
 (fast 3..12 x slow 20..29), running, each having decided every candle but the newest (history start = first stored).
 
-Timed, per case and worker count (real `celery worker -c 1` and `-c 2` on queue bots): from just before
-`ingest_candles(..., publish=True)` of ONE new candle (its commit fans out one `tick_shard_task` per shard of
+Timed, per case and worker count (real `celery worker -c 1` and `-c 2` on queue bots): from the commit of
+`ingest_candles(..., publish=True)` of ONE new candle per market (every market's candle in one transaction, as the
+stream's CandleWriter stores simultaneous closes; the commit fans out one `tick_shard_task` per shard of
 TRADEBOT_TICK_SHARD_SIZE bots) until every bot of the case has that candle's signal and snapshot stored (polled:
 `last_candle_timestamp` moves in the same transaction as the signal/snapshot rows; a cheap probe every 10 ms, the exact
 count once at the end). Median of ROUNDS candles.
-Cases: 1,000 and 10,000 bots on one market; 100 markets x 100 bots (one candle on every market, ingested one after
-the other).
+Cases: 1,000 and 10,000 bots on one market; 100 markets x 100 bots (one candle on every market, one commit).
 
 Baseline, same run: the per-bot path this replaced (commit f2774a0's `tick_bot`: one bot per transaction, its own
 window read and ORM writes), called in this process (no Celery overhead: favourable to the baseline) over 1,000 bots.
@@ -120,7 +120,9 @@ def _any_pending(lo: int, hi: int, ts: int) -> bool:
 
 
 def _round(fleet: dict[str, list[int]], df, k: int) -> float:
-    """Ingest candle HISTORY + k on every market; seconds until every bot stored it."""
+    """Ingest candle HISTORY + k on every market; seconds from the commit until every bot stored it."""
+    from django.db import transaction
+
     from apps.market.services import ingest_candles
 
     ids = [i for v in fleet.values() for i in v]
@@ -128,9 +130,12 @@ def _round(fleet: dict[str, list[int]], df, k: int) -> float:
     assert hi - lo + 1 == len(ids), "the probe needs the case's bots to hold one contiguous id range"
     row = df.iloc[HISTORY + k:HISTORY + k + 1]
     ts = int(row["timestamp"].iloc[0])
-    t0 = time.perf_counter()
-    for ex in fleet:
-        ingest_candles(exchange=ex, symbol="BTC/USDT", timeframe="1h", df=row, publish=True)
+    committed: list[float] = []
+    with transaction.atomic():  # every market's candle in one transaction, as the stream's writer stores them
+        transaction.on_commit(lambda: committed.append(time.perf_counter()))  # first callback: the clock starts
+        for ex in fleet:
+            ingest_candles(exchange=ex, symbol="BTC/USDT", timeframe="1h", df=row, publish=True)
+    t0 = committed[0]
     deadline = t0 + 300
     while _any_pending(lo, hi, ts):
         if time.perf_counter() > deadline:
