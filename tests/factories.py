@@ -5,7 +5,9 @@ Rows with a service build through it, so a factory object is what the applicatio
 service's validator, `BacktestRunFactory` / `SweepFactory` `backtest.services.create_run` / `create_sweep` (not
 enqueued unless `enqueue=True`). Synthetic candles (`CandleFactory`) are consistent and on the 1m grid; where a test
 needs a real series, `store_sample_candles` ingests the recorded Binance 2023 sample (sample_data/binance_spot_2023,
-see its README for provenance) through `market.services.ingest_candles`.
+see its README for provenance) through `market.services.ingest_candles`; the --detail tests' real data (BTC/USDT 1h
+with its 1m candles, XRP/ETH raw trades with their 5m candles) through `store_btc_1h_with_1m` /
+`store_xrp_trades_with_5m`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from apps.backtest.models import BacktestRun, Sweep
 from apps.bots import services as bot_services
 from apps.bots.models import Bot
 from apps.market import services as market_services
+from apps.market.csvio import read_candle_csv
 from apps.market.models import Candle, Market
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "binance_spot_2023"
+XRP_DIR = SAMPLE_DIR.parent / "freqtrade_xrp_eth"
 BASE_CLOSE_MS = 1_679_004_960_000  # 2023-03-16 22:16 UTC, the first close time of the Binance 1m sample
 TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000}
 
@@ -43,6 +47,27 @@ def store_sample_candles(*, exchange: str = "binance", symbol: str = "BTC/USDT",
     df = sample_candles(symbol, timeframe, nrows)
     market_services.ingest_candles(exchange=exchange, symbol=symbol, timeframe=timeframe, df=df, publish=False)
     return df
+
+
+def store_btc_1h_with_1m() -> pd.DataFrame:
+    """The --detail 1m tests' data: the real Binance BTC/USDT 1h candles and the 1m candles of the same weeks,
+    ingested (not published); returns the 1h frame."""
+    h1 = read_candle_csv(SAMPLE_DIR / "binance_BTC_USDT-1h.csv", timeframe="1h", time_label="open")
+    m1 = read_candle_csv(SAMPLE_DIR / "binance_BTC_USDT-1m.csv.gz", timeframe="1m", time_label="open")
+    market_services.ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1h", df=h1, publish=False)
+    market_services.ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1m", df=m1, publish=False)
+    return h1
+
+
+def store_xrp_trades_with_5m() -> pd.DataFrame:
+    """The --detail trades tests' data: real Binance XRP/ETH raw trades and the 5m candles derived from them,
+    ingested; returns the trades."""
+    trades = pd.read_csv(XRP_DIR / "binance_XRP_ETH-trades.csv.gz")
+    trades = trades.rename(columns={"id": "trade_id"})[["timestamp", "price", "amount", "side", "trade_id"]]
+    market_services.ingest_trades(exchange="binance", symbol="XRP/ETH", df=trades)
+    m5 = read_candle_csv(XRP_DIR / "freqtrade_XRP_ETH-5m_derived_from_trades.csv", timeframe="5m", time_label="open")
+    market_services.ingest_candles(exchange="binance", symbol="XRP/ETH", timeframe="5m", df=m5, publish=False)
+    return trades
 
 
 class MarketFactory(factory.django.DjangoModelFactory):

@@ -6,17 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
 
-from apps.market.csvio import read_candle_csv
 from apps.market.models import Candle
-from apps.market.services import ingest_candles, ingest_trades
+from tests.factories import store_btc_1h_with_1m, store_xrp_trades_with_5m
 
 ROOT = Path(__file__).resolve().parents[3]
 BTC = ROOT / "sample_data/binance_spot_2023"
-XRP = ROOT / "sample_data/freqtrade_xrp_eth"
 ARGS = ["--strategy", "sma_cross", "--params", '{"fast": 5, "slow": 20}', "--stop-loss", "0.003",
         "--take-profit", "0.003", "--json"]
 
@@ -25,11 +22,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def stored_btc():
-    h1 = read_candle_csv(BTC / "binance_BTC_USDT-1h.csv", timeframe="1h", time_label="open")
-    m1 = read_candle_csv(BTC / "binance_BTC_USDT-1m.csv.gz", timeframe="1m", time_label="open")
-    ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1h", df=h1, publish=False)
-    ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1m", df=m1, publish=False)
-    return h1
+    return store_btc_1h_with_1m()
 
 
 def run(capsys, *args: str) -> dict:
@@ -68,11 +61,7 @@ def test_given_missing_1m_for_an_ambiguous_candle_when_backtesting_with_detail_t
 
 
 def test_given_stored_raw_trades_when_backtesting_with_trades_detail_then_exits_fill_at_trade_prices(capsys):
-    trades = pd.read_csv(XRP / "binance_XRP_ETH-trades.csv.gz")
-    trades = trades.rename(columns={"id": "trade_id"})[["timestamp", "price", "amount", "side", "trade_id"]]
-    ingest_trades(exchange="binance", symbol="XRP/ETH", df=trades)
-    m5 = read_candle_csv(XRP / "freqtrade_XRP_ETH-5m_derived_from_trades.csv", timeframe="5m", time_label="open")
-    ingest_candles(exchange="binance", symbol="XRP/ETH", timeframe="5m", df=m5, publish=False)
+    trades = store_xrp_trades_with_5m()
     args = ["--strategy", "sma_cross", "--params", '{"fast": 3, "slow": 12}', "--stop-loss", "0.002",
             "--take-profit", "0.002", "--json", "--exchange", "binance", "--symbol", "XRP/ETH", "--timeframe", "5m"]
     plain = run(capsys, *args)

@@ -12,11 +12,10 @@ from django.core.management import CommandError, call_command
 
 from apps.backtest import services
 from apps.backtest.models import Status, SweepResult
-from apps.market.csvio import read_candle_csv
 from apps.market.models import Candle
-from apps.market.services import ingest_candles
 from tests.apps.backtest.test_workers import wait_for
 from tests.celery_workers import real_celery_worker  # noqa: F401 - the fixture
+from tests.factories import store_btc_1h_with_1m
 
 ROOT = Path(__file__).resolve().parents[3]
 BTC = ROOT / "sample_data/binance_spot_2023"
@@ -28,11 +27,7 @@ GRID = {"fast": [5, 8], "slow": [20, 30]}
 @pytest.fixture
 def stored_btc():
     """Real Binance BTC/USDT 1h candles and the 1m candles of the same weeks (the detail)."""
-    h1 = read_candle_csv(BTC / "binance_BTC_USDT-1h.csv", timeframe="1h", time_label="open")
-    m1 = read_candle_csv(BTC / "binance_BTC_USDT-1m.csv.gz", timeframe="1m", time_label="open")
-    ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1h", df=h1, publish=False)
-    ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1m", df=m1, publish=False)
-    return h1
+    return store_btc_1h_with_1m()
 
 
 def backtest_with_detail(parameters: dict) -> dict:

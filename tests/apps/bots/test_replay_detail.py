@@ -8,17 +8,14 @@ import json
 from io import StringIO
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
 
-from apps.market.csvio import read_candle_csv
 from apps.market.models import Candle
-from apps.market.services import ingest_candles, ingest_trades
+from tests.factories import store_btc_1h_with_1m, store_xrp_trades_with_5m
 
 ROOT = Path(__file__).resolve().parents[3]
 BTC = ROOT / "sample_data/binance_spot_2023"
-XRP = ROOT / "sample_data/freqtrade_xrp_eth"
 
 pytestmark = pytest.mark.django_db
 
@@ -38,21 +35,12 @@ def write_config(tmp_path: Path, **cfg) -> str:
 @pytest.fixture
 def stored_xrp_trades():
     """Real Binance XRP/ETH raw trades and the 5m candles derived from them."""
-    trades = pd.read_csv(XRP / "binance_XRP_ETH-trades.csv.gz")
-    trades = trades.rename(columns={"id": "trade_id"})[["timestamp", "price", "amount", "side", "trade_id"]]
-    ingest_trades(exchange="binance", symbol="XRP/ETH", df=trades)
-    m5 = read_candle_csv(XRP / "freqtrade_XRP_ETH-5m_derived_from_trades.csv", timeframe="5m", time_label="open")
-    ingest_candles(exchange="binance", symbol="XRP/ETH", timeframe="5m", df=m5, publish=False)
-    return trades
+    return store_xrp_trades_with_5m()
 
 
 @pytest.fixture
 def stored_btc():
-    h1 = read_candle_csv(BTC / "binance_BTC_USDT-1h.csv", timeframe="1h", time_label="open")
-    m1 = read_candle_csv(BTC / "binance_BTC_USDT-1m.csv.gz", timeframe="1m", time_label="open")
-    ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1h", df=h1, publish=False)
-    ingest_candles(exchange="binance", symbol="BTC/USDT", timeframe="1m", df=m1, publish=False)
-    return h1
+    return store_btc_1h_with_1m()
 
 
 def test_given_stored_raw_trades_when_replayed_with_trades_detail_then_it_equals_the_backtest_with_it(
