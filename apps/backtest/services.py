@@ -29,7 +29,7 @@ from apps.backtest.models import BacktestRun, Status, Study, Sweep, SweepResult,
 from apps.bots.trading.candles import CandleArrays
 from apps.common.errors import ApplicationError
 from apps.market.timeframes import format_ms, timeframe_ms
-from apps.market.validation import CANDLE_COLUMNS
+from apps.market.validation import CANDLE_COLUMNS, clip_close_times
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def load_csv_frame(path: str, *, timeframe: str, time_label: str, start: int | N
     from apps.market.csvio import read_candle_csv
 
     df = read_candle_csv(path, timeframe=timeframe, time_label=time_label)
-    df = _clip(df, start, end)
+    df = clip_close_times(df, start, end)
     return _validated(df, market=str(path), timeframe=timeframe)
 
 
@@ -199,7 +199,7 @@ def load_npy_frame(path: str, *, start: int | None = None, end: int | None = Non
         raise BacktestInputError(f"{path}: not a candle snapshot, missing field(s) {', '.join(missing)}")
     df = pd.DataFrame({c: np.array(arr[c], dtype=np.int64 if c == "timestamp" else np.float64)
                        for c in CANDLE_COLUMNS})
-    return LoadedData(_clip(df, start, end))
+    return LoadedData(clip_close_times(df, start, end))
 
 
 def load_data(obj: Any) -> LoadedData:
@@ -211,18 +211,6 @@ def load_data(obj: Any) -> LoadedData:
                               start=obj.start, end=obj.end)
     return load_db_frame(exchange=obj.exchange, symbol=obj.symbol, timeframe=obj.timeframe, start=obj.start,
                          end=obj.end)
-
-
-def _clip(df: pd.DataFrame, start: int | None, end: int | None) -> pd.DataFrame:
-    if start is None and end is None:
-        return df
-    ts = df["timestamp"].to_numpy()
-    mask = np.ones(len(ts), dtype=bool)
-    if start is not None:
-        mask &= ts >= start
-    if end is not None:
-        mask &= ts <= end
-    return df.loc[mask].reset_index(drop=True)
 
 
 def _validated(df: pd.DataFrame, *, market: str, timeframe: str) -> LoadedData:

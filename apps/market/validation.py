@@ -62,6 +62,19 @@ def _where(prefix: str, ts: float) -> str:
     return f"{prefix} @ {ms} ({format_ms(ms)})"
 
 
+def clip_close_times(df: pd.DataFrame, start: int | None, end: int | None) -> pd.DataFrame:
+    """The rows whose `timestamp` (close time, ms) lies in [start, end]; either bound may be None (open)."""
+    if start is None and end is None:
+        return df
+    ts = df["timestamp"].to_numpy()
+    mask = np.ones(len(ts), dtype=bool)
+    if start is not None:
+        mask &= ts >= start
+    if end is not None:
+        mask &= ts <= end
+    return df.loc[mask].reset_index(drop=True)
+
+
 def empty_candle_frame() -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -26,9 +26,8 @@ from apps.market.timeframes import TIMEFRAMES, parse_time
 
 def load_candles(options: dict[str, Any], timeframe: str):
     """The candle frame of the options (CSV or database), clipped to --start/--end, validated."""
-    import numpy as np
 
-    from apps.market.validation import validate_candles
+    from apps.market.validation import clip_close_times, validate_candles
 
     start = parse_time(str(options["start"])) if options.get("start") is not None else None
     end = parse_time(str(options["end"])) if options.get("end") is not None else None
@@ -51,13 +50,7 @@ def load_candles(options: dict[str, Any], timeframe: str):
             raise usage_error("give --data CSV (with --time-label and --timeframe) or both --exchange and --symbol")
         df = candle_frame(exchange=options["exchange"], symbol=options["symbol"], timeframe=timeframe)
         label = f"{options['exchange']} {options['symbol']}"
-    ts = df["timestamp"].to_numpy()
-    mask = np.ones(len(ts), dtype=bool)
-    if start is not None:
-        mask &= ts >= start
-    if end is not None:
-        mask &= ts <= end
-    valid, _ = validate_candles(df.loc[mask].reset_index(drop=True), market=label, timeframe=timeframe)
+    valid, _ = validate_candles(clip_close_times(df, start, end), market=label, timeframe=timeframe)
     return valid.reset_index(drop=True)
 
 
