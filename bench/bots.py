@@ -123,7 +123,7 @@ def _round(fleet: dict[str, list[int]], df, k: int) -> float:
     """Ingest candle HISTORY + k on every market; seconds from the commit until every bot stored it."""
     from django.db import transaction
 
-    from apps.market.services import ingest_candles
+    from apps.market.services import announce_together, ingest_candles
 
     ids = [i for v in fleet.values() for i in v]
     lo, hi = min(ids), max(ids)
@@ -131,7 +131,8 @@ def _round(fleet: dict[str, list[int]], df, k: int) -> float:
     row = df.iloc[HISTORY + k:HISTORY + k + 1]
     ts = int(row["timestamp"].iloc[0])
     committed: list[float] = []
-    with transaction.atomic():  # every market's candle in one transaction, as the stream's writer stores them
+    # every market's candle in one transaction and one announcement, as the stream's writer stores them
+    with announce_together(), transaction.atomic():
         transaction.on_commit(lambda: committed.append(time.perf_counter()))  # first callback: the clock starts
         for ex in fleet:
             ingest_candles(exchange=ex, symbol="BTC/USDT", timeframe="1h", df=row, publish=True)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -246,8 +249,6 @@ def _announce(market: Market, new: pd.DataFrame, corrected: pd.DataFrame | None 
     Corrected candles (a stored candle whose values changed, e.g. a stream candle closed by the clock and rebuilt
     from REST with a late trade) are published again with `"corrected": true`, before the new ones (time order);
     `candles_closed` is sent for new candles only (a candle is decided once)."""
-    from apps.market.signals import candles_closed
-
     channel = market_channel(market.symbol)
     messages = []
     if corrected is not None and len(corrected):
@@ -256,10 +257,41 @@ def _announce(market: Market, new: pd.DataFrame, corrected: pd.DataFrame | None 
     publish_many(messages)
     if not len(new):
         return
-    timestamps = new["timestamp"].to_numpy().tolist()
-    for receiver, result in candles_closed.send_robust(sender=Market, market=market, timestamps=timestamps):
+    closed = (market, new["timestamp"].to_numpy().tolist())
+    batch = getattr(_announcing, "closed", None)
+    if batch is not None:
+        batch.append(closed)
+    else:
+        _send_closed([closed])
+
+
+_announcing = threading.local()
+
+
+@contextmanager
+def announce_together() -> Iterator[None]:
+    """Within the block, the candles that commit are published at once as usual, but announced to dependent work in
+    ONE `candles_closed` when the block ends (see apps.market.signals). Only committed candles are in it (they are
+    added by on-commit hooks); nested blocks join the outer one."""
+    if getattr(_announcing, "closed", None) is not None:
+        yield
+        return
+    _announcing.closed = []
+    try:
+        yield
+    finally:
+        closed, _announcing.closed = _announcing.closed, None
+        if closed:
+            _send_closed(closed)
+
+
+def _send_closed(closed: list[tuple[Market, list[int]]]) -> None:
+    from apps.market.signals import candles_closed
+
+    for receiver, result in candles_closed.send_robust(sender=Market, closed=closed):
         if isinstance(result, Exception):
-            logger.error("candles_closed receiver %r failed for %s: %s", receiver, market, result, exc_info=result)
+            logger.error("candles_closed receiver %r failed for %s: %s", receiver,
+                         ", ".join(str(m) for m, _ in closed), result, exc_info=result)
 
 
 @dataclass

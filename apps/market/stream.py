@@ -123,16 +123,19 @@ class CandleWriter:
     def _write_all(items: list[tuple[Callable[[], Any], Callable[[Any], None]]]) -> list[tuple[bool, Any]]:
         from django.db import transaction
 
+        from apps.market.services import announce_together
+
         close_old_connections()
         out: list[tuple[bool, Any]] = []
-        with transaction.atomic():
-            for fn, _after in items:
-                try:
-                    with transaction.atomic():
-                        out.append((True, fn()))
-                except Exception as exc:  # noqa: BLE001 - reported to that market's stream
-                    out.append((False, exc))
-        committed = time.time()  # on_commit callbacks (publish) ran inside the block's exit, before this line
+        with announce_together():  # the markets' bots ticked in shards packed over all of them
+            with transaction.atomic():
+                for fn, _after in items:
+                    try:
+                        with transaction.atomic():
+                            out.append((True, fn()))
+                    except Exception as exc:  # noqa: BLE001 - reported to that market's stream
+                        out.append((False, exc))
+            committed = time.time()  # on_commit callbacks (publish) ran inside the block's exit, before this line
         with transaction.atomic():
             for i, ((_fn, after), (ok, value)) in enumerate(zip(items, list(out), strict=True)):
                 if not ok:

@@ -170,7 +170,7 @@ def run_soak(*, bots: int, candles: int, workers: int = 2, concurrency: int = 2,
                 ingest_candles(**MARKET, df=df.iloc[WARMUP + k: WARMUP + k + 1], publish=False)
                 with dispatcher.connection_for_write() as conn, conn.Producer() as producer:
                     with override_settings(TRADEBOT_TICK_SHARD_SIZE=shard_size or settings.TRADEBOT_TICK_SHARD_SIZE):
-                        shards = market_shards(**MARKET)  # what a stored candle enqueues (enqueue_market_ticks)
+                        shards = market_shards(**MARKET)  # what a stored candle enqueues (enqueue_ticks)
                     for shard in shards:
                         dispatcher.send_task("apps.bots.tasks.tick_shard_task", args=[shard], queue="bots",
                                              routing_key="bots", producer=producer, ignore_result=True)

@@ -38,8 +38,9 @@ def announced():
     """Close times announced through candles_closed (what bot ticks are enqueued from), per exchange."""
     seen: dict[str, list[int]] = {}
 
-    def receiver(sender, market, timestamps, **kwargs):
-        seen.setdefault(market.exchange, []).extend(timestamps)
+    def receiver(sender, closed, **kwargs):
+        for market, timestamps in closed:
+            seen.setdefault(market.exchange, []).extend(timestamps)
 
     candles_closed.connect(receiver, dispatch_uid="h12-announced")
     yield seen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from django.db import transaction
 
 from apps.bots import services
 from apps.bots.models import Bot, BotPerformance, Signal, Trade
@@ -138,6 +139,36 @@ def test_given_a_shard_redelivered_then_nothing_is_decided_twice(btc_1m):
     assert first.decided == 1800 and again.decided == 0
     assert Signal.objects.filter(bot__in=bots).count() == 1800
     assert BotPerformance.objects.filter(bot__in=bots).count() == 1800
+
+
+def test_given_candles_of_many_markets_announced_together_then_their_bots_are_ticked_in_packed_shards(btc_1m,
+                                                                                                       settings):
+    from apps.market.services import announce_together
+
+    settings.TRADEBOT_TICK_SHARD_SIZE = 5
+    markets = [{**MARKET, "symbol": symbol} for symbol in ("BTC/USDT", "ETH/USDT", "SOL/USDT")]  # BTC candles on all
+    bots = {}
+    for market in markets:
+        ingest_candles(**market, df=btc_1m.iloc[:100], publish=False)
+        bots[market["symbol"]] = [Bot.objects.create(name=f"{market['symbol']}-{j}", strategy="sma_cross",
+                                                     parameters={"fast": 5, "slow": 20}, **market) for j in range(3)]
+        for bot in bots[market["symbol"]]:
+            services.start_bot(bot)
+    stopped = bots["ETH/USDT"][0]
+    services.stop_bot(stopped)
+    running = [b.pk for m in markets for b in bots[m["symbol"]] if b != stopped]
+
+    shards = services.fleet_shards([(m["exchange"], m["symbol"], m["timeframe"]) for m in markets])
+
+    assert shards == [running[:5], running[5:]]  # 8 running bots of 3 markets: 2 tasks, not 3 (by market, then id)
+
+    with announce_together(), transaction.atomic():  # eager Celery: the shards run when the block ends
+        for market in markets:
+            ingest_candles(**market, df=btc_1m.iloc[100:101], publish=True)
+
+    new = int(btc_1m["timestamp"].iloc[100])
+    assert sorted(Signal.objects.filter(timestamp=new).values_list("bot_id", flat=True)) == sorted(running)
+    assert not Signal.objects.filter(bot=stopped).exists()
 
 
 def test_given_a_bot_whose_strategy_raises_then_the_shard_still_decides_the_others(btc_1m):

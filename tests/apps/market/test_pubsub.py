@@ -15,7 +15,7 @@ from django.db import transaction
 
 from apps.market.csvio import read_candle_csv
 from apps.market.models import Candle, Market
-from apps.market.services import ingest_candles
+from apps.market.services import announce_together, ingest_candles
 from apps.market.signals import candles_closed
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,8 +90,8 @@ def test_given_open_transaction_when_ingested_then_published_only_after_commit(b
 def test_given_rollback_when_ingested_then_nothing_published_nothing_signalled_nothing_stored(btc_1m, subscriber):
     calls: list[list[int]] = []
 
-    def receiver(sender, market, timestamps, **kwargs):
-        calls.append(timestamps)
+    def receiver(sender, closed, **kwargs):
+        calls.extend(timestamps for _, timestamps in closed)
 
     candles_closed.connect(receiver)
     try:
@@ -109,8 +109,8 @@ def test_given_rollback_when_ingested_then_nothing_published_nothing_signalled_n
 def test_given_receiver_when_candles_committed_then_signal_carries_market_and_new_timestamps(btc_1m, subscriber):
     calls: list[tuple[Market, list[int]]] = []
 
-    def receiver(sender, market, timestamps, **kwargs):
-        calls.append((market, timestamps))
+    def receiver(sender, closed, **kwargs):
+        calls.extend(closed)
 
     def broken(sender, **kwargs):
         raise ValueError("a broken receiver must not undo or block the ingest")
@@ -135,3 +135,28 @@ def test_given_publish_false_when_ingested_then_stored_but_silent(btc_1m, subscr
     result = ingest_candles(exchange=EXCHANGE, symbol=SYMBOL, timeframe="1m", df=btc_1m, publish=False)
     assert len(result.new_timestamps) == 20
     assert subscriber() == []
+
+
+def test_given_markets_stored_together_when_the_block_ends_then_one_signal_carries_the_committed_ones(btc_1m):
+    calls: list[list[tuple[str, list[int]]]] = []
+
+    def receiver(sender, closed, **kwargs):
+        calls.append([(m.exchange, timestamps) for m, timestamps in closed])
+
+    candles_closed.connect(receiver)
+    try:
+        with announce_together():
+            with transaction.atomic():
+                ingest_candles(exchange="binance", symbol="ETH/USDT", timeframe="1m", df=btc_1m.iloc[:2])
+                with pytest.raises(RuntimeError), transaction.atomic():  # a market whose write failed: not announced
+                    ingest_candles(exchange="binance", symbol="SOL/USDT", timeframe="1m", df=btc_1m.iloc[:2])
+                    raise RuntimeError("this market's savepoint rolls back")
+                ingest_candles(exchange="kraken", symbol="ETH/USDT", timeframe="1m", df=btc_1m.iloc[:3])
+            assert calls == []  # committed and published, announced when the block ends
+            ingest_candles(exchange="binance", symbol="ETH/USDT", timeframe="1m", df=btc_1m.iloc[2:3])  # joins it
+    finally:
+        candles_closed.disconnect(receiver)
+
+    ts = btc_1m["timestamp"].tolist()
+    assert calls == [[("binance", ts[:2]), ("kraken", ts[:3]), ("binance", ts[2:3])]]
+    assert not Candle.objects.filter(symbol="SOL/USDT").exists()
