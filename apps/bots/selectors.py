@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, F, FloatField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+import orjson
+from django.db import connection
+from django.db.models import CharField, Count, F, FloatField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -176,3 +178,38 @@ def live_detail(*, exchange: str, symbol: str, timeframe: str, candle_ts, rules:
         return None
     return "trades", stored_detail_source("trades", exchange=exchange, symbol=symbol, candle_ts=candle_ts,
                                           timeframe=timeframe)
+
+
+def trade_page_json(*, bot_id: int, fields: dict[str, str], limit: int, offset: int) -> tuple[int, bytes] | None:
+    """The bot's trade count and one page of its trades, newest first, as a JSON array of objects (`fields` maps each
+    key to its column); None if there is no such bot.
+
+    On PostgreSQL it is one query and the database writes the JSON (float8's shortest exact text, the numbers orjson
+    would write): building 12,000 Python values per 1,000-row page and formatting them again was most of the list's
+    CPU under load (bench/api.py). The page starts at the offset-th (timestamp, id) key found off the index alone, so
+    the skipped rows are not read from the table. Elsewhere, plain rows and orjson."""
+    if connection.vendor != "postgresql":
+        if not Bot.objects.filter(pk=bot_id).exists():
+            return None
+        qs = Trade.objects.filter(bot_id=bot_id)
+        rows = qs.order_by("-timestamp", "-id").values_list(*fields.values())[offset:offset + limit]
+        return qs.count(), orjson.dumps([dict(zip(fields, row, strict=True)) for row in rows])
+    members = []  # '"key":' || the column's JSON text; keys are serializer field names (plain identifiers)
+    for key, column in fields.items():
+        field = next(f for f in Trade._meta.concrete_fields if f.column == column)
+        value = f'to_json("{column}")::text' if isinstance(field, CharField) else f'"{column}"::text'
+        members.append(f"""'"{key}":' || {f"coalesce({value}, 'null')" if field.null else value}""")
+    obj = " || ',' || ".join(members)
+    table = Trade._meta.db_table
+    sql = (f"SELECT (SELECT count(*) FROM {table} WHERE bot_id = bot.id), "
+           f"(SELECT string_agg('{{' || {obj} || '}}', ',') FROM (SELECT * FROM {table} WHERE bot_id = bot.id "
+           f"AND (\"timestamp\", id) <= (SELECT \"timestamp\", id FROM {table} WHERE bot_id = bot.id "
+           f"ORDER BY \"timestamp\" DESC, id DESC OFFSET %s LIMIT 1) "
+           f"ORDER BY \"timestamp\" DESC, id DESC LIMIT %s) page) "
+           f"FROM {Bot._meta.db_table} bot WHERE bot.id = %s")
+    with connection.cursor() as cur:  # the aggregate takes the page's rows in its order, as in candle_page_json
+        cur.execute(sql, [offset, limit, bot_id])
+        found = cur.fetchone()
+    if found is None:
+        return None
+    return found[0], f"[{found[1] or ''}]".encode()

@@ -6,13 +6,14 @@ import io
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 from django.db import connection
 from django.db.models import Count, Max, Min, Sum
 
 from apps.market.models import Candle, DataGap, Market
 from apps.market.timeframes import timeframe_ms
-from apps.market.validation import PRICE_COLUMNS, empty_candle_frame
+from apps.market.validation import CANDLE_COLUMNS, PRICE_COLUMNS, empty_candle_frame
 
 _COPY_HEADER_LEN = 19  # signature (11) + flags (4) + header extension length (4, always 0 here)
 _CANDLE_OUT = np.dtype(
@@ -195,3 +196,40 @@ def trades_in_windows(*, exchange: str, symbol: str, windows: list[tuple[int, in
     px = np.concatenate(px_parts)
     order = np.argsort(ts, kind="stable")
     return ts[order], px[order]
+
+
+def candle_page_json(*, exchange: str, symbol: str, timeframe: str, limit: int, start: int | None = None,
+                     end: int | None = None, after: int | None = None) -> tuple[bytes, int | None]:
+    """One page of candles (close time ascending) as a JSON array of [close ms, open, high, low, close, volume] rows,
+    and the `after` cursor of the next page (None on the last one).
+
+    On PostgreSQL the database writes the JSON text (float8's shortest exact form, the numbers orjson would write) and
+    Python passes it through: building 6,000 Python floats per 1,000-row page and formatting them again was most of the
+    list's CPU under load (bench/api.py). Elsewhere, plain rows and orjson."""
+    where = ["exchange = %s", "symbol = %s", "timeframe = %s"]
+    params: list[Any] = [exchange, symbol, timeframe]
+    for bound, op in ((start, ">="), (end, "<="), (after, ">")):
+        if bound is not None:
+            where.append(f'"timestamp" {op} %s')
+            params.append(bound)
+    if connection.vendor != "postgresql":
+        qs = Candle.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe)
+        for bound, lookup in ((start, "gte"), (end, "lte"), (after, "gt")):
+            if bound is not None:
+                qs = qs.filter(**{f"timestamp__{lookup}": bound})
+        rows = list(qs.order_by("timestamp").values_list(*CANDLE_COLUMNS)[: limit + 1])
+        return orjson.dumps(rows[:limit]), rows[limit - 1][0] if len(rows) > limit else None
+    columns = [f'"{c}"' for c in CANDLE_COLUMNS]
+    row = " || ',' || ".join(columns)
+    # The aggregate takes the subquery's rows in its order (PostgreSQL's documented idiom; an ORDER BY inside it would
+    # sort them again). One row more than the page says whether there is a next one.
+    sql = (f"SELECT count(*), string_agg('[' || {row} || ']', ',') FROM (SELECT {', '.join(columns)} "
+           f"FROM {Candle._meta.db_table} WHERE {' AND '.join(where)} ORDER BY \"timestamp\" LIMIT %s) page")
+    with connection.cursor() as cur:
+        cur.execute(sql, [*params, limit + 1])
+        count, rows = cur.fetchone()
+    if count <= limit:
+        return f"[{rows or ''}]".encode(), None
+    rows = rows[: rows.rindex(",[")]  # drop the extra row (rows hold only numbers: "[" starts a row)
+    last_row = rows[rows.rindex("[") + 1:]
+    return f"[{rows}]".encode(), int(last_row[: last_row.index(",")])

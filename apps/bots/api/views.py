@@ -5,6 +5,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,9 +22,22 @@ from apps.bots.api.serializers import (
 )
 from apps.bots.models import Bot
 
-# TradeSerializer's fields, as database columns (same order).
-TRADE_COLUMNS = ("id", "bot_id", "signal_id", "timestamp", "side", "reason", "price", "amount", "fee", "realized_pnl",
-                 "cash_after", "position_after")
+# TradeSerializer's fields and their database columns (same order).
+TRADE_FIELDS = dict(zip(TradeSerializer.Meta.fields,
+                        ("id", "bot_id", "signal_id", "timestamp", "side", "reason", "price", "amount", "fee",
+                         "realized_pnl", "cash_after", "position_after"), strict=True))
+_BIGINT_MAX = 2**63 - 1
+
+
+def _bot_id(pk: str) -> int:
+    """The URL's bot id, or a 404 (like get_object's for a non-integer or out-of-range pk)."""
+    try:
+        value = int(pk)
+    except ValueError:
+        raise NotFound from None
+    if not 0 < value <= _BIGINT_MAX:
+        raise NotFound
+    return value
 
 
 def _input(request, *, partial: bool, bot: Bot | None = None) -> dict:
@@ -97,13 +111,19 @@ class BotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @extend_schema(responses=TradeSerializer(many=True))
     @action(detail=True, methods=["get"])
     def trades(self, request, pk=None):
-        """Newest first. A hot list (1,000-row pages for charts): plain rows and orjson, no ModelSerializer."""
-        qs = self.get_object().trades.order_by("-timestamp", "-id").values_list(*TRADE_COLUMNS)
-        page = self.paginate_queryset(qs)
-        body = {"count": self.paginator.count, "next": self.paginator.get_next_link(),
-                "previous": self.paginator.get_previous_link(),
-                "results": [dict(zip(TradeSerializer.Meta.fields, row, strict=True)) for row in page]}
-        return HttpResponse(orjson.dumps(body), content_type="application/json")
+        """Newest first. A hot list (1,000-row pages for charts): the bot, count and page in one query, the JSON rows
+        written by the database, no ModelSerializer."""
+        paginator = self.paginator
+        paginator.request = request
+        paginator.limit, paginator.offset = paginator.get_limit(request), paginator.get_offset(request)
+        found = selectors.trade_page_json(bot_id=_bot_id(pk), fields=TRADE_FIELDS, limit=paginator.limit,
+                                          offset=paginator.offset)
+        if found is None:
+            raise NotFound
+        paginator.count, results = found
+        body = b"".join((orjson.dumps({"count": paginator.count, "next": paginator.get_next_link(),
+                                       "previous": paginator.get_previous_link()})[:-1], b',"results":', results, b"}"))
+        return HttpResponse(body, content_type="application/json")
 
     @extend_schema(responses=PerformanceSerializer(many=True))
     @action(detail=True, methods=["get"])

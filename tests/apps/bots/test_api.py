@@ -58,3 +58,27 @@ def test_given_a_bot_when_its_get_body_is_put_back_with_a_change_then_only_the_c
     resp = client.put(f"/api/v1/bots/{bot['id']}/", {**bot, "status": "running"}, format="json")
     assert resp.status_code == 400 and resp.json()["field"] == "status"
     assert Bot.objects.get(pk=bot["id"]).status == Bot.Status.STOPPED
+
+
+def test_given_a_replayed_bot_when_paging_its_trades_then_the_pages_are_what_the_model_serializer_writes(client):
+    """The database writes the list's JSON: walked page by page it must be TradeSerializer's output, newest first."""
+    from apps.bots import services
+    from apps.bots.api.serializers import TradeSerializer
+    from tests.factories import BotFactory, store_sample_candles
+
+    df = store_sample_candles(timeframe="1h", nrows=600)
+    bot = BotFactory(parameters={"fast": 5, "slow": 20}, timeframe="1h", stop_loss=0.01)
+    services.replay_bot(bot, start=int(df["timestamp"].iloc[0]))
+    expected = TradeSerializer(bot.trades.order_by("-timestamp", "-id"), many=True).data
+    assert len(expected) > 14 and {t["reason"] for t in expected} >= {"signal", "stop_loss"}
+
+    url, seen = f"/api/v1/bots/{bot.pk}/trades/?limit=7", []
+    while url:
+        page = client.get(url).json()
+        assert page["count"] == len(expected) and len(page["results"]) <= 7
+        seen += page["results"]
+        url = page["next"]
+    assert seen == expected
+    past_the_end = client.get(f"/api/v1/bots/{bot.pk}/trades/?offset={len(expected)}").json()
+    assert past_the_end["results"] == [] and past_the_end["count"] == len(expected)
+    assert client.get(f"/api/v1/bots/{bot.pk + 1}/trades/").status_code == 404
