@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
@@ -71,6 +72,20 @@ def test_given_the_management_command_when_run_then_it_issues_a_working_token(re
     key = Token.objects.get(user=reader[0]).key
     assert key in capsys.readouterr().out
     assert client_from(token=key).get("/api/v1/bots/").status_code == 200
+
+
+def test_given_a_token_when_it_is_deleted_or_its_user_deactivated_then_the_next_request_is_refused(reader, staff):
+    """One database read per request (no cached token): a revoked token or a deactivated user fails at once."""
+    user, key = reader
+    api = client_from(token=key)
+    assert api.get("/api/v1/bots/").status_code == 200
+    assert client_from(token=staff[1]).post("/api/v1/bots/", BOT, format="json").status_code == 201  # is_staff read
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    assert api.get("/api/v1/bots/").json()["detail"] == "User inactive or deleted."
+    User.objects.filter(pk=user.pk).update(is_active=True)
+    Token.objects.filter(key=key).delete()
+    resp = api.get("/api/v1/bots/")
+    assert resp.status_code == 401 and resp.json()["detail"] == "Invalid token." and resp["WWW-Authenticate"] == "Token"
 
 
 # --- roles ----------------------------------------------------------------------------------------------------------
