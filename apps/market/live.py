@@ -46,42 +46,76 @@ class CandleBuilder:
         self.flat_fill = flat_fill
         self.last_close = last_close  # close price of the previous candle (flat fill of empty buckets)
         self.late = 0
+        self.late_floor: int | None = None  # open time of the oldest bucket a late trade belonged to
         self.ignored = 0
-        self._ts: list[int] = []
-        self._price: list[float] = []
-        self._amount: list[float] = []
+        # trades of the bucket being formed, as the arrays they came in
+        self._ts: list[np.ndarray] = []
+        self._price: list[np.ndarray] = []
+        self._amount: list[np.ndarray] = []
 
     @property
     def close_at(self) -> int:
         return self.open_at + self.tf
 
     def pending(self) -> int:
-        return len(self._ts)
+        return sum(len(a) for a in self._ts)
 
-    def add(self, ts: int, price: float, amount: float) -> Closed | None:
-        """Add one trade; returns the candles it closed (a trade at/after the current close), else None."""
-        if ts < self.open_at:
-            if ts < self.start:
-                self.ignored += 1
-            else:
-                self.late += 1
+    def add(self, ts: np.ndarray, price: np.ndarray, amount: np.ndarray) -> Closed | None:
+        """Add trades in arrival order (arrays); returns the candles they closed (a trade at/after the current close),
+        else None. The same as adding them one by one: a trade older than the bucket being formed when it arrives
+        (the newest trade before it decides) is late (or ignored before `start`) and never merged."""
+        ts = np.asarray(ts, dtype=np.int64)
+        if not len(ts):
             return None
-        closed = self._close_until(ts) if ts >= self.close_at else None
-        self._ts.append(ts)
-        self._price.append(price)
-        self._amount.append(amount)
-        return closed
+        tf = self.tf
+        # open time of the bucket being formed when each trade arrives: the newest trade before it decides
+        seen = np.maximum.accumulate(ts)
+        opens = np.empty_like(ts)
+        opens[0] = self.open_at
+        np.maximum((seen[:-1] // tf) * tf, self.open_at, out=opens[1:])
+        stale = ts < opens
+        if stale.any():
+            ignored = ts[stale] < self.start
+            self.ignored += int(ignored.sum())
+            late = ts[stale][~ignored]
+            if len(late):
+                self.late += len(late)
+                floor = int(late.min() // tf * tf)
+                self.late_floor = floor if self.late_floor is None else min(self.late_floor, floor)
+            keep = ~stale
+            ts, price, amount = ts[keep], np.asarray(price)[keep], np.asarray(amount)[keep]
+            if not len(ts):
+                return None
+        newest = int(seen[-1])
+        if newest < self.close_at:
+            self._push(ts, price, amount)
+            return None
+        # Accepted trades' buckets never go back in arrival order, so the bucket of the newest trade starts at one
+        # index: what comes before it closes (one kernel call over the whole batch), the rest is the bucket in progress.
+        through = (newest // tf) * tf
+        self._push(ts, price, amount)
+        all_ts, all_price, all_amount = (np.concatenate(a) if len(a) > 1 else a[0]
+                                         for a in (self._ts, self._price, self._amount))
+        cut = int(np.searchsorted((all_ts // tf) * tf >= through, True))
+        self._ts, self._price, self._amount = [all_ts[cut:]], [all_price[cut:]], [all_amount[cut:]]
+        return self._closed(self._emit(all_ts[:cut], all_price[:cut], all_amount[:cut]), through)
 
     def close_due(self, now: int, grace_ms: int) -> Closed | None:
         """Close the current bucket (and empty ones after it) once `now` >= close + grace."""
         if now < self.close_at + grace_ms:
             return None
-        return self._close_until(now - grace_ms)
+        through = ((now - grace_ms) // self.tf) * self.tf
+        ts, price, amount = (np.concatenate(a) if a else np.empty(0) for a in (self._ts, self._price, self._amount))
+        self._ts, self._price, self._amount = [], [], []
+        return self._closed(self._emit(ts.astype(np.int64), price, amount), through)
 
-    def _close_until(self, t: int) -> Closed:
-        """Close every bucket with close <= t (t = a time at or after the current close)."""
-        through = (t // self.tf) * self.tf
-        frame = self._emit()
+    def _push(self, ts: np.ndarray, price: np.ndarray, amount: np.ndarray) -> None:
+        self._ts.append(ts)
+        self._price.append(np.asarray(price, dtype=np.float64))
+        self._amount.append(np.asarray(amount, dtype=np.float64))
+
+    def _closed(self, frame: pd.DataFrame, through: int) -> Closed:
+        """Every bucket with close <= through is final: flat fill, remember the last close, move on."""
         if self.flat_fill and self.last_close is not None:
             frame = self._fill(frame, through)
         if len(frame):
@@ -89,13 +123,10 @@ class CandleBuilder:
         self.open_at = through
         return Closed(frame, through)
 
-    def _emit(self) -> pd.DataFrame:
-        if not self._ts:
+    def _emit(self, ts: np.ndarray, price: np.ndarray, amount: np.ndarray) -> pd.DataFrame:
+        if not len(ts):
             return empty_candle_frame()
-        ts = np.asarray(self._ts, dtype=np.int64)
-        frame = trades_to_candles(ts, np.asarray(self._price), np.asarray(self._amount), self.timeframe)
-        self._ts, self._price, self._amount = [], [], []
-        return frame
+        return trades_to_candles(ts, price, amount, self.timeframe)
 
     def _fill(self, frame: pd.DataFrame, through: int) -> pd.DataFrame:
         return fill_flat(frame, self.open_at + self.tf, through, self.tf, self.last_close)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import os
 import random
 import socket
@@ -186,12 +187,70 @@ async def _close_quietly(client) -> None:
         pass
 
 
-def _key(trade: dict) -> tuple[int, int | str]:
-    tid = trade.get("id")
-    try:
-        return int(trade["timestamp"]), int(tid)
-    except (TypeError, ValueError):
-        return int(trade["timestamp"]), str(tid)
+def _new_trades(cache, last: dict | None) -> tuple[list[dict], dict | None]:
+    """The trades ccxt.pro appended to its cache after `last` (by identity: no per-trade key), and the new `last`.
+    Raises Dropped when `last` fell out of the cache (trades we never saw were evicted)."""
+    if not cache or cache[-1] is last:
+        return [], last
+    new = []
+    for trade in reversed(cache):
+        if trade is last:
+            break
+        new.append(trade)
+    else:
+        if last is not None or len(new) >= TRADES_LIMIT:
+            raise Dropped("trade cache overflow")
+    new.reverse()
+    return new, new[-1]
+
+
+_TS, _PRICE, _AMOUNT, _ID, _SIDE = (operator.itemgetter(k) for k in ("timestamp", "price", "amount", "id", "side"))
+
+
+@dataclass
+class TradeBatch:
+    """The trades ccxt.pro parsed since the last watch_trades call, as arrays (one pass per field, no per-trade
+    bookkeeping in Python)."""
+
+    ts: np.ndarray
+    price: np.ndarray
+    amount: np.ndarray
+    ids: np.ndarray | None  # integer trade ids (exchanges with consecutive ids), else None
+
+    def raw(self, trades: list[dict], keep: np.ndarray) -> pd.DataFrame:
+        """The `keep` rows as a raw-trades frame (ingest_trades)."""
+        idx = np.flatnonzero(keep)
+        return pd.DataFrame({
+            "timestamp": self.ts[idx], "price": self.price[idx], "amount": self.amount[idx],
+            "side": [trades[i].get("side") or "" for i in idx.tolist()],
+            "trade_id": [str(trades[i].get("id") or "") for i in idx.tolist()],
+        })
+
+
+def _trade_arrays(trades: list[dict], *, ids: bool) -> TradeBatch:
+    n = len(trades)
+    trade_ids = None
+    if ids:
+        try:
+            trade_ids = np.fromiter(map(int, map(_ID, trades)), np.int64, n)
+        except (TypeError, ValueError):  # ids that are not numbers: _check_consecutive drops the stream
+            trade_ids = None
+    return TradeBatch(np.fromiter(map(_TS, trades), np.int64, n), np.fromiter(map(_PRICE, trades), np.float64, n),
+                      np.fromiter(map(_AMOUNT, trades), np.float64, n), trade_ids)
+
+
+def _check_consecutive(ids: np.ndarray | None, prev_id: int | None) -> int | None:
+    """The last id, after checking that `ids` continue `prev_id` one by one (Binance's trade ids): a jump means
+    trades were lost on a connection that looked alive."""
+    if ids is None:
+        raise Dropped("trade ids are not numbers: the consecutive-id check cannot hold")
+    if prev_id is not None:
+        ids = np.concatenate(([prev_id], ids))
+    jumps = np.flatnonzero(np.diff(ids) != 1)
+    if len(jumps):
+        j = int(jumps[0])
+        raise Dropped(f"trade ids jump from {int(ids[j])} to {int(ids[j + 1])}: trades were lost")
+    return int(ids[-1])
 
 
 @dataclass
@@ -350,18 +409,17 @@ class MarketStream:
         builder = CandleBuilder("1m", start=boundary, flat_fill=m.flat_fill, last_close=self.last_price)
         repaired = False
         ready: list[Closed] = []
-        last_key: tuple | None = None
         last_activity = time.monotonic()
         max_seen = -1
         late_seen = 0
-        late_floor = 2**62  # open time of the oldest candle a late trade belongs to
         consecutive = m.exchange in CONSECUTIVE_TRADE_IDS
         prev_id: int | None = None
         first_live_id: int | None = None
+        last_trade: dict | None = None  # the newest trade taken from ccxt's cache (the same object stays in it)
         conns: set[int] | None = None  # the websocket clients of this session (ccxt may reconnect behind our back)
         watch_params = WATCH_TRADES_PARAMS.get(m.exchange, {})
         watch = asyncio.ensure_future(client.watch_trades(m.symbol, params=dict(watch_params)))
-        raw_rows: list[tuple] = []
+        raw_rows: list[pd.DataFrame] = []
         try:
             while True:
                 done, _ = await asyncio.wait({watch}, timeout=self._timeout(builder))
@@ -369,41 +427,26 @@ class MarketStream:
                     watch.result()  # raises on a dropped connection
                     if conns is None:
                         conns = {id(c) for c in (client.clients or {}).values()}
-                    cache = client.trades.get(m.symbol) or []
-                    new = []
-                    for trade in reversed(cache):
-                        k = _key(trade)
-                        if last_key is not None and k <= last_key:
-                            break
-                        new.append(trade)
-                    new.reverse()
-                    if new:
-                        if last_key is not None and len(new) == len(cache):
-                            logger.warning("stream %s: trade cache overflowed; treating as a drop", m)
-                            raise Dropped("trade cache overflow")
-                        last_key = _key(new[-1])
-                        last_activity = time.monotonic()
-                        self.stats.trades += len(new)
-                        for trade in new:
-                            ts = int(trade["timestamp"])
-                            if consecutive and ts >= boundary:  # REST covers what came before the boundary
-                                tid = int(trade["id"])
-                                if prev_id is not None and tid != prev_id + 1:
-                                    raise Dropped(f"trade ids jump from {prev_id} to {tid}: trades were lost")
-                                if first_live_id is None:
-                                    first_live_id = tid
-                                prev_id = tid
-                            max_seen = max(max_seen, ts)
-                            before = builder.late
-                            closed = builder.add(ts, float(trade["price"]), float(trade["amount"]))
-                            if builder.late > before:
-                                late_floor = min(late_floor, (ts // TF) * TF)
-                            if closed is not None:
-                                ready.append(closed)
-                            if m.store_raw_trades and ts >= boundary:
-                                raw_rows.append((ts, float(trade["price"]), float(trade["amount"]),
-                                                 trade.get("side") or "", str(trade.get("id") or "")))
                     watch = asyncio.ensure_future(client.watch_trades(m.symbol, params=dict(watch_params)))
+                # The cache is read on every wake, not only when the watch resolved: trades parsed between a resolution
+                # and the next watch_trades call resolve nothing, yet the clock must not close their candle without
+                # them.
+                new, last_trade = _new_trades(client.trades.get(m.symbol), last_trade)
+                if new:
+                    last_activity = time.monotonic()
+                    self.stats.trades += len(new)
+                    batch = _trade_arrays(new, ids=consecutive)
+                    live = batch.ts >= boundary  # REST covers what came before the boundary
+                    if consecutive and live.any():
+                        prev_id = _check_consecutive(batch.ids[live], prev_id)
+                        if first_live_id is None:
+                            first_live_id = int(batch.ids[live][0])
+                    max_seen = max(max_seen, int(batch.ts.max()))
+                    closed = builder.add(batch.ts, batch.price, batch.amount)
+                    if closed is not None:
+                        ready.append(closed)
+                    if m.store_raw_trades and live.any():
+                        raw_rows.append(batch.raw(new, live))
                     if repaired and self.last_stored is not None:
                         self.confirmed = max(self.confirmed or 0, min(self.last_stored, (max_seen // TF) * TF))
                 if conns is not None:
@@ -436,8 +479,9 @@ class MarketStream:
                     logger.warning("stream %s: %d trade(s) arrived after the clock closed their candle; rebuilding "
                                    "from REST (confirmed through %s)", m, builder.late,
                                    format_ms(self.confirmed) if self.confirmed else None)
+                    late_floor = builder.late_floor
+                    builder.late_floor = None
                     self.confirmed = late_floor if self.confirmed is None else min(self.confirmed, late_floor)
-                    late_floor = 2**62
                     if repaired:
                         await self._repair(client, builder.open_at, reason="late trade after a clock close")
                 silent_for = time.monotonic() - last_activity
@@ -486,8 +530,8 @@ class MarketStream:
         if new:
             self.last_stored = max(self.last_stored or 0, new[-1])
 
-    async def _flush_raw(self, rows: list[tuple]) -> None:
-        frame = pd.DataFrame(rows, columns=["timestamp", "price", "amount", "side", "trade_id"])
+    async def _flush_raw(self, frames: list[pd.DataFrame]) -> None:
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         if self._raw_pending is not None:
             await self._raw_pending  # one raw batch in flight per market: bounded memory, in order
         loop = asyncio.get_running_loop()
@@ -542,9 +586,9 @@ class MarketStream:
             logger.warning("stream %s: %d candle(s) closed by the clock were missing trades; corrected from REST "
                            "(stored, republished with corrected=true, rollups rebuilt)", m, corrected)
         if m.store_raw_trades and len(trades["ts"]):
-            rows = list(zip(trades["ts"].tolist(), trades["price"].tolist(), trades["amount"].tolist(),
-                            trades["side"], trades["id"], strict=True))
-            await self._flush_raw(rows)
+            await self._flush_raw([pd.DataFrame({"timestamp": trades["ts"], "price": trades["price"],
+                                                 "amount": trades["amount"], "side": trades["side"],
+                                                 "trade_id": trades["id"]})])
         await self._db(self._record_repair, start + TF, boundary, len(trades["ts"]), len(frame), reason, corrected)
         self.stats.repairs += 1
         self.stats.repaired_candles += len(new)
