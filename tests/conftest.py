@@ -23,6 +23,7 @@ FAST_TESTS = (
     "apps/backtest/test_sweep_engine.py",
     "apps/backtest/test_walkforward_engine.py",
     "apps/market/test_aggregation.py",
+    "apps/market/test_live.py",
     "apps/market/test_validation.py",
     "apps/market/test_csvio.py",
     "apps/market/test_timeframes.py",
