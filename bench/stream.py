@@ -12,11 +12,14 @@ ingest into PostgreSQL -> publish after commit) and a Redis subscriber on `marke
   the candle minus its close; `targets` gives the poll/stream ratio of medians;
 * throughput: the fake pushes all trades of 20 markets as fast as it can (speed 1e6); trades/s = trades aggregated
   and stored by the one stream process per second of wall time, with raw trades off and on (COPY into partitions),
-  timed until the candles (and raw trades) are committed, not merely received;
+  timed until the candles (and raw trades) are committed, not merely received; cpu_s = CPU seconds the stream process
+  (all its threads) and the fake exchange process used in that window;
 * breakdown_ms: p50/p99 of each stage of a live candle (close -> writer, writer queue, write+commit+publish,
   publish -> subscriber).
 
-Durations: BENCH_STREAM_SECONDS (default 150 s per 1x run, 60 s per 50x run).
+Durations: BENCH_STREAM_SECONDS (default 150 s per 1x run, 60 s per 50x run). Phases: BENCH_STREAM_THROUGHPUT=0 /
+BENCH_STREAM_LATENCY=0 skip one; BENCH_STREAM_RAW (default "0,1": raw trades off, on), BENCH_STREAM_MARKETS,
+BENCH_STREAM_SPEEDS, BENCH_STREAM_FLOOD_MARKETS choose the runs.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from apps.market.models import Candle, DataGap, Market, RawTrade, StreamRepair  # noqa: E402
-from apps.market.stream import StreamProcess, make_clock  # noqa: E402
+from apps.market.stream import StreamProcess, make_clock, run_loop  # noqa: E402
 from apps.market.testing.binance import load_tape  # noqa: E402
 
 TF = 60_000
@@ -84,6 +87,12 @@ def start_fake(specs: list[str], speed: float, start_at: int, wait: int = 0) -> 
         args += ["--tape", spec]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     return proc, json.loads(proc.stdout.readline())
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset(syms: list[str], *, raw: bool) -> list[int]:
@@ -176,7 +185,7 @@ def run_latency(n: int, speed: float, seconds: float, tmp: Path) -> dict:
         await task
         return proc
 
-    proc = asyncio.run(main())
+    proc = run_loop(main())
     poll_stop.set()
     sub.stop = True
     sub.join(timeout=5)
@@ -230,23 +239,28 @@ def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
         proc = StreamProcess(market_ids=ids, clock=clock, grace_ms=10_000_000)
         task = asyncio.create_task(proc.run())
         first = None
+        cpu0: tuple[float, float] = (0.0, 0.0)
         t_end = time.monotonic() + 300
         while time.monotonic() < t_end:
             streams = list(proc.streams.values())
             got = sum(s.stats.trades for s in streams)
             if got and first is None:
                 first = (time.monotonic(), got)
+                cpu0 = (cpu_seconds(os.getpid()), cpu_seconds(fake.pid))
             candles = sum(s.stats.candles + s.stats.repaired_candles for s in streams)
             raw_rows = sum(s.stats.raw_trades for s in streams)
             if got >= total * 0.99 and candles >= want_candles * 0.99 and raw_rows >= want_raw * 0.99:
                 break
             await asyncio.sleep(0.01)
         done = time.monotonic()
+        cpu["stream"] = round(cpu_seconds(os.getpid()) - cpu0[0], 2)
+        cpu["fake"] = round(cpu_seconds(fake.pid) - cpu0[1], 2)
         proc.stop()
         await task
         return proc, first, done
 
-    proc, first, done = asyncio.run(main())
+    cpu: dict[str, float] = {}
+    proc, first, done = run_loop(main())
     fake.kill()
     fake.wait()
     if first is None:
@@ -256,7 +270,7 @@ def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
     raw_rows = RawTrade.objects.filter(exchange="binance", symbol__in=syms).count()
     return {"markets": n, "raw_trades": raw, "trades": trades, "seconds": round(done - first[0], 2),
             "trades_per_s": round(trades / max(done - first[0], 1e-9)), "candles_stored": stored,
-            "raw_rows_stored": raw_rows, "drops": sum(s.stats.drops for s in proc.streams.values()),
+            "raw_rows_stored": raw_rows, "cpu_s": cpu, "drops": sum(s.stats.drops for s in proc.streams.values()),
             "repairs": sum(s.stats.repairs for s in proc.streams.values())}
 
 
@@ -265,7 +279,8 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     out: dict = {"bench": "stream", "latency": [], "throughput": []}
     markets = [int(x) for x in os.environ.get("BENCH_STREAM_MARKETS", "1,20").split(",")]
-    for raw in (False, True) if os.environ.get("BENCH_STREAM_THROUGHPUT", "1") == "1" else ():
+    raws = [x == "1" for x in os.environ.get("BENCH_STREAM_RAW", "0,1").split(",")]
+    for raw in raws if os.environ.get("BENCH_STREAM_THROUGHPUT", "1") == "1" else ():
         out["throughput"].append(run_throughput(int(os.environ.get("BENCH_STREAM_FLOOD_MARKETS", "20")), raw, tmp))
     speeds = [float(x) for x in os.environ.get("BENCH_STREAM_SPEEDS", "1,50").split(",")]
     for n in markets if os.environ.get("BENCH_STREAM_LATENCY", "1") == "1" else []:

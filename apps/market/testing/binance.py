@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
+import uvloop
 from aiohttp import WSMsgType, web
 
 from apps.market.aggregation import trades_to_candles_arrays
@@ -157,6 +158,7 @@ class FakeBinance:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
+        self._tails: dict[tuple[str, str], list[str]] = {}  # see _encoded
 
     # --- clock -----------------------------------------------------------------------------------------------------
     def clock(self) -> int:
@@ -317,20 +319,34 @@ class FakeBinance:
         agg_subs = self._subs.get(f"{low}@aggTrade", ())
         if not trade_subs and not agg_subs:
             return
-        event_time = self.clock()
-        for k in range(i, j):
-            aid, tid = int(tape.ids[k]), int(tape.ids[k]) + TRADE_ID_OFFSET
-            t, p, q, m = int(tape.ts[k]), _num(tape.price[k]), _num(tape.amount[k]), bool(tape.buyer_maker[k])
-            if trade_subs:
-                msg = orjson.dumps({"e": "trade", "E": event_time, "s": tape.market_id, "t": tid, "p": p, "q": q,
-                                    "T": t, "m": m, "M": True}).decode()
-                for ws in list(trade_subs):
+        event_time = str(self.clock())
+        for subs, kind in ((trade_subs, "trade"), (agg_subs, "aggTrade")):
+            if not subs:
+                continue
+            head = '{"e":"' + kind + '","E":' + event_time + ","
+            tails = self._encoded(tape, kind)
+            for k in range(i, j):
+                msg = head + tails[k]
+                for ws in list(subs):
                     await self._send(ws, msg)
-            if agg_subs:
-                msg = orjson.dumps({"e": "aggTrade", "E": event_time, "s": tape.market_id, "a": aid, "p": p, "q": q,
-                                    "f": tid, "l": tid, "T": t, "m": m, "M": True}).decode()
-                for ws in list(agg_subs):
-                    await self._send(ws, msg)
+
+    def _encoded(self, tape: Tape, kind: str) -> list[str]:
+        """Every trade of the tape as its `kind` event after the event time, encoded once (on subscribe): a push
+        only prefixes the event time, so the replay's own cost per message stays small next to what it measures."""
+        key = (tape.market_id, kind)
+        if key not in self._tails:
+            mid = tape.market_id
+            price = [_num(x) for x in tape.price]
+            amount = [_num(x) for x in tape.amount]
+            rows = zip(tape.ids.tolist(), tape.ts.tolist(), price, amount, tape.buyer_maker.tolist(), strict=True)
+            if kind == "trade":
+                events = ({"s": mid, "t": a + TRADE_ID_OFFSET, "p": p, "q": q, "T": t, "m": m, "M": True}
+                          for a, t, p, q, m in rows)
+            else:
+                events = ({"s": mid, "a": a, "p": p, "q": q, "f": a + TRADE_ID_OFFSET, "l": a + TRADE_ID_OFFSET,
+                           "T": t, "m": m, "M": True} for a, t, p, q, m in rows)
+            self._tails[key] = [orjson.dumps(e).decode()[1:] for e in events]
+        return self._tails[key]
 
     async def _send(self, ws: web.WebSocketResponse, msg: str) -> None:
         if ws.closed:
@@ -365,6 +381,10 @@ class FakeBinance:
                 if method == "SUBSCRIBE":
                     for name in params:
                         self._subs.setdefault(name, set()).add(ws)
+                        low, _, kind = name.partition("@")
+                        tape = self.tapes.get(low.upper())
+                        if tape is not None and kind in ("trade", "aggTrade"):
+                            self._encoded(tape, kind)
                     if self._wait_subscribers and sum(1 for v in self._subs.values() if v) >= self._wait_subscribers:
                         self._wait_subscribers = 0
                         self.hold(None)
@@ -637,7 +657,7 @@ def main(argv: list[str] | None = None) -> None:
             await asyncio.sleep(3600)
 
     try:
-        asyncio.run(serve())
+        uvloop.run(serve())
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(0)
 

@@ -35,7 +35,7 @@ class Command(DomainCommand):
 
     def handle(self, *args, **opts) -> None:
         from apps.market.providers.ccxt import has_stream
-        from apps.market.stream import StreamProcess
+        from apps.market.stream import StreamProcess, run_loop
 
         if opts["symbol"] and not opts["exchange"]:
             raise CommandError("stream: --symbol needs --exchange", returncode=2)
@@ -66,4 +66,4 @@ class Command(DomainCommand):
                 loop.add_signal_handler(sig, process.stop)
             await process.run()
 
-        asyncio.run(main())
+        run_loop(main())
