@@ -1,9 +1,10 @@
 """Benchmark: candle and trade list endpoints under load, gunicorn + PostgreSQL on loopback. Prints ONE JSON line.
 
-Ours: `GET /api/v1/market/candles/?...&limit=1000` (values_list + orjson, cursor on close time) and
-`GET /api/v1/bots/{id}/trades/?limit=1000` (values_list + orjson in the limit/offset envelope), token-authenticated,
-through the whole middleware/auth/throttle stack. Baseline in the same run, same server, same data: the stock DRF
-path — `ModelSerializer(many=True)` + `LimitOffsetPagination` + `JSONRenderer` (bench/api_app/urls.py).
+Ours: `GET /api/v1/market/candles/?...&limit=1000` (cursor on close time) and `GET /api/v1/bots/{id}/trades/?limit=1000`
+(limit/offset envelope; bot, count and page in one query), both passing through the JSON rows PostgreSQL wrote,
+token-authenticated, through the whole middleware/auth/throttle stack. Baseline in the same run, same server, same
+data: the stock DRF path — `ModelSerializer(many=True)` + `LimitOffsetPagination` + `JSONRenderer`
+(bench/api_app/urls.py).
 
 Steady state: the scratch database is VACUUM ANALYZEd after loading (as autovacuum would on a live server).
 Load: an open-loop, bounded client (aiohttp, requests scheduled at a fixed RATE for DURATION seconds whatever the
