@@ -270,7 +270,9 @@ def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
     raw_rows = RawTrade.objects.filter(exchange="binance", symbol__in=syms).count()
     return {"markets": n, "raw_trades": raw, "trades": trades, "seconds": round(done - first[0], 2),
             "trades_per_s": round(trades / max(done - first[0], 1e-9)), "candles_stored": stored,
-            "raw_rows_stored": raw_rows, "cpu_s": cpu, "drops": sum(s.stats.drops for s in proc.streams.values()),
+            "raw_rows_stored": raw_rows, "cpu_s": cpu,
+            "writer": {"batches": proc.writer.batches, "writes": proc.writer.writes},
+            "drops": sum(s.stats.drops for s in proc.streams.values()),
             "repairs": sum(s.stats.repairs for s in proc.streams.values())}
 
 
