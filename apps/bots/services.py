@@ -718,14 +718,14 @@ def market_shards(exchange: str, symbol: str, timeframe: str) -> list[list[int]]
     return fleet_shards([(exchange, symbol, timeframe)])
 
 
-def enqueue_ticks(markets: list[tuple[str, str, str]], *, until: int | None = None) -> int:
-    """One `tick_shard_task` per shard of the markets' running bots on queue `bots`; returns the shard count."""
+def enqueue_ticks(markets: list[tuple[str, str, str]], *, until: int | None = None) -> list[list[int]]:
+    """One `tick_shard_task` per shard of the markets' running bots on queue `bots`; returns the shards."""
     from apps.bots.tasks import tick_shard_task
 
     shards = fleet_shards(markets)
     for ids in shards:
         tick_shard_task.apply_async(args=(ids,), kwargs={"until": until})
-    return len(shards)
+    return shards
 
 
 def tick_market(exchange: str, symbol: str, timeframe: str, *, until: int | None = None) -> list[TickReport]:
@@ -819,6 +819,4 @@ def resume_running_bots() -> list[int]:
     # order_by() drops Meta.ordering (name), which DISTINCT would otherwise include: one market per bot, not per market.
     markets = list(Bot.objects.filter(status=Bot.Status.RUNNING).order_by()
                    .values_list("exchange", "symbol", "timeframe").distinct())
-    ids = sorted(i for shard in fleet_shards(markets) for i in shard)
-    enqueue_ticks(markets)
-    return ids
+    return sorted(i for shard in enqueue_ticks(markets) for i in shard)

@@ -17,7 +17,7 @@ def tick_shard_task(bot_ids: list[int], until: int | None = None, wait: bool = F
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3, ignore_result=True)
 def tick_market_task(exchange: str, symbol: str, timeframe: str, until: int | None = None) -> int:
     """Fan a market's tick out into shard tasks (kept for messages enqueued by older code)."""
-    return services.enqueue_ticks([(exchange, symbol, timeframe)], until=until)
+    return len(services.enqueue_ticks([(exchange, symbol, timeframe)], until=until))
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
