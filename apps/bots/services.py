@@ -424,13 +424,13 @@ def _read_window(exchange: str, symbol: str, timeframe: str, ticks: list, until:
         # gaps ate a window strategy's margin (fewer than `lookback` rows before its last decided candle, and its
         # history reaches further back than the read): read from the earliest history instead
         ts = frame["timestamp"].to_numpy()
-        window = [(t.last_candle, lb, t.history_start) for t, lb in zip(ticks, lookbacks, strict=True)
+        window = [(t, lb) for t, lb in zip(ticks, lookbacks, strict=True)
                   if lb is not None and not isinstance(lb, Exception) and t.last_candle is not None]
         if window:
-            last, lookback, hs = (np.array(col, dtype=object) for col in zip(*window, strict=True))
-            before = np.searchsorted(ts, last.astype(np.int64), side="right")
-            reaches_back = np.array([h is None or ts[0] > h for h in hs], dtype=bool)
-            if np.any((before < lookback.astype(np.int64)) & reaches_back):
+            last = np.array([t.last_candle for t, _ in window], dtype=np.int64)
+            lookback = np.array([lb for _, lb in window], dtype=np.int64)
+            reaches_back = np.array([t.history_start is None or ts[0] > t.history_start for t, _ in window])
+            if np.any((np.searchsorted(ts, last, side="right") < lookback) & reaches_back):
                 hs_all = [x.history_start for x in ticks]
                 frame = candle_frame(exchange=exchange, symbol=symbol, timeframe=timeframe,
                                      start=None if None in hs_all else min(hs_all), end=until)
