@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -194,22 +195,28 @@ def trade_page_json(*, bot_id: int, fields: dict[str, str], limit: int, offset: 
         qs = Trade.objects.filter(bot_id=bot_id)
         rows = qs.order_by("-timestamp", "-id").values_list(*fields.values())[offset:offset + limit]
         return qs.count(), orjson.dumps([dict(zip(fields, row, strict=True)) for row in rows])
-    members = []  # '"key":' || the column's JSON text; keys are serializer field names (plain identifiers)
-    for key, column in fields.items():
-        field = next(f for f in Trade._meta.concrete_fields if f.column == column)
-        value = f'to_json("{column}")::text' if isinstance(field, CharField) else f'"{column}"::text'
-        members.append(f"""'"{key}":' || {f"coalesce({value}, 'null')" if field.null else value}""")
-    obj = " || ',' || ".join(members)
-    table = Trade._meta.db_table
-    sql = (f"SELECT (SELECT count(*) FROM {table} WHERE bot_id = bot.id), "
-           f"(SELECT string_agg('{{' || {obj} || '}}', ',') FROM (SELECT * FROM {table} WHERE bot_id = bot.id "
-           f"AND (\"timestamp\", id) <= (SELECT \"timestamp\", id FROM {table} WHERE bot_id = bot.id "
-           f"ORDER BY \"timestamp\" DESC, id DESC OFFSET %s LIMIT 1) "
-           f"ORDER BY \"timestamp\" DESC, id DESC LIMIT %s) page) "
-           f"FROM {Bot._meta.db_table} bot WHERE bot.id = %s")
+    sql = _trade_page_sql(tuple(fields.items()))
     with connection.cursor() as cur:  # the aggregate takes the page's rows in its order, as in candle_page_json
         cur.execute(sql, [offset, limit, bot_id])
         found = cur.fetchone()
     if found is None:
         return None
     return found[0], f"[{found[1] or ''}]".encode()
+
+
+@functools.lru_cache(maxsize=8)
+def _trade_page_sql(fields: tuple[tuple[str, str], ...]) -> str:
+    """trade_page_json's query, built once per field list (not on every request of the hot list)."""
+    members = []  # '"key":' || the column's JSON text; keys are serializer field names (plain identifiers)
+    for key, column in fields:
+        field = next(f for f in Trade._meta.concrete_fields if f.column == column)
+        value = f'to_json("{column}")::text' if isinstance(field, CharField) else f'"{column}"::text'
+        members.append(f"""'"{key}":' || {f"coalesce({value}, 'null')" if field.null else value}""")
+    obj = " || ',' || ".join(members)
+    table = Trade._meta.db_table
+    return (f"SELECT (SELECT count(*) FROM {table} WHERE bot_id = bot.id), "
+            f"(SELECT string_agg('{{' || {obj} || '}}', ',') FROM (SELECT * FROM {table} WHERE bot_id = bot.id "
+            f"AND (\"timestamp\", id) <= (SELECT \"timestamp\", id FROM {table} WHERE bot_id = bot.id "
+            f"ORDER BY \"timestamp\" DESC, id DESC OFFSET %s LIMIT 1) "
+            f"ORDER BY \"timestamp\" DESC, id DESC LIMIT %s) page) "
+            f"FROM {Bot._meta.db_table} bot WHERE bot.id = %s")
