@@ -206,12 +206,6 @@ def candle_page_json(*, exchange: str, symbol: str, timeframe: str, limit: int, 
     On PostgreSQL the database writes the JSON text (float8's shortest exact form, the numbers orjson would write) and
     Python passes it through: building 6,000 Python floats per 1,000-row page and formatting them again was most of the
     list's CPU under load (bench/api.py). Elsewhere, plain rows and orjson."""
-    where = ["exchange = %s", "symbol = %s", "timeframe = %s"]
-    params: list[Any] = [exchange, symbol, timeframe]
-    for bound, op in ((start, ">="), (end, "<="), (after, ">")):
-        if bound is not None:
-            where.append(f'"timestamp" {op} %s')
-            params.append(bound)
     if connection.vendor != "postgresql":
         qs = Candle.objects.filter(exchange=exchange, symbol=symbol, timeframe=timeframe)
         for bound, lookup in ((start, "gte"), (end, "lte"), (after, "gt")):
@@ -219,6 +213,12 @@ def candle_page_json(*, exchange: str, symbol: str, timeframe: str, limit: int, 
                 qs = qs.filter(**{f"timestamp__{lookup}": bound})
         rows = list(qs.order_by("timestamp").values_list(*CANDLE_COLUMNS)[: limit + 1])
         return orjson.dumps(rows[:limit]), rows[limit - 1][0] if len(rows) > limit else None
+    where = ["exchange = %s", "symbol = %s", "timeframe = %s"]
+    params: list[Any] = [exchange, symbol, timeframe]
+    for bound, op in ((start, ">="), (end, "<="), (after, ">")):
+        if bound is not None:
+            where.append(f'"timestamp" {op} %s')
+            params.append(bound)
     columns = [f'"{c}"' for c in CANDLE_COLUMNS]
     row = " || ',' || ".join(columns)
     # The aggregate takes the subquery's rows in its order (PostgreSQL's documented idiom; an ORDER BY inside it would
