@@ -302,6 +302,23 @@ class TradesIngestResult:
     partitions_created: list[str] = field(default_factory=list)
 
 
+def _normalized_sides(trades: pd.DataFrame) -> np.ndarray:
+    """Each trade's side as 'buy', 'sell' or '' (TRADE_SIDES), normalized once per distinct spelling, not per row."""
+    if "side" not in trades.columns:
+        return np.full(len(trades), "", dtype=object)
+    codes, spellings = pd.factorize(trades["side"].fillna("").astype(str))
+    sides = np.array([TRADE_SIDES.get(s.strip().lower(), "") for s in spellings], dtype=object)
+    return sides[codes] if len(sides) else np.full(len(trades), "", dtype=object)
+
+
+def _trade_ids(ids: pd.Series) -> np.ndarray:
+    """Trade ids as text, cut to the column's 64 characters."""
+    ids = ids.astype(str).to_numpy(dtype=object)
+    if max(map(len, ids), default=0) > 64:
+        ids = np.array([i[:64] for i in ids], dtype=object)
+    return ids
+
+
 def ingest_trades_detailed(*, exchange: str, symbol: str, df: pd.DataFrame) -> TradesIngestResult:
     """Validate trades, create the month partitions they need (PostgreSQL) and insert them, skipping known ones."""
     label = f"{exchange} {symbol}"
@@ -314,9 +331,7 @@ def ingest_trades_detailed(*, exchange: str, symbol: str, df: pd.DataFrame) -> T
         # Deterministic ids (same rule as csvio): timestamp and 1-based position.
         ids = [f"{t}-{i}" for i, t in enumerate(valid["timestamp"].tolist(), start=1)]
         valid = valid.assign(trade_id=ids)
-    side = valid["side"] if "side" in valid.columns else pd.Series([""] * len(valid))
-    side = side.fillna("").astype(str).str.strip().str.lower().map(lambda s: TRADE_SIDES.get(s, ""))
-    valid = valid.assign(side=side.to_numpy(dtype=object), trade_id=valid["trade_id"].astype(str).str.slice(0, 64))
+    valid = valid.assign(side=_normalized_sides(valid), trade_id=_trade_ids(valid["trade_id"]))
     with transaction.atomic():
         created = ensure_partitions_for(valid["timestamp"].to_numpy())
         inserted = insert_trades(exchange=exchange, symbol=symbol, df=valid)

@@ -139,11 +139,14 @@ def make_client(exchange: str, config: dict[str, Any] | None = None) -> ccxt.Exc
 
 
 def make_pro_client(exchange: str, config: dict[str, Any] | None = None) -> Any:
-    """A new ccxt.pro (async, websocket) client, TRADEBOT_EXCHANGE_URLS applied. Create it inside the event loop."""
+    """A new ccxt.pro (async, websocket) client, TRADEBOT_EXCHANGE_URLS applied, with the lean trade path where the
+    exchange has one (apps.market.providers.lean_trades). Create it inside the event loop."""
     import ccxt.pro as ccxtpro
 
+    from apps.market.providers.lean_trades import lean_client_class
+
     exchange_id = _check_id(exchange, list(ccxtpro.exchanges), "ccxt.pro")
-    client = getattr(ccxtpro, exchange_id)({"enableRateLimit": True, **(config or {})})
+    client = lean_client_class(exchange_id, getattr(ccxtpro, exchange_id))({"enableRateLimit": True, **(config or {})})
     return apply_url_overrides(client, exchange_id)
 
 

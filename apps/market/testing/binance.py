@@ -158,7 +158,7 @@ class FakeBinance:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
-        self._tails: dict[tuple[str, str], list[str]] = {}  # see _encoded
+        self._tails: dict[tuple[str, str], list[str]] = {}  # see event_tails
 
     # --- clock -----------------------------------------------------------------------------------------------------
     def clock(self) -> int:
@@ -324,13 +324,13 @@ class FakeBinance:
             if not subs:
                 continue
             head = '{"e":"' + kind + '","E":' + event_time + ","
-            tails = self._encoded(tape, kind)
+            tails = self.event_tails(tape, kind)
             for k in range(i, j):
                 msg = head + tails[k]
                 for ws in list(subs):
                     await self._send(ws, msg)
 
-    def _encoded(self, tape: Tape, kind: str) -> list[str]:
+    def event_tails(self, tape: Tape, kind: str) -> list[str]:
         """Every trade of the tape as its `kind` event after the event time, encoded once (on subscribe): a push
         only prefixes the event time, so the replay's own cost per message stays small next to what it measures."""
         key = (tape.market_id, kind)
@@ -384,7 +384,7 @@ class FakeBinance:
                         low, _, kind = name.partition("@")
                         tape = self.tapes.get(low.upper())
                         if tape is not None and kind in ("trade", "aggTrade"):
-                            self._encoded(tape, kind)
+                            self.event_tails(tape, kind)
                     if self._wait_subscribers and sum(1 for v in self._subs.values() if v) >= self._wait_subscribers:
                         self._wait_subscribers = 0
                         self.hold(None)

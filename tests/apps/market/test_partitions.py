@@ -80,3 +80,16 @@ def test_given_months_ahead_when_created_then_current_and_next_months_exist():
         assert f"raw_trades_y{y:04d}m{m:02d}" in names
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)
     assert create_partitions_ahead(3) == []
+
+
+def test_given_sides_in_other_spellings_and_long_ids_when_ingested_then_stored_normalized(xrp_trades):
+    trades = xrp_trades.iloc[:6].copy()
+    trades["side"] = [" Buy", "SELL", "b", "s", None, "liquidation"]
+    trades["trade_id"] = trades["trade_id"].astype(str)
+    trades.loc[trades.index[0], "trade_id"] = "x" * 80
+
+    assert ingest_trades(exchange="binance", symbol="XRP/ETH", df=trades) == 6
+
+    stored = dict(RawTrade.objects.filter(symbol="XRP/ETH").values_list("trade_id", "side"))
+    ids = ["x" * 64, *trades["trade_id"].iloc[1:]]
+    assert [stored[i] for i in ids] == ["buy", "sell", "buy", "sell", "", ""]
