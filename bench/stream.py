@@ -13,7 +13,8 @@ ingest into PostgreSQL -> publish after commit) and a Redis subscriber on `marke
 * throughput: the fake pushes all trades of 20 markets as fast as it can (speed 1e6); trades/s = trades aggregated
   and stored by the one stream process per second of wall time, with raw trades off and on (COPY into partitions),
   timed until the candles (and raw trades) are committed, not merely received; cpu_s = CPU seconds the stream process
-  (all its threads) and the fake exchange process used in that window;
+  (all its threads) and the fake exchange process used in that window; the raw-off flood runs twice, with the lean
+  Binance trade path (apps.market.providers.lean_trades, the default) and with ccxt.pro's own parsing as baseline;
 * breakdown_ms: p50/p99 of each stage of a live candle (close -> writer, writer queue, write+commit+publish,
   publish -> subscriber).
 
@@ -25,6 +26,7 @@ BENCH_STREAM_SPEEDS, BENCH_STREAM_FLOOD_MARKETS choose the runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -32,6 +34,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,6 +50,7 @@ import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from apps.market.models import Candle, DataGap, Market, RawTrade, StreamRepair  # noqa: E402
+from apps.market.providers.lean_trades import LEAN_TRADE_EXCHANGES, lean_client_class  # noqa: E402
 from apps.market.stream import StreamProcess, make_clock, run_loop  # noqa: E402
 from apps.market.testing.binance import load_tape  # noqa: E402
 
@@ -219,7 +223,22 @@ def breakdown(proc: StreamProcess, seen: list[tuple[str, int, float]], wall_of, 
     return {k: [pct(v, 50), pct(v, 99)] for k, v in stages.items()}
 
 
-def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
+@contextlib.contextmanager
+def ccxt_pro_parsing():
+    """The stream's clients without the lean trade path (apps.market.providers.lean_trades): ccxt.pro's own
+    handle_message for every trade, the in-run baseline of the lean path."""
+    lean_client_class.cache_clear()
+    try:
+        with mock.patch.dict(LEAN_TRADE_EXCHANGES, clear=True):
+            yield
+    finally:
+        lean_client_class.cache_clear()
+
+
+def run_throughput(n: int, raw: bool, tmp: Path, *, parser: str = "lean") -> dict:
+    if parser == "ccxt.pro":
+        with ccxt_pro_parsing():
+            return run_throughput(n, raw, tmp) | {"parser": parser}
     syms = symbols(n)
     ids = reset(syms, raw=raw)
     tape = load_tape(XRP, symbol="XRP/ETH")
@@ -268,7 +287,7 @@ def run_throughput(n: int, raw: bool, tmp: Path) -> dict:
     trades = sum(s.stats.trades for s in proc.streams.values())  # the first batch counts: it is stored too
     stored = Candle.objects.filter(exchange="binance", symbol__in=syms).count()
     raw_rows = RawTrade.objects.filter(exchange="binance", symbol__in=syms).count()
-    return {"markets": n, "raw_trades": raw, "trades": trades, "seconds": round(done - first[0], 2),
+    return {"markets": n, "raw_trades": raw, "parser": "lean", "trades": trades, "seconds": round(done - first[0], 2),
             "trades_per_s": round(trades / max(done - first[0], 1e-9)), "candles_stored": stored,
             "raw_rows_stored": raw_rows, "cpu_s": cpu,
             "writer": {"batches": proc.writer.batches, "writes": proc.writer.writes},
@@ -282,8 +301,11 @@ def main() -> None:
     out: dict = {"bench": "stream", "latency": [], "throughput": []}
     markets = [int(x) for x in os.environ.get("BENCH_STREAM_MARKETS", "1,20").split(",")]
     raws = [x == "1" for x in os.environ.get("BENCH_STREAM_RAW", "0,1").split(",")]
+    flood = int(os.environ.get("BENCH_STREAM_FLOOD_MARKETS", "20"))
     for raw in raws if os.environ.get("BENCH_STREAM_THROUGHPUT", "1") == "1" else ():
-        out["throughput"].append(run_throughput(int(os.environ.get("BENCH_STREAM_FLOOD_MARKETS", "20")), raw, tmp))
+        out["throughput"].append(run_throughput(flood, raw, tmp))
+        if not raw:  # the baseline: the same flood through ccxt.pro's own parsing
+            out["throughput"].append(run_throughput(flood, raw, tmp, parser="ccxt.pro"))
     speeds = [float(x) for x in os.environ.get("BENCH_STREAM_SPEEDS", "1,50").split(",")]
     for n in markets if os.environ.get("BENCH_STREAM_LATENCY", "1") == "1" else []:
         for speed in speeds:
@@ -297,10 +319,16 @@ def targets(out: dict) -> dict:
     beat interval, same server, same run) as a ratio of medians."""
     result: dict = {}
     for row in out["throughput"]:
+        if row.get("parser") != "lean":
+            continue
         key = "trades_per_s_raw_" + ("on" if row.get("raw_trades") else "off")
         want = 20_000 if row.get("raw_trades") else 50_000
         got = row.get("trades_per_s")
         result[key] = {"target": want, "got": got, "met": got is not None and got >= want}
+        stock = next((r for r in out["throughput"] if r.get("parser") == "ccxt.pro"
+                      and r.get("raw_trades") == row.get("raw_trades")), None)
+        if stock and stock.get("trades_per_s") and got:
+            result[key]["lean_over_ccxt_pro"] = round(got / stock["trades_per_s"], 2)
     for row in out["latency"]:
         key = f"p99_ms_{row['markets']}m_{row['speed']:g}x"
         got = row.get("stream_p99_ms")

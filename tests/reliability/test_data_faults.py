@@ -315,6 +315,10 @@ def test_given_the_worker_connection_terminated_mid_ingest_then_rolled_back_retr
                 committed_after_kill = cur.fetchone()[0]
         wait_until(lambda: Candle.objects.filter(exchange="replay").count() == len(df),
                    what="the retried collection stored everything", limit_s=45)
+        # The success is recorded on the market just after the last page commits (clearing the killed attempt's
+        # error): wait for that too, not only for the candles.
+        wait_until(lambda: (m := Market.objects.get(pk=market.pk)).last_collected_at is not None and m.last_error == "",
+                   what="the retried collection recorded its success", limit_s=45)
         market.refresh_from_db()
     stamps = list(Candle.objects.filter(exchange="replay").values_list("timestamp", flat=True))
     figures.fault = "pg_terminate_backend on the worker's connection inside an ingest transaction"
