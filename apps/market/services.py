@@ -25,7 +25,7 @@ from apps.market.models import DataGap, Market, StreamRepair
 from apps.market.partitions import ensure_partitions_for
 from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
-from apps.market.upsert import insert_trades, upsert_candles
+from apps.market.upsert import CandleFrame, insert_trades, upsert_candles_many
 from apps.market.validation import CANDLE_COLUMNS, Rejection, validate_candles, validate_trades
 from tradebot.notify import market_channel, publish_many
 
@@ -196,34 +196,69 @@ def ingest_candles(
     after the commit (`refresh_ledger` over the new close times); a ledger that misses a stored candle heals on the
     next refresh around it.
     """
-    label = f"{exchange} {symbol}"
-    valid, rejected = validate_candles(df, market=label, timeframe=timeframe)
-    for r in rejected[:MAX_LOGGED_REJECTIONS]:
-        logger.warning("%s", r.message)
-    if len(rejected) > MAX_LOGGED_REJECTIONS:
-        logger.warning("%s %s: %d more rejected rows", label, timeframe, len(rejected) - MAX_LOGGED_REJECTIONS)
     with transaction.atomic():
         market = get_or_create_market(exchange, symbol, timeframe)
-        # Serialise ingests of one market (collector vs backfill): upsert and ledger then see a stable table.
-        locked = Market.objects.select_for_update().filter(pk=market.pk).first()
-        if fence is not None:
-            if locked.stream_fence > fence:
-                raise StaleLeaseError(
-                    f"{label} {timeframe}: lease token {fence} is stale (market fenced at {locked.stream_fence})",
-                    field="fence",
-                )
-            if locked.stream_fence < fence:
-                Market.objects.filter(pk=market.pk).update(stream_fence=fence)
-        up = upsert_candles(exchange=exchange, symbol=symbol, timeframe=timeframe, df=valid)
-        if up.inserted and ledger:  # only new rows change coverage
-            refresh_ledger(market, start=up.inserted[0], end=up.inserted[-1])
-        if publish and (up.inserted or up.updated_timestamps):
-            new, corrected = _rows(valid, up.inserted), _rows(valid, up.updated_timestamps)
-            transaction.on_commit(lambda: _announce(market, new, corrected))
-    return IngestResult(
-        received=len(df), stored=len(valid), rejected=rejected, new_timestamps=up.inserted, updated=up.updated,
-        updated_timestamps=up.updated_timestamps,
-    )
+        (outcome,) = ingest_candles_many([CandleBatch(market, df, fence)], publish=publish, ledger=ledger)
+    if isinstance(outcome, StaleLeaseError):
+        raise outcome
+    return outcome
+
+
+@dataclass(frozen=True)
+class CandleBatch:
+    """One market's closed candles for ingest_candles_many (`fence`: see ingest_candles)."""
+
+    market: Market
+    df: pd.DataFrame
+    fence: int | None = None
+
+
+def ingest_candles_many(
+    batches: list[CandleBatch], *, publish: bool = True, ledger: bool = True
+) -> list[IngestResult | StaleLeaseError]:
+    """ingest_candles of several markets (existing rows, one batch each) in one transaction and a fixed number of
+    queries: a stream process stores every market's minute at the same moment. A market whose fence is stale gets
+    its StaleLeaseError in the result list and nothing written; the others are stored."""
+    checked = [validate_candles(b.df, market=f"{b.market.exchange} {b.market.symbol}",
+                                timeframe=b.market.timeframe) for b in batches]
+    for b, (_valid, rejected) in zip(batches, checked, strict=True):
+        for r in rejected[:MAX_LOGGED_REJECTIONS]:
+            logger.warning("%s", r.message)
+        if len(rejected) > MAX_LOGGED_REJECTIONS:
+            logger.warning("%s: %d more rejected rows", b.market, len(rejected) - MAX_LOGGED_REJECTIONS)
+    out: list[IngestResult | StaleLeaseError] = []
+    with transaction.atomic():
+        # Serialise ingests of one market (collector vs backfill, two stream owners): upsert and ledger then see a
+        # stable table. Locked in id order, so two writers of overlapping market sets cannot deadlock.
+        fences = dict(Market.objects.select_for_update().filter(pk__in={b.market.pk for b in batches})
+                      .order_by("pk").values_list("pk", "stream_fence"))
+        writing: list[int] = []
+        for i, b in enumerate(batches):
+            stored_fence = fences[b.market.pk]
+            if b.fence is not None and stored_fence > b.fence:
+                out.append(StaleLeaseError(
+                    f"{b.market.exchange} {b.market.symbol} {b.market.timeframe}: lease token {b.fence} is stale "
+                    f"(market fenced at {stored_fence})", field="fence"))
+                continue
+            if b.fence is not None and stored_fence < b.fence:  # a new owner's first write
+                Market.objects.filter(pk=b.market.pk).update(stream_fence=b.fence)
+            out.append(None)  # type: ignore[arg-type] - filled below
+            writing.append(i)
+        frames = []
+        for i in writing:
+            m = batches[i].market
+            frames.append(CandleFrame(m.exchange, m.symbol, m.timeframe, checked[i][0]))
+        for i, up in zip(writing, upsert_candles_many(frames), strict=True):
+            market, df, (valid, rejected) = batches[i].market, batches[i].df, checked[i]
+            if up.inserted and ledger:  # only new rows change coverage
+                refresh_ledger(market, start=up.inserted[0], end=up.inserted[-1])
+            if publish and (up.inserted or up.updated_timestamps):
+                new, corrected = _rows(valid, up.inserted), _rows(valid, up.updated_timestamps)
+                transaction.on_commit(lambda m=market, n=new, c=corrected: _announce(m, n, c))
+            out[i] = IngestResult(received=len(df), stored=len(valid), rejected=rejected,
+                                  new_timestamps=up.inserted, updated=up.updated,
+                                  updated_timestamps=up.updated_timestamps)
+    return out
 
 
 def _rows(valid: pd.DataFrame, timestamps: list[int]) -> pd.DataFrame:

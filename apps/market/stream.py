@@ -12,9 +12,10 @@ process's markets are taken over within the lease TTL plus one round. Each owned
    a takeover all end the same way: no partial candle, no hole, no doubled candle.
 3. Live: trades go into a `live.CandleBuilder`; a bucket closes when a trade at/after its close arrives or the clock
    passes close + grace (TRADEBOT_STREAM_GRACE_MS; the loop sleeps until that deadline). Closed candles go to the
-   process's CandleWriter: every market's candles closed at the same moment are stored in one transaction with the
-   lease token (validate, upsert, publish `market:{symbol}` after commit, `candles_closed` -> bot ticks), then the
-   ledger, the `empty` marks of minutes seen without trades and the rollups follow in a second transaction.
+   process's CandleWriter: every market's candles closed at the same moment are stored in one write (one
+   transaction, a fixed number of queries) with the lease token (validate, upsert, publish `market:{symbol}` after
+   commit, `candles_closed` -> bot ticks), then the ledger, the `empty` marks of minutes seen without trades and the
+   rollups follow in a second transaction.
    A candle the clock closed and a late trade later changed is rebuilt from REST, stored and published again
    (`corrected`).
 4. A network error, or no trade for `Market.stream_timeout` seconds (a silent stream), is a drop: close the client,
@@ -46,11 +47,12 @@ import ccxt
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 
 from apps.market.aggregation import trades_to_candles
 from apps.market.live import CandleBuilder, Closed, fill_flat
 from apps.market.models import Market
+from apps.market.services import CandleBatch, IngestResult, announce_together, ingest_candles_many
 from apps.market.timeframes import format_ms
 
 logger = logging.getLogger(__name__)
@@ -78,22 +80,25 @@ IDLE_TICK_S = 0.1  # checks of silence / closed sockets between trades, when the
 class CandleWriter:
     """One writer for all the markets of a process. Every 1m market closes its candle at the same moment (the
     minute), so writing each market in its own transaction behind two threads queued the last market behind all the
-    others (bench, 20 markets at 50x: 416 ms median wait, 1.45 s p99). The writer takes every write waiting when it
-    is free and does them in ONE transaction (a savepoint per market: one failing market does not undo the others;
-    one commit), then each market's candles are published after that commit."""
+    others (bench, 20 markets at 50x: 416 ms median wait, 1.45 s p99), and so did one transaction of per-market
+    writes (~10 ms of round trips each). The writer takes every write waiting when it is free and stores them with
+    ONE ingest_candles_many (a fixed number of queries, one commit); each market's candles are published after that
+    commit. A market whose lease is stale gets its StaleLeaseError; a database error fails the whole write (each
+    stream then stops, is restarted by its process and repairs from REST)."""
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self.pool = pool
-        self._queue: list[tuple[Callable[[], Any], Callable[[Any], None], asyncio.Future]] = []
+        self._queue: list[tuple[CandleBatch, Callable[[IngestResult], None], asyncio.Future]] = []
         self._wake = asyncio.Event()
         self.batches = 0
         self.writes = 0
 
-    async def write(self, fn: Callable[[], Any], after: Callable[[Any], None]) -> tuple[Any, float]:
-        """`fn()` in the shared transaction (its on_commit callbacks publish), then `after(result)` in a second one
-        (work no subscriber waits for). Returns fn's result and the wall time of the first commit."""
+    async def write(self, batch: CandleBatch,
+                    after: Callable[[IngestResult], None]) -> tuple[IngestResult, float, float]:
+        """Store `batch` in the shared write (publishing on commit), then `after(result)` in a second transaction
+        (work no subscriber waits for). Returns the result and the wall times the write started and committed."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((fn, after, future))
+        self._queue.append((batch, after, future))
         self._wake.set()
         return await future
 
@@ -103,52 +108,41 @@ class CandleWriter:
             await self._wake.wait()
             await asyncio.sleep(GATHER_S)  # the other markets closing at this same deadline join the batch
             self._wake.clear()
-            batch, self._queue = self._queue, []
-            if not batch:
+            queued, self._queue = self._queue, []
+            if not queued:
                 continue
             try:
-                results = await loop.run_in_executor(self.pool, self._write_all, [(f, a) for f, a, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - the commit itself failed: every write of the batch failed
-                results = [(False, exc)] * len(batch)
+                results = await loop.run_in_executor(self.pool, self._write_all, [(b, a) for b, a, _ in queued])
+            except Exception as exc:  # noqa: BLE001 - the writer thread itself failed: every write of it failed
+                results = [exc] * len(queued)
             self.batches += 1
-            self.writes += len(batch)
-            for (_fn, _after, future), (ok, value) in zip(batch, results, strict=True):
+            self.writes += len(queued)
+            for (_batch, _after, future), value in zip(queued, results, strict=True):
                 if future.done():
                     continue
-                if ok:
-                    future.set_result(value)
-                else:
+                if isinstance(value, BaseException):
                     future.set_exception(value)
+                else:
+                    future.set_result(value)
 
     @staticmethod
-    def _write_all(items: list[tuple[Callable[[], Any], Callable[[Any], None]]]) -> list[tuple[bool, Any]]:
-        from django.db import transaction
-
-        from apps.market.services import announce_together
-
+    def _write_all(items: list[tuple[CandleBatch, Callable[[IngestResult], None]]]) -> list[Any]:
         close_old_connections()
-        out: list[tuple[bool, Any]] = []
+        started = time.time()
+        batches = [b for b, _after in items]
         with announce_together():  # the markets' bots ticked in shards packed over all of them
-            with transaction.atomic():
-                for fn, _after in items:
-                    try:
-                        with transaction.atomic():
-                            out.append((True, fn()))
-                    except Exception as exc:  # noqa: BLE001 - reported to that market's stream
-                        out.append((False, exc))
-            committed = time.time()  # on_commit callbacks (publish) ran inside the block's exit, before this line
+            outcomes: list[Any] = ingest_candles_many(batches, publish=True, ledger=False)
+            committed = time.time()  # on_commit callbacks (publish) ran inside the write's exit, before this line
         with transaction.atomic():
-            for i, ((_fn, after), (ok, value)) in enumerate(zip(items, list(out), strict=True)):
-                if not ok:
+            for (_batch, after), outcome in zip(items, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
                     continue
                 try:
                     with transaction.atomic():
-                        after(value)
-                    out[i] = (True, (value, committed))
+                        after(outcome)
                 except Exception as exc:  # noqa: BLE001 - stored and published; the ledger heals on a later refresh
                     logger.error("stream: settling a live write failed: %s", exc)
-                    out[i] = (True, (value, committed))
-        return out
+        return [o if isinstance(o, BaseException) else (o, started, committed) for o in outcomes]
 
 
 class Dropped(Exception):
@@ -317,8 +311,6 @@ class MarketStream:
         from apps.market.services import enqueue_rollups, ingest_candles, mark_source_empty
 
         m = self.market
-        from django.db import transaction
-
         with transaction.atomic():
             result = ingest_candles(exchange=m.exchange, symbol=m.symbol, timeframe="1m", df=frame, publish=True,
                                     fence=self.fence)
@@ -332,14 +324,6 @@ class MarketStream:
                 mark_source_empty(market=m, start=observed_from, end=through,
                                   note="stream: no trades in these minutes")
         return (result.new_timestamps, result.updated) if updated else result.new_timestamps
-
-    def _store_live(self, frame: pd.DataFrame):
-        """The latency-critical part of a live write: fence check, upsert, publish after commit (no ledger)."""
-        from apps.market.services import ingest_candles
-
-        m = self.market
-        return ingest_candles(exchange=m.exchange, symbol=m.symbol, timeframe="1m", df=frame, publish=True,
-                              fence=self.fence, ledger=False)
 
     def _settle(self, result, observed_from: int, through: int) -> None:
         """After the live candles are published: ledger, empty minutes, the confirmed mark, rollups (which read the
@@ -510,20 +494,15 @@ class MarketStream:
         if frame is None:
             return
         flushed = time.time()
-        started: list[float] = []
-
-        def store():
-            started.append(time.time())
-            return self._store_live(frame)
-
         if self.writer is not None:
-            result, committed = await self.writer.write(store, lambda r: self._settle(r, observed_from, through))
+            result, started, committed = await self.writer.write(CandleBatch(self.market, frame, self.fence),
+                                                                 lambda r: self._settle(r, observed_from, through))
             new = result.new_timestamps
         else:
             new = await self._db(lambda: self._ingest(frame, observed_from, through))
-            committed = time.time()
+            started = committed = time.time()
         if len(self.stats.timings) < 100_000:  # where a candle's latency goes (bench/stream.py reports it)
-            self.stats.timings += [(t, flushed, started[0] if started else flushed, committed) for t in new]
+            self.stats.timings += [(t, flushed, started, committed) for t in new]
         self.last_price = float(frame["close"].iat[-1])
         self.stats.candles += len(new)
         self.stats.published += new

@@ -1,7 +1,8 @@
 """Bulk idempotent upserts of candles and raw trades, inside the caller's transaction.
 
-PostgreSQL: the batch is streamed with ONE binary COPY (built with a numpy structured array: no per-row Python and no
-float formatting, so values round-trip bit-exactly) into a temp table without indexes, then a single
+PostgreSQL: the batch (one market's frame, or several markets' frames tagged with their position) is streamed with
+ONE binary COPY (built with a numpy structured array: no per-row Python and no float formatting, so values
+round-trip bit-exactly) into a temp table without indexes, then a single
 `INSERT .. SELECT .. ON CONFLICT DO UPDATE .. WHERE (..) IS DISTINCT FROM (..)`: re-ingesting identical data rewrites
 nothing. `RETURNING (xmax = 0)` tells inserted rows from updated ones. When nothing is stored yet in the batch's time
 range (the common "new candles" and bulk-history case) a plain INSERT .. SELECT is used instead (~1.5x faster).
@@ -21,7 +22,7 @@ PRICE_FIELDS = ("open", "high", "low", "close", "volume")
 _PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _PG_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 _CANDLE_ROW = np.dtype(
-    [("n", ">i2"), ("l_ts", ">i4"), ("ts", ">i8")]
+    [("n", ">i2"), ("l_k", ">i4"), ("k", ">i4"), ("l_ts", ">i4"), ("ts", ">i8")]
     + [item for name in PRICE_FIELDS for item in ((f"l_{name}", ">i4"), (name, ">f8"))]
 )
 _STAGE = "tb_candle_stage"
@@ -39,79 +40,122 @@ class UpsertResult:
     updated_timestamps: list[int] = field(default_factory=list)
 
 
-def candles_copy_buffer(df: pd.DataFrame) -> bytes:
-    """PostgreSQL binary COPY payload (timestamp bigint, open..volume float8) for a candle frame."""
-    n = len(df)
-    rows = np.empty(n, dtype=_CANDLE_ROW)
-    rows["n"] = 6
+def candles_copy_buffer(frames: list[pd.DataFrame]) -> bytes:
+    """PostgreSQL binary COPY payload (k int4 = the frame's 1-based position, timestamp bigint, open..volume float8)
+    of candle frames."""
+    rows = np.empty(sum(len(df) for df in frames), dtype=_CANDLE_ROW)
+    rows["n"] = 7
+    rows["l_k"] = 4
     rows["l_ts"] = 8
-    rows["ts"] = df["timestamp"].to_numpy(dtype=np.int64)
     for name in PRICE_FIELDS:
         rows[f"l_{name}"] = 8
-        rows[name] = df[name].to_numpy(dtype=np.float64)
+    at = 0
+    for k, df in enumerate(frames, start=1):
+        part = rows[at:at + len(df)]
+        part["k"] = k
+        part["ts"] = df["timestamp"].to_numpy(dtype=np.int64)
+        for name in PRICE_FIELDS:
+            part[name] = df[name].to_numpy(dtype=np.float64)
+        at += len(df)
     return _PG_COPY_HEADER + rows.tobytes() + _PG_COPY_TRAILER
+
+
+@dataclass(frozen=True)
+class CandleFrame:
+    """One market's VALIDATED candles (unique timestamps) for upsert_candles_many."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    df: pd.DataFrame
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.exchange, self.symbol, self.timeframe
 
 
 def upsert_candles(*, exchange: str, symbol: str, timeframe: str, df: pd.DataFrame) -> UpsertResult:
     """Insert or update a VALIDATED candle frame (unique timestamps), in a savepoint of the caller's transaction."""
-    if len(df) == 0:
-        return UpsertResult()
+    return upsert_candles_many([CandleFrame(exchange, symbol, timeframe, df)])[0]
+
+
+def upsert_candles_many(frames: list[CandleFrame]) -> list[UpsertResult]:
+    """upsert_candles of several markets at once, one result per frame: on PostgreSQL one COPY and one statement for
+    all of them (a stream process stores every market's minute together: a round trip per market was most of the
+    last market's latency). One frame per market."""
+    keys = [f.key for f in frames]
+    if len(set(keys)) != len(keys):
+        raise ValueError("upsert_candles_many: one frame per market")
+    todo = [f for f in frames if len(f.df)]
+    if not todo:
+        return [UpsertResult() for _ in frames]
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            return _upsert_candles_pg(exchange, symbol, timeframe, df)
-        return _upsert_candles_generic(exchange, symbol, timeframe, df)
+            done = _upsert_candles_pg(todo)
+        else:
+            done = {f.key: _upsert_candles_generic(*f.key, f.df) for f in todo}
+    return [done.get(k, UpsertResult()) for k in keys]
 
 
-def _upsert_candles_pg(exchange: str, symbol: str, timeframe: str, df: pd.DataFrame) -> UpsertResult:
-    ts = df["timestamp"].to_numpy(dtype=np.int64)
-    key = [exchange, symbol, timeframe]
+def _upsert_candles_pg(frames: list[CandleFrame]) -> dict[tuple[str, str, str], UpsertResult]:
+    columns = [list(c) for c in zip(*(f.key for f in frames), strict=True)]  # exchanges, symbols, timeframes
+    spans = [[int(f.df["timestamp"].min()) for f in frames], [int(f.df["timestamp"].max()) for f in frames]]
     with connection.cursor() as cur:
         cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (ts bigint, open float8, high float8, low float8, "
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (k int4, ts bigint, open float8, high float8, low float8, "
             f"close float8, volume float8) ON COMMIT DROP"
         )
         cur.execute(f"TRUNCATE {_STAGE}")
-        cur.copy_expert(f"COPY {_STAGE} FROM STDIN WITH (FORMAT binary)", io.BytesIO(candles_copy_buffer(df)))
-        cur.execute(
-            "SELECT EXISTS (SELECT 1 FROM market_data WHERE exchange = %s AND symbol = %s AND timeframe = %s "
-            "AND timestamp BETWEEN %s AND %s)",
-            [*key, int(ts.min()), int(ts.max())],
-        )
+        cur.copy_expert(f"COPY {_STAGE} FROM STDIN WITH (FORMAT binary)",
+                        io.BytesIO(candles_copy_buffer([f.df for f in frames])))
+        cur.execute(_ANY_STORED_SQL, [*columns, *spans])
         if not cur.fetchone()[0]:
-            # Nothing stored in the batch's range: a plain INSERT (no speculative insertion, no RETURNING). A
+            # Nothing stored in the frames' ranges: a plain INSERT (no speculative insertion, no RETURNING). A
             # concurrent writer outside ingest_candles would make it fail on the unique key: fall back to the upsert.
             try:
                 with transaction.atomic():
-                    cur.execute(
-                        f"INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {_COLS}) "
-                        f"SELECT %s, %s, %s, ts, {_COLS} FROM {_STAGE}",
-                        key,
-                    )
-                return UpsertResult(inserted=np.sort(ts).tolist(), updated=0, unchanged=0)
+                    cur.execute(_INSERT_SQL, columns)
+                return {f.key: UpsertResult(inserted=np.sort(f.df["timestamp"].to_numpy(dtype=np.int64)).tolist())
+                        for f in frames}
             except IntegrityError:
                 pass
-        cur.execute(_UPSERT_SQL, key)
-        inserted_text, updated_text = cur.fetchone()
-    inserted = np.array(inserted_text.split(","), dtype=np.int64).tolist() if inserted_text else []
-    changed = np.array(updated_text.split(","), dtype=np.int64).tolist() if updated_text else []
-    return UpsertResult(inserted=inserted, updated=len(changed), unchanged=len(df) - len(inserted) - len(changed),
-                        updated_timestamps=changed)
+        cur.execute(_UPSERT_SQL, columns)
+        returned = {(e, s, t): (ins, upd) for e, s, t, ins, upd in cur.fetchall()}
+    out = {}
+    for f in frames:
+        inserted_text, updated_text = returned.get(f.key, ("", ""))
+        inserted = np.array(inserted_text.split(","), dtype=np.int64).tolist() if inserted_text else []
+        changed = np.array(updated_text.split(","), dtype=np.int64).tolist() if updated_text else []
+        out[f.key] = UpsertResult(inserted=inserted, updated=len(changed),
+                                  unchanged=len(f.df) - len(inserted) - len(changed), updated_timestamps=changed)
+    return out
 
 
 _COLS = ", ".join(PRICE_FIELDS)
+# The stage's k-th frame belongs to the k-th (exchange, symbol, timeframe) of the three text[] parameters.
+_KEYED = f"(%s::text[])[k], (%s::text[])[k], (%s::text[])[k], ts, {_COLS} FROM {_STAGE}"
+_ANY_STORED_SQL = """
+    SELECT EXISTS (
+        SELECT 1 FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[]) AS f(e, s, t, lo, hi)
+        JOIN market_data m ON m.exchange = f.e AND m.symbol = f.s AND m.timeframe = f.t
+                          AND m.timestamp BETWEEN f.lo AND f.hi
+    )
+"""
+_INSERT_SQL = f"INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {_COLS}) SELECT {_KEYED}"
 _UPSERT_SQL = f"""
     WITH up AS (
         INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {_COLS})
-        SELECT %s, %s, %s, ts, {_COLS} FROM {_STAGE}
+        SELECT {_KEYED}
         ON CONFLICT (exchange, symbol, timeframe, timestamp) DO UPDATE
         SET {", ".join(f"{c} = EXCLUDED.{c}" for c in PRICE_FIELDS)}
         WHERE ({", ".join(f"market_data.{c}" for c in PRICE_FIELDS)})
               IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in PRICE_FIELDS)})
-        RETURNING timestamp, (xmax = 0) AS inserted
+        RETURNING exchange, symbol, timeframe, timestamp, (xmax = 0) AS inserted
     )
-    SELECT coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE inserted), ''),
+    SELECT exchange, symbol, timeframe,
+           coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE inserted), ''),
            coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE NOT inserted), '')
-    FROM up
+    FROM up GROUP BY exchange, symbol, timeframe
 """
 
 

@@ -10,7 +10,14 @@ from django.db import transaction
 from apps.market.csvio import read_candle_csv
 from apps.market.models import Candle, Market
 from apps.market.selectors import candle_frame, last_candle_timestamp
-from apps.market.services import get_or_create_market, ingest_candles, resample_stored
+from apps.market.services import (
+    CandleBatch,
+    StaleLeaseError,
+    get_or_create_market,
+    ingest_candles,
+    ingest_candles_many,
+    resample_stored,
+)
 from apps.market.timeframes import TimeframeError
 
 pytestmark = pytest.mark.django_db
@@ -254,3 +261,54 @@ def test_given_replay_candles_when_ingest_creates_the_market_then_it_gets_the_re
     providers = dict(Market.objects.filter(symbol=SYM, timeframe="1m").values_list("exchange", "provider"))
     assert providers == {"replay": "replay", EX: "ccxt", "h10feed": "h10feed"}
     assert get_or_create_market("h10feed", SYM, "1m").provider == "h10feed"  # an existing row keeps its provider
+
+
+@pytest.fixture
+def eth_1m(data_dir) -> pd.DataFrame:
+    return read_candle_csv(data_dir / "binance_spot_2023" / "binance_ETH_USDT-1m.csv.gz", timeframe="1m",
+                           time_label="open")
+
+
+def test_given_two_markets_when_ingested_together_then_each_gets_its_own_new_and_corrected_candles(
+    btc_1m, eth_1m, django_capture_on_commit_callbacks
+):
+    ingest_candles(exchange=EX, symbol="ETH/USDT", timeframe="1m", df=eth_1m.iloc[:50])
+    eth_batch = eth_1m.iloc[40:60].copy()
+    eth_batch.loc[45, "close"] = eth_batch.loc[45, "high"]  # a correction (as a late trade makes one)
+    btc, eth = get_or_create_market(EX, SYM, "1m"), get_or_create_market(EX, "ETH/USDT", "1m")
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        got_btc, got_eth = ingest_candles_many([CandleBatch(btc, btc_1m.iloc[:20]), CandleBatch(eth, eth_batch)])
+
+    assert got_btc.new_timestamps == btc_1m["timestamp"].iloc[:20].tolist()
+    assert (got_btc.updated, got_btc.updated_timestamps) == (0, [])
+    assert got_eth.new_timestamps == eth_1m["timestamp"].iloc[50:60].tolist()
+    assert (got_eth.updated, got_eth.updated_timestamps) == (1, [int(eth_1m["timestamp"].iat[45])])
+    pd.testing.assert_frame_equal(_stored(), btc_1m.iloc[:20])
+    expected_eth = pd.concat([eth_1m.iloc[:40], eth_batch], ignore_index=True)
+    pd.testing.assert_frame_equal(candle_frame(exchange=EX, symbol="ETH/USDT", timeframe="1m"), expected_eth)
+    assert len(callbacks) == 2  # each market announced after the one commit
+
+
+def test_given_a_stale_lease_in_a_batch_when_ingested_together_then_only_that_market_is_refused(btc_1m, eth_1m):
+    btc, eth = get_or_create_market(EX, SYM, "1m"), get_or_create_market(EX, "ETH/USDT", "1m")
+    Market.objects.filter(pk=eth.pk).update(stream_fence=5)  # another process took ETH over with token 5
+
+    got_btc, got_eth = ingest_candles_many([CandleBatch(btc, btc_1m.iloc[:10], fence=3),
+                                            CandleBatch(eth, eth_1m.iloc[:10], fence=4)])
+
+    assert isinstance(got_eth, StaleLeaseError) and got_eth.field == "fence"
+    assert "lease token 4 is stale (market fenced at 5)" in str(got_eth)
+    assert not Candle.objects.filter(symbol="ETH/USDT").exists()
+    assert got_btc.new_timestamps == btc_1m["timestamp"].iloc[:10].tolist()
+    assert Market.objects.get(pk=btc.pk).stream_fence == 3  # the owner's first write raises the fence
+    assert Market.objects.get(pk=eth.pk).stream_fence == 5
+
+
+def test_given_one_market_twice_when_ingested_together_then_refused_and_nothing_stored(btc_1m):
+    btc = get_or_create_market(EX, SYM, "1m")
+
+    with pytest.raises(ValueError, match="one frame per market"):
+        ingest_candles_many([CandleBatch(btc, btc_1m.iloc[:10]), CandleBatch(btc, btc_1m.iloc[10:20])])
+
+    assert not Candle.objects.exists()
