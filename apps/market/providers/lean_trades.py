@@ -61,9 +61,12 @@ class LeanBinanceTrades:
 
     def _lean_symbol(self, market_id: str, market_type: str) -> str | None:
         """The symbol ccxt.pro's handle_trade resolves for this id and URL type; None for options, whose trades ccxt
-        parses differently (signed amounts, their own sides)."""
+        parses differently (signed amounts, their own sides), and None before the markets are loaded (ccxt.pro then
+        resolves the id its own way, and nothing is cached from an empty market table)."""
         key = (market_id, market_type)
         if key not in self._lean_symbols:
+            if not self.markets:
+                return None
             market = self.safe_market(market_id, None, None, market_type)
             self._lean_symbols[key] = None if market.get("option") else market["symbol"]
         return self._lean_symbols[key]

@@ -87,3 +87,25 @@ def test_given_exchanges_when_client_class_is_made_then_only_binance_family_gets
     assert issubclass(lean_client_class("binance", ccxtpro.binance), LeanBinanceTrades)
     assert issubclass(lean_client_class("binanceus", ccxtpro.binanceus), ccxtpro.binanceus)
     assert lean_client_class("kraken", ccxtpro.kraken) is ccxtpro.kraken
+
+
+def test_given_markets_not_loaded_when_a_trade_arrives_then_ccxt_pro_handles_it_and_nothing_is_cached(fake, settings):
+    async def main():
+        server, _ = fake
+        settings.TRADEBOT_EXCHANGE_URLS = server.exchange_urls()
+        lean = make_pro_client("binance", {"options": {"tradesLimit": 20_000}})
+        try:
+            ws = lean.client(lean.urls["api"]["ws"]["spot"] + "/xrpeth@aggTrade")
+            first, second = (orjson.loads(m) for m in recorded_messages(fake, "aggTrade")[:2])
+            lean.handle_message(ws, first)
+            before = dict(lean._lean_symbols)
+            await lean.load_markets()
+            lean.handle_message(ws, second)
+            return before, list(lean.trades.get("XRP/ETH", []))
+        finally:
+            await lean.close()
+
+    cached_before_load, trades = asyncio.run(main())
+
+    assert cached_before_load == {}  # no symbol resolved from an empty market table is kept
+    assert len(trades) == 1 and "datetime" not in trades[0]  # once loaded, the lean path resolves XRP/ETH
