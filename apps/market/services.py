@@ -25,7 +25,7 @@ from apps.market.models import DataGap, Market, StreamRepair
 from apps.market.partitions import ensure_partitions_for
 from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
-from apps.market.upsert import CandleFrame, insert_trades, upsert_candles_many
+from apps.market.upsert import CandleFrame, TradeFrame, insert_trades_many, upsert_candles_many
 from apps.market.validation import CANDLE_COLUMNS, Rejection, validate_candles, validate_trades
 from tradebot.notify import market_channel, publish_many
 
@@ -356,21 +356,33 @@ def _trade_ids(ids: pd.Series) -> np.ndarray:
 
 def ingest_trades_detailed(*, exchange: str, symbol: str, df: pd.DataFrame) -> TradesIngestResult:
     """Validate trades, create the month partitions they need (PostgreSQL) and insert them, skipping known ones."""
-    label = f"{exchange} {symbol}"
-    valid, rejected = validate_trades(df, market=label)
-    for r in rejected[:MAX_LOGGED_REJECTIONS]:
-        logger.warning("%s", r.message)
-    if len(valid) == 0:
-        return TradesIngestResult(len(df), 0, rejected)
-    if "trade_id" not in valid.columns:
-        # Deterministic ids (same rule as csvio): timestamp and 1-based position.
-        ids = [f"{t}-{i}" for i, t in enumerate(valid["timestamp"].tolist(), start=1)]
-        valid = valid.assign(trade_id=ids)
-    valid = valid.assign(side=_normalized_sides(valid), trade_id=_trade_ids(valid["trade_id"]))
+    return ingest_trades_many([TradeFrame(exchange, symbol, df)])[0]
+
+
+def ingest_trades_many(batches: list[TradeFrame]) -> list[TradesIngestResult]:
+    """ingest_trades_detailed of several markets (one frame each) in one transaction: a stream process stores every
+    market's raw trades with one COPY and one INSERT."""
+    prepared: list[TradeFrame] = []
+    results: list[TradesIngestResult] = []
+    for b in batches:
+        valid, rejected = validate_trades(b.df, market=f"{b.exchange} {b.symbol}")
+        for r in rejected[:MAX_LOGGED_REJECTIONS]:
+            logger.warning("%s", r.message)
+        if len(valid) and "trade_id" not in valid.columns:
+            # Deterministic ids (same rule as csvio): timestamp and 1-based position.
+            valid = valid.assign(trade_id=[f"{t}-{i}" for i, t in enumerate(valid["timestamp"].tolist(), start=1)])
+        if len(valid):
+            valid = valid.assign(side=_normalized_sides(valid), trade_id=_trade_ids(valid["trade_id"]))
+        prepared.append(TradeFrame(b.exchange, b.symbol, valid))
+        results.append(TradesIngestResult(len(b.df), 0, rejected))
+    if not any(len(p.df) for p in prepared):
+        return results
     with transaction.atomic():
-        created = ensure_partitions_for(valid["timestamp"].to_numpy())
-        inserted = insert_trades(exchange=exchange, symbol=symbol, df=valid)
-    return TradesIngestResult(len(df), inserted, rejected, created)
+        created = ensure_partitions_for(np.concatenate([p.df["timestamp"].to_numpy() for p in prepared if len(p.df)]))
+        for result, inserted in zip(results, insert_trades_many(prepared), strict=True):
+            result.inserted = inserted
+            result.partitions_created = created
+    return results
 
 
 def ingest_trades(*, exchange: str, symbol: str, df: pd.DataFrame) -> int:

@@ -196,52 +196,91 @@ def _upsert_candles_generic(exchange: str, symbol: str, timeframe: str, df: pd.D
                         updated_timestamps=updated)
 
 
+@dataclass(frozen=True)
+class TradeFrame:
+    """One market's trades (timestamp, price, amount, side, trade_id): as received for services.ingest_trades_many,
+    validated for insert_trades_many."""
+
+    exchange: str
+    symbol: str
+    df: pd.DataFrame
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.exchange, self.symbol
+
+
 def insert_trades(*, exchange: str, symbol: str, df: pd.DataFrame) -> int:
-    """Insert a validated trades frame (timestamp, price, amount, side, trade_id) into raw_trades, skipping trades
-    already stored (same exchange, symbol, trade_id, timestamp). Returns the number of rows inserted."""
-    if len(df) == 0:
-        return 0
-    frame = pd.DataFrame(
-        {
-            "trade_id": df["trade_id"].astype(str).to_numpy(dtype=object),
-            "timestamp": df["timestamp"].to_numpy(dtype=np.int64),
-            "price": df["price"].to_numpy(dtype=np.float64),
-            "amount": df["amount"].to_numpy(dtype=np.float64),
-            "side": df["side"].astype(str).to_numpy(dtype=object),
-        }
-    )
+    """Insert a validated trades frame into raw_trades, skipping trades already stored (same exchange, symbol,
+    trade_id, timestamp). Returns the number of rows inserted."""
+    return insert_trades_many([TradeFrame(exchange, symbol, df)])[0]
+
+
+def insert_trades_many(frames: list[TradeFrame]) -> list[int]:
+    """insert_trades of several markets at once (one COPY, one INSERT on PostgreSQL: a stream process stores every
+    market's raw trades together), the count inserted per frame. One frame per market."""
+    keys = [f.key for f in frames]
+    if len(set(keys)) != len(keys):
+        raise ValueError("insert_trades_many: one frame per market")
+    todo = [f for f in frames if len(f.df)]
+    if not todo:
+        return [0 for _ in frames]
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            buf = io.StringIO()
-            # repr-exact floats: pandas writes the shortest round-trip representation.
-            frame.to_csv(buf, index=False, header=False)
-            buf.seek(0)
-            with connection.cursor() as cur:
-                cur.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {_TRADE_STAGE} (trade_id text, ts bigint, price float8, "
-                    f"amount float8, side text) ON COMMIT DROP"
-                )
-                cur.execute(f"TRUNCATE {_TRADE_STAGE}")
-                cur.copy_expert(f"COPY {_TRADE_STAGE} FROM STDIN WITH (FORMAT csv)", buf)
-                cur.execute(
-                    f"""
-                    INSERT INTO raw_trades (exchange, symbol, trade_id, timestamp, price, amount, side)
-                    SELECT %s, %s, trade_id, ts, price, amount, coalesce(side, '') FROM {_TRADE_STAGE}
-                    ON CONFLICT (exchange, symbol, trade_id, timestamp) DO NOTHING
-                    """,
-                    [exchange, symbol],
-                )
-                return max(cur.rowcount, 0)
-        sql = (
-            "INSERT INTO raw_trades (exchange, symbol, trade_id, timestamp, price, amount, side) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (exchange, symbol, trade_id, timestamp) DO NOTHING"
+            done = _insert_trades_pg(todo)
+        else:
+            done = {f.key: _insert_trades_generic(f.exchange, f.symbol, _trade_columns(f.df)) for f in todo}
+    return [done.get(k, 0) for k in keys]
+
+
+def _trade_columns(df: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
+    columns = {
+        "trade_id": df["trade_id"].astype(str).to_numpy(dtype=object),
+        "timestamp": df["timestamp"].to_numpy(dtype=np.int64),
+        "price": df["price"].to_numpy(dtype=np.float64),
+        "amount": df["amount"].to_numpy(dtype=np.float64),
+        "side": df["side"].astype(str).to_numpy(dtype=object),
+    }
+    return pd.DataFrame(columns if k is None else {"k": np.full(len(df), k, dtype=np.int32), **columns})
+
+
+def _insert_trades_pg(frames: list[TradeFrame]) -> dict[tuple[str, str], int]:
+    buf = io.StringIO()
+    # repr-exact floats: pandas writes the shortest round-trip representation.
+    frame = pd.concat([_trade_columns(f.df, k) for k, f in enumerate(frames, start=1)], ignore_index=True)
+    frame.to_csv(buf, index=False, header=False)
+    buf.seek(0)
+    exchanges, symbols = [f.exchange for f in frames], [f.symbol for f in frames]
+    insert = f"""
+        INSERT INTO raw_trades (exchange, symbol, trade_id, timestamp, price, amount, side)
+        SELECT (%s::text[])[k], (%s::text[])[k], trade_id, ts, price, amount, coalesce(side, '') FROM {_TRADE_STAGE}
+        ON CONFLICT (exchange, symbol, trade_id, timestamp) DO NOTHING"""
+    with connection.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_TRADE_STAGE} (k int4, trade_id text, ts bigint, price float8, "
+            f"amount float8, side text) ON COMMIT DROP"
         )
-        arrays = [frame[c].to_numpy().tolist() for c in ("trade_id", "timestamp", "price", "amount", "side")]
-        params = [(exchange, symbol, *row) for row in zip(*arrays, strict=True)]
-        with connection.cursor() as cur:
-            before = _count_trades(cur, exchange, symbol)
-            cur.executemany(sql, params)
-            return _count_trades(cur, exchange, symbol) - before
+        cur.execute(f"TRUNCATE {_TRADE_STAGE}")
+        cur.copy_expert(f"COPY {_TRADE_STAGE} FROM STDIN WITH (FORMAT csv)", buf)
+        if len(frames) == 1:  # an import's millions of rows: the row count, no RETURNING
+            cur.execute(insert, [exchanges, symbols])
+            return {frames[0].key: max(cur.rowcount, 0)}
+        cur.execute(f"WITH ins AS ({insert} RETURNING exchange, symbol) "
+                    "SELECT exchange, symbol, count(*) FROM ins GROUP BY exchange, symbol", [exchanges, symbols])
+        return {(e, s): int(n) for e, s, n in cur.fetchall()}
+
+
+def _insert_trades_generic(exchange: str, symbol: str, frame: pd.DataFrame) -> int:
+    sql = (
+        "INSERT INTO raw_trades (exchange, symbol, trade_id, timestamp, price, amount, side) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (exchange, symbol, trade_id, timestamp) DO NOTHING"
+    )
+    arrays = [frame[c].to_numpy().tolist() for c in ("trade_id", "timestamp", "price", "amount", "side")]
+    params = [(exchange, symbol, *row) for row in zip(*arrays, strict=True)]
+    with connection.cursor() as cur:
+        before = _count_trades(cur, exchange, symbol)
+        cur.executemany(sql, params)
+        return _count_trades(cur, exchange, symbol) - before
 
 
 def _count_trades(cur, exchange: str, symbol: str) -> int:

@@ -11,7 +11,8 @@ from django.db import connection
 from apps.market.csvio import read_trades_csv
 from apps.market.models import RawTrade
 from apps.market.partitions import create_partitions_ahead, ensure_raw_trade_partitions, existing_partitions
-from apps.market.services import ingest_trades, ingest_trades_detailed
+from apps.market.services import ingest_trades, ingest_trades_detailed, ingest_trades_many
+from apps.market.upsert import TradeFrame
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +94,20 @@ def test_given_sides_in_other_spellings_and_long_ids_when_ingested_then_stored_n
     stored = dict(RawTrade.objects.filter(symbol="XRP/ETH").values_list("trade_id", "side"))
     ids = ["x" * 64, *trades["trade_id"].iloc[1:]]
     assert [stored[i] for i in ids] == ["buy", "sell", "buy", "sell", "", ""]
+
+
+def test_given_two_markets_when_trades_ingested_together_then_each_counts_its_own_new_trades(xrp_trades):
+    ingest_trades(exchange="binance", symbol="XRP/ETH", df=xrp_trades.iloc[:1000])
+    other = xrp_trades.iloc[:500].copy()
+    other.loc[3, "price"] = -1.0  # one bad row: refused for this market only
+
+    xrp, copy = ingest_trades_many([TradeFrame("binance", "XRP/ETH", xrp_trades.iloc[:3000]),
+                                    TradeFrame("binance", "XRP/COPY", other)])
+
+    assert (xrp.received, xrp.inserted, xrp.rejected) == (3000, 2000, [])
+    assert (copy.received, copy.inserted, len(copy.rejected)) == (500, 499, 1)
+    bad = copy.rejected[0]
+    assert (bad.row, bad.market) == (3, "binance XRP/COPY") and "price" in bad.message
+    assert RawTrade.objects.filter(symbol="XRP/ETH").count() == 3000
+    assert sorted(RawTrade.objects.filter(symbol="XRP/COPY").values_list("trade_id", flat=True)) == sorted(
+        other.drop(index=3)["trade_id"].astype(str))
