@@ -167,17 +167,17 @@ def test_given_two_adjacent_pages_ingested_concurrently_then_the_ledger_covers_b
     pages = [df.iloc[:100].reset_index(drop=True), df.iloc[100:].reset_index(drop=True)]
     market_services.get_or_create_market(**MARKET)
     barrier = threading.Barrier(2, timeout=3)
-    real_upsert = market_services.upsert_candles
+    real_upsert = market_services.upsert_candles_many
 
-    def upsert_then_meet(**kwargs):  # both sessions inside their transaction at once, unless serialised
-        out = real_upsert(**kwargs)
+    def upsert_then_meet(frames):  # both sessions inside their transaction at once, unless serialised
+        out = real_upsert(frames)
         try:
             barrier.wait()
         except threading.BrokenBarrierError:
             pass
         return out
 
-    monkeypatch.setattr(market_services, "upsert_candles", upsert_then_meet)
+    monkeypatch.setattr(market_services, "upsert_candles_many", upsert_then_meet)
     errors: list[BaseException] = []
 
     def ingest(page):
