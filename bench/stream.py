@@ -14,7 +14,9 @@ ingest into PostgreSQL -> publish after commit) and a Redis subscriber on `marke
   and stored by the one stream process per second of wall time, with raw trades off and on (COPY into partitions),
   timed until the candles (and raw trades) are committed, not merely received; cpu_s = CPU seconds the stream process
   (all its threads) and the fake exchange process used in that window; the raw-off flood runs twice, with the lean
-  Binance trade path (apps.market.providers.lean_trades, the default) and with ccxt.pro's own parsing as baseline;
+  Binance trade path (apps.market.providers.lean_trades, the default) and with ccxt.pro's own parsing as baseline,
+  then once more read by bare aiohttp websockets that only decode the JSON (the transport floor: the most trades/s
+  any client of this transport gets on this machine, before ccxt.pro, candles or the database);
 * breakdown_ms: p50/p99 of each stage of a live candle (close -> writer, writer queue, write+commit+publish,
   publish -> subscriber).
 
@@ -295,6 +297,60 @@ def run_throughput(n: int, raw: bool, tmp: Path, *, parser: str = "lean") -> dic
             "repairs": sum(s.stats.repairs for s in proc.streams.values())}
 
 
+def run_transport_floor(n: int, tmp: Path) -> dict:
+    """The same flood read by bare aiohttp websockets (permessage-deflate offered as ccxt.pro offers it) that only
+    decode each message's JSON: what any Python client of this transport pays per trade before doing anything with it
+    (no ccxt.pro, no candles, no database). The ceiling the stream's trades/s is measured against."""
+    import aiohttp
+    import orjson
+
+    syms = symbols(n)
+    tape = load_tape(XRP, symbol="XRP/ETH")
+    start_at = int(tape.ts[0]) + TF + 1
+    total = n * int((tape.ts > start_at).sum())
+    fake, info = start_fake(write_tapes(n, tmp), 1e6, start_at, wait=n)
+    url = info["binance"]["ws"] + "/ws"
+
+    async def main() -> tuple[int, float, float, float]:
+        got = 0
+        started: list[float] = []
+        done = asyncio.Event()
+
+        async def read(session: aiohttp.ClientSession, sym: str) -> None:
+            nonlocal got
+            async with session.ws_connect(url, compress=15, autoping=False, max_msg_size=10485760) as ws:
+                await ws.send_str(json.dumps({"method": "SUBSCRIBE", "id": 1,
+                                              "params": [sym.replace("/", "").lower() + "@aggTrade"]}))
+                async for msg in ws:
+                    message = orjson.loads(msg.data)
+                    if "e" not in message:
+                        continue  # the subscription reply
+                    if not started:
+                        started.append(time.monotonic())
+                        started.append(cpu_seconds(os.getpid()))
+                    got += 1
+                    if got >= total:
+                        done.set()
+
+        async with aiohttp.ClientSession() as session:
+            readers = [asyncio.create_task(read(session, sym)) for sym in syms]
+            await asyncio.wait_for(done.wait(), timeout=300)
+            end, cpu_end = time.monotonic(), cpu_seconds(os.getpid())
+            for r in readers:
+                r.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        return got, end - started[0], cpu_end - started[1], cpu_seconds(fake.pid)
+
+    try:
+        got, seconds, cpu, fake_cpu = run_loop(main())
+    finally:
+        fake.kill()
+        fake.wait()
+    return {"markets": n, "parser": "aiohttp websocket + orjson only (transport floor)", "trades": got,
+            "seconds": round(seconds, 2), "trades_per_s": round(got / max(seconds, 1e-9)),
+            "cpu_s": {"client": round(cpu, 2), "fake_total": round(fake_cpu, 2)}}
+
+
 def main() -> None:
     tmp = ROOT / "var" / "bench_stream"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -304,8 +360,9 @@ def main() -> None:
     flood = int(os.environ.get("BENCH_STREAM_FLOOD_MARKETS", "20"))
     for raw in raws if os.environ.get("BENCH_STREAM_THROUGHPUT", "1") == "1" else ():
         out["throughput"].append(run_throughput(flood, raw, tmp))
-        if not raw:  # the baseline: the same flood through ccxt.pro's own parsing
+        if not raw:  # the baselines: the same flood through ccxt.pro's own parsing, and the bare transport
             out["throughput"].append(run_throughput(flood, raw, tmp, parser="ccxt.pro"))
+            out["throughput"].append(run_transport_floor(flood, tmp))
     speeds = [float(x) for x in os.environ.get("BENCH_STREAM_SPEEDS", "1,50").split(",")]
     for n in markets if os.environ.get("BENCH_STREAM_LATENCY", "1") == "1" else []:
         for speed in speeds:
@@ -329,6 +386,9 @@ def targets(out: dict) -> dict:
                       and r.get("raw_trades") == row.get("raw_trades")), None)
         if stock and stock.get("trades_per_s") and got:
             result[key]["lean_over_ccxt_pro"] = round(got / stock["trades_per_s"], 2)
+        floor = next((r for r in out["throughput"] if "transport floor" in str(r.get("parser"))), None)
+        if floor and floor.get("trades_per_s") and got:
+            result[key]["share_of_transport_floor"] = round(got / floor["trades_per_s"], 2)
     for row in out["latency"]:
         key = f"p99_ms_{row['markets']}m_{row['speed']:g}x"
         got = row.get("stream_p99_ms")
