@@ -9,8 +9,8 @@ an `exchange_outage` hole stays one (also when part of it is backfilled); a hole
 from __future__ import annotations
 
 import numpy as np
-from django.db import transaction
-from django.db.models import Count, Exists, F, Max, Min, Q
+from django.db import connection, transaction
+from django.db.models import F, Max, Min
 from django.utils import timezone
 
 from apps.market import selectors
@@ -55,31 +55,60 @@ def _window(market: Market, start: int | None, end: int | None, tf: int) -> tupl
     return lo, hi
 
 
-def _extend_tail(market: Market, start: int, end: int, tf: int) -> bool:
-    """The live case in a few indexed queries: [start, end] fully stored, right after the newest covered run, with
-    nothing stored beyond it, extends that run (no hole can change). The general path scans the stored close times
-    of the whole run, which grows with the history (a year of 1m candles: 525k timestamps a minute)."""
-    stats = Candle.objects.filter(exchange=market.exchange, symbol=market.symbol, timeframe=market.timeframe,
-                                  timestamp__gte=start).aggregate(n=Count("timestamp", filter=Q(timestamp__lte=end)),
-                                                                  newest=Max("timestamp"))
-    if stats["newest"] != end or stats["n"] != (end - start) // tf + 1:
+def _append_tail(market: Market, start: int, end: int, tf: int) -> bool:
+    """The live case in a few indexed queries: everything stored after the newest covered run lies in [start, end]
+    and no gap row lies past that run, so nothing before it can change: the newest run is extended when the first
+    new candle follows it, and the runs and holes after it are inserted (one multi-row INSERT each, no model
+    instances: a stream stores a thousand quiet minutes at a time after a flood). The general path scans the stored
+    close times of the whole window, which grows with the history (a year of 1m candles: 525k timestamps a
+    minute)."""
+    newest = CoveredRange.objects.filter(market=market).order_by("-last_timestamp").first()
+    if newest is None or newest.last_timestamp >= start:
         return False
-    return CoveredRange.objects.filter(market=market, last_timestamp=start - tf).filter(
-        ~Exists(CoveredRange.objects.filter(market=market, last_timestamp__gte=start))
-    ).update(last_timestamp=end, candles=F("candles") + (end - start) // tf + 1, updated_at=timezone.now()) == 1
+    if DataGap.objects.filter(market=market, end_timestamp__gt=newest.last_timestamp).exists():
+        return False
+    ts = stored_timestamps(market, newest.last_timestamp + 1)
+    if ts.size == 0 or ts[0] < start or ts[-1] > end:  # a stored candle the ledger does not know: rebuild
+        return False
+    firsts, lasts = runs(ts, tf)
+    hole_starts = np.concatenate(([newest.last_timestamp], lasts[:-1])) + tf  # hole i: just before run i
+    hole_ends = firsts - tf
+    now = timezone.now()
+    if firsts[0] == newest.last_timestamp + tf:  # the first new run continues the newest one
+        CoveredRange.objects.filter(pk=newest.pk).update(
+            last_timestamp=int(lasts[0]), candles=F("candles") + int((lasts[0] - firsts[0]) // tf + 1), updated_at=now)
+        firsts, lasts, hole_starts, hole_ends = firsts[1:], lasts[1:], hole_starts[1:], hole_ends[1:]
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    _insert_rows(CoveredRange, ("market_id", "first_timestamp", "last_timestamp", "candles", "updated_at"),
+                 [(market.pk, f, la, (la - f) // tf + 1, stamp) for f, la in zip(firsts.tolist(), lasts.tolist(),
+                                                                                  strict=True)])
+    _insert_rows(DataGap, ("market_id", "start_timestamp", "end_timestamp", "missing", "status", "attempts",
+                           "detected_at", "note"),
+                 [(market.pk, gs, ge, (ge - gs) // tf + 1, DataGap.Status.OPEN.value, 0, stamp, "")
+                  for gs, ge in zip(hole_starts.tolist(), hole_ends.tolist(), strict=True)])
+    return True
+
+
+def _insert_rows(model, columns: tuple[str, ...], rows: list[tuple], chunk: int = 500) -> None:
+    """Multi-row INSERTs of plain values (no model instances), in chunks within every backend's parameter limit."""
+    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    with connection.cursor() as cur:
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            cur.execute(f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) VALUES "
+                        + ", ".join([row_sql] * len(part)), [v for row in part for v in row])
 
 
 @transaction.atomic
-def refresh_ledger(market: Market, *, start: int | None = None, end: int | None = None) -> list[DataGap]:
+def refresh_ledger(market: Market, *, start: int | None = None, end: int | None = None) -> None:
     """Rebuild the ledger of the market around [start, end] (close times; None = whole history).
 
-    Returns the DataGap rows of the holes currently in the refreshed window (status open or exchange_outage).
     The Market row is locked for the transaction so concurrent ingests of one market do not race on the ledger.
     """
     Market.objects.select_for_update().filter(pk=market.pk).first()
     tf = timeframe_ms(market.timeframe)
-    if start is not None and end is not None and _extend_tail(market, start, end, tf):
-        return []
+    if start is not None and end is not None and _append_tail(market, start, end, tf):
+        return
     lo, hi = _window(market, start, end, tf)
     ts = stored_timestamps(market, lo, hi)
     firsts, lasts = runs(ts, tf)
@@ -98,14 +127,13 @@ def refresh_ledger(market: Market, *, start: int | None = None, end: int | None 
     )
 
     holes = list(zip((lasts[:-1] + tf).tolist(), (firsts[1:] - tf).tolist(), strict=True))
-    return _reconcile_gaps(market, list(gaps_qs), holes, tf)
+    _reconcile_gaps(market, list(gaps_qs), holes, tf)
 
 
-def _reconcile_gaps(market: Market, existing: list[DataGap], holes: list[tuple[int, int]], tf: int) -> list[DataGap]:
+def _reconcile_gaps(market: Market, existing: list[DataGap], holes: list[tuple[int, int]], tf: int) -> None:
     by_start = {g.start_timestamp: g for g in existing}
     ordered = sorted(existing, key=lambda g: g.start_timestamp)
     starts = np.array([g.start_timestamp for g in ordered], dtype=np.int64)
-    result: list[DataGap] = []
     to_create: list[DataGap] = []
     to_update: list[DataGap] = []
     matched: set[int] = set()
@@ -132,12 +160,10 @@ def _reconcile_gaps(market: Market, existing: list[DataGap], holes: list[tuple[i
             if (row.end_timestamp, row.missing, row.status) != (ge, missing, new_status):
                 row.end_timestamp, row.missing, row.status = ge, missing, new_status
                 to_update.append(row)
-            result.append(row)
         else:
             row = DataGap(market=market, start_timestamp=gs, end_timestamp=ge, missing=missing, status=inherited,
                           attempts=attempts)
             to_create.append(row)
-            result.append(row)
     superseded = [g.pk for g in existing if g.pk not in matched and g.pk in overlapped]
     now_filled = [g for g in existing if g.pk not in matched and g.pk not in overlapped
                   and g.status != DataGap.Status.FILLED]
@@ -150,4 +176,3 @@ def _reconcile_gaps(market: Market, existing: list[DataGap], holes: list[tuple[i
         DataGap.objects.bulk_update(to_update, ["end_timestamp", "missing", "status"])
     if to_create:
         DataGap.objects.bulk_create(to_create)
-    return sorted(result, key=lambda g: g.start_timestamp)

@@ -109,11 +109,11 @@ def test_given_candles_stored_without_ledger_when_refreshing_a_window_then_whole
     for i in range(40, 50):
         CandleFactory(timestamp=BASE_CLOSE_MS + i * 60_000)
 
-    gaps = refresh_ledger(market, start=BASE_CLOSE_MS + 45 * 60_000, end=BASE_CLOSE_MS + 49 * 60_000)
+    refresh_ledger(market, start=BASE_CLOSE_MS + 45 * 60_000, end=BASE_CLOSE_MS + 49 * 60_000)
 
     assert _ranges(market) == [(BASE_CLOSE_MS, BASE_CLOSE_MS + 29 * 60_000, 30),
                                (BASE_CLOSE_MS + 40 * 60_000, BASE_CLOSE_MS + 49 * 60_000, 10)]
-    assert [(g.start_timestamp, g.missing) for g in gaps] == [(BASE_CLOSE_MS + 30 * 60_000, 10)]
+    assert [(g.start_timestamp, g.missing) for g in market.gaps.all()] == [(BASE_CLOSE_MS + 30 * 60_000, 10)]
 
 
 def test_given_full_refresh_twice_when_nothing_changed_then_ledger_identical(btc_1m):
@@ -131,9 +131,14 @@ def test_given_full_refresh_twice_when_nothing_changed_then_ledger_identical(btc
 
 def test_given_empty_market_when_refreshed_then_no_ranges_and_no_gaps():
     market = get_or_create_market(EX, SYM, "5m")
-    assert refresh_ledger(market) == []
+    refresh_ledger(market)
     assert market_coverage(market)["candles"] == 0
     assert market.covered_ranges.count() == 0
+
+
+def _tail_read(after: int) -> str:
+    return (f"COPY (SELECT timestamp FROM market_data WHERE exchange = '{EX}' AND symbol = '{SYM}' "
+            f"AND timeframe = '1m' AND timestamp >= {after} ORDER BY timestamp) TO STDOUT WITH (FORMAT binary)")
 
 
 def test_given_a_long_history_when_live_candles_append_one_by_one_then_the_run_grows_without_rescanning_it(btc_1m):
@@ -143,7 +148,9 @@ def test_given_a_long_history_when_live_candles_append_one_by_one_then_the_run_g
     for i in range(5000, 5003):
         with CaptureQueriesContext(connection) as queries:
             _ingest(btc_1m.iloc[i:i + 1])
-        assert not [q["sql"] for q in queries.captured_queries if q["sql"].startswith("COPY (")]  # no rescan
+        reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("COPY (")]
+        # no rescan: the only read of stored close times starts after the newest covered run
+        assert reads == [_tail_read(int(btc_1m["timestamp"][i - 1]) + 1)]
 
     extended = _ranges(market)
     refresh_ledger(market)  # the full rebuild agrees
@@ -157,3 +164,24 @@ def test_given_a_candle_after_a_pause_when_appended_then_the_hole_is_still_recor
 
     assert [(g.start_timestamp, g.missing) for g in market.gaps.all()] == [(int(btc_1m["timestamp"][100]), 5)]
     assert len(_ranges(market)) == 2
+
+
+def test_given_a_live_batch_with_quiet_minutes_when_appended_then_its_runs_and_holes_equal_a_full_rebuild(btc_1m):
+    _ingest(btc_1m.iloc[:1000])
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+    # the next 200 real minutes with some left out, as a stream stores minutes that had trades: the first run
+    # continues the history, then holes of 1, 3 and 10 minutes
+    batch = btc_1m.iloc[1000:1200].drop(index=[1050, *range(1100, 1103), *range(1150, 1160)])
+
+    with CaptureQueriesContext(connection) as queries:
+        _ingest(batch)
+    appended = (_ranges(market), [(g.start_timestamp, g.missing, g.status)
+                                  for g in market.gaps.order_by("start_timestamp")])
+    assert [q["sql"] for q in queries.captured_queries if q["sql"].startswith("COPY (")] == [
+        _tail_read(int(btc_1m["timestamp"][999]) + 1)]  # the tail path: nothing of the history read
+    ts = btc_1m["timestamp"]
+    assert appended[1] == [(int(ts[1050]), 1, "open"), (int(ts[1100]), 3, "open"), (int(ts[1150]), 10, "open")]
+    assert appended[0][0] == (FIRST_CLOSE, int(ts[1049]), 1050)  # the history's run, extended
+    refresh_ledger(market)  # the full rebuild agrees
+    assert appended == (_ranges(market), [(g.start_timestamp, g.missing, g.status)
+                                          for g in market.gaps.order_by("start_timestamp")])
