@@ -99,6 +99,9 @@ def upsert_candles_many(frames: list[CandleFrame]) -> list[UpsertResult]:
 
 def _upsert_candles_pg(frames: list[CandleFrame]) -> dict[tuple[str, str, str], UpsertResult]:
     columns = [list(c) for c in zip(*(f.key for f in frames), strict=True)]  # exchanges, symbols, timeframes
+    # One frame (an import's million rows): the key as constants, not an array subscript per row (~25 % faster).
+    one = len(frames) == 1
+    keys = list(frames[0].key) if one else columns
     spans = [[int(f.df["timestamp"].min()) for f in frames], [int(f.df["timestamp"].max()) for f in frames]]
     with connection.cursor() as cur:
         cur.execute(
@@ -114,12 +117,12 @@ def _upsert_candles_pg(frames: list[CandleFrame]) -> dict[tuple[str, str, str], 
             # concurrent writer outside ingest_candles would make it fail on the unique key: fall back to the upsert.
             try:
                 with transaction.atomic():
-                    cur.execute(_INSERT_SQL, columns)
+                    cur.execute(_INSERT_SQL[one], keys)
                 return {f.key: UpsertResult(inserted=np.sort(f.df["timestamp"].to_numpy(dtype=np.int64)).tolist())
                         for f in frames}
             except IntegrityError:
                 pass
-        cur.execute(_UPSERT_SQL, columns)
+        cur.execute(_UPSERT_SQL[one], keys)
         returned = {(e, s, t): (ins, upd) for e, s, t, ins, upd in cur.fetchall()}
     out = {}
     for f in frames:
@@ -132,8 +135,10 @@ def _upsert_candles_pg(frames: list[CandleFrame]) -> dict[tuple[str, str, str], 
 
 
 _COLS = ", ".join(PRICE_FIELDS)
-# The stage's k-th frame belongs to the k-th (exchange, symbol, timeframe) of the three text[] parameters.
-_KEYED = f"(%s::text[])[k], (%s::text[])[k], (%s::text[])[k], ts, {_COLS} FROM {_STAGE}"
+# The stage's k-th frame belongs to the k-th (exchange, symbol, timeframe) of the three text[] parameters, or, with
+# one frame, to the three constants.
+_SOURCE = {False: f"(%s::text[])[k], (%s::text[])[k], (%s::text[])[k], ts, {_COLS} FROM {_STAGE}",
+           True: f"%s, %s, %s, ts, {_COLS} FROM {_STAGE}"}
 _ANY_STORED_SQL = """
     SELECT EXISTS (
         SELECT 1 FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[]) AS f(e, s, t, lo, hi)
@@ -141,11 +146,12 @@ _ANY_STORED_SQL = """
                           AND m.timestamp BETWEEN f.lo AND f.hi
     )
 """
-_INSERT_SQL = f"INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {_COLS}) SELECT {_KEYED}"
-_UPSERT_SQL = f"""
+_INSERT_SQL = {one: f"INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {_COLS}) SELECT {source}"
+               for one, source in _SOURCE.items()}
+_UPSERT_SQL = {one: f"""
     WITH up AS (
         INSERT INTO market_data (exchange, symbol, timeframe, timestamp, {_COLS})
-        SELECT {_KEYED}
+        SELECT {source}
         ON CONFLICT (exchange, symbol, timeframe, timestamp) DO UPDATE
         SET {", ".join(f"{c} = EXCLUDED.{c}" for c in PRICE_FIELDS)}
         WHERE ({", ".join(f"market_data.{c}" for c in PRICE_FIELDS)})
@@ -156,7 +162,7 @@ _UPSERT_SQL = f"""
            coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE inserted), ''),
            coalesce(string_agg(timestamp::text, ',' ORDER BY timestamp) FILTER (WHERE NOT inserted), '')
     FROM up GROUP BY exchange, symbol, timeframe
-"""
+""" for one, source in _SOURCE.items()}
 
 
 def _upsert_candles_generic(exchange: str, symbol: str, timeframe: str, df: pd.DataFrame) -> UpsertResult:
@@ -250,10 +256,12 @@ def _insert_trades_pg(frames: list[TradeFrame]) -> dict[tuple[str, str], int]:
     frame = pd.concat([_trade_columns(f.df, k) for k, f in enumerate(frames, start=1)], ignore_index=True)
     frame.to_csv(buf, index=False, header=False)
     buf.seek(0)
-    exchanges, symbols = [f.exchange for f in frames], [f.symbol for f in frames]
+    one = len(frames) == 1  # an import's millions of rows: the key as constants, the row count, no RETURNING
+    keys = list(frames[0].key) if one else [[f.exchange for f in frames], [f.symbol for f in frames]]
     insert = f"""
         INSERT INTO raw_trades (exchange, symbol, trade_id, timestamp, price, amount, side)
-        SELECT (%s::text[])[k], (%s::text[])[k], trade_id, ts, price, amount, coalesce(side, '') FROM {_TRADE_STAGE}
+        SELECT {"%s, %s" if one else "(%s::text[])[k], (%s::text[])[k]"}, trade_id, ts, price, amount,
+               coalesce(side, '') FROM {_TRADE_STAGE}
         ON CONFLICT (exchange, symbol, trade_id, timestamp) DO NOTHING"""
     with connection.cursor() as cur:
         cur.execute(
@@ -262,11 +270,11 @@ def _insert_trades_pg(frames: list[TradeFrame]) -> dict[tuple[str, str], int]:
         )
         cur.execute(f"TRUNCATE {_TRADE_STAGE}")
         cur.copy_expert(f"COPY {_TRADE_STAGE} FROM STDIN WITH (FORMAT csv)", buf)
-        if len(frames) == 1:  # an import's millions of rows: the row count, no RETURNING
-            cur.execute(insert, [exchanges, symbols])
+        if one:
+            cur.execute(insert, keys)
             return {frames[0].key: max(cur.rowcount, 0)}
         cur.execute(f"WITH ins AS ({insert} RETURNING exchange, symbol) "
-                    "SELECT exchange, symbol, count(*) FROM ins GROUP BY exchange, symbol", [exchanges, symbols])
+                    "SELECT exchange, symbol, count(*) FROM ins GROUP BY exchange, symbol", keys)
         return {(e, s): int(n) for e, s, n in cur.fetchall()}
 
 
