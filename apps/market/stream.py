@@ -161,20 +161,21 @@ class RawTradeWriter:
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self.pool = pool
-        self._queue: list[tuple[Market, pd.DataFrame, Callable[[int], None]]] = []
+        self._queue: list[tuple[Market, list[pd.DataFrame], Callable[[int], None]]] = []
         self._rows = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._busy = False
         self.batches = 0
 
-    async def write(self, market: Market, frame: pd.DataFrame, stored: Callable[[int], None]) -> None:
-        """Queue `frame` (raw trades of `market`); `stored(n)` is called with the number inserted once written."""
+    async def write(self, market: Market, frames: list[pd.DataFrame], stored: Callable[[int], None]) -> None:
+        """Queue `frames` (raw trades of `market`, concatenated once, when written); `stored(n)` is called with the
+        number inserted once written."""
         while self._rows >= MAX_QUEUED_RAW_ROWS:
             self._room.clear()
             await self._room.wait()
-        self._queue.append((market, frame, stored))
-        self._rows += len(frame)
+        self._queue.append((market, frames, stored))
+        self._rows += sum(len(f) for f in frames)
         self._wake.set()
 
     async def drain(self) -> None:
@@ -191,8 +192,8 @@ class RawTradeWriter:
             if not queued:
                 continue
             groups: dict[int, tuple[Market, list[pd.DataFrame], Callable[[int], None]]] = {}
-            for market, frame, stored in queued:
-                groups.setdefault(market.pk, (market, [], stored))[1].append(frame)
+            for market, frames, stored in queued:
+                groups.setdefault(market.pk, (market, [], stored))[1].extend(frames)
             self._busy = True
             try:
                 counts = await loop.run_in_executor(self.pool, self._write_all, list(groups.values()))
@@ -201,7 +202,7 @@ class RawTradeWriter:
                 counts = None
             finally:
                 self._busy = False
-                self._rows -= sum(len(frame) for _m, frame, _s in queued)
+                self._rows -= sum(len(f) for _m, frames, _s in queued for f in frames)
                 self._room.set()
             self.batches += 1
             for (_market, _frames, stored), n in zip(groups.values(), counts or (), strict=False):
@@ -562,8 +563,7 @@ class MarketStream:
             self.last_stored = max(self.last_stored or 0, new[-1])
 
     async def _flush_raw(self, frames: list[pd.DataFrame]) -> None:
-        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        await self.raw_writer.write(self.market, frame, self._raw_stored)
+        await self.raw_writer.write(self.market, frames, self._raw_stored)
 
     def _raw_stored(self, n: int) -> None:
         self.stats.raw_trades += n
