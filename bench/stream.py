@@ -101,10 +101,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def reset(syms: list[str], *, raw: bool) -> list[int]:
+def forget(syms: list[str]) -> None:
+    """This run's bench markets and their data, gone: left watched in stream mode, a later `manage.py stream` on the
+    same database would try to stream them."""
     Candle.objects.filter(exchange="binance", symbol__in=syms).delete()
     RawTrade.objects.filter(exchange="binance", symbol__in=syms).delete()
     Market.objects.filter(exchange="binance", symbol__in=syms).delete()
+
+
+def reset(syms: list[str], *, raw: bool) -> list[int]:
+    forget(syms)
     from apps.market.lease import fence_key, lease_key
 
     r = redis.Redis.from_url(settings.REDIS_URL)
@@ -358,15 +364,18 @@ def main() -> None:
     markets = [int(x) for x in os.environ.get("BENCH_STREAM_MARKETS", "1,20").split(",")]
     raws = [x == "1" for x in os.environ.get("BENCH_STREAM_RAW", "0,1").split(",")]
     flood = int(os.environ.get("BENCH_STREAM_FLOOD_MARKETS", "20"))
-    for raw in raws if os.environ.get("BENCH_STREAM_THROUGHPUT", "1") == "1" else ():
-        out["throughput"].append(run_throughput(flood, raw, tmp))
-        if not raw:  # the baselines: the same flood through ccxt.pro's own parsing, and the bare transport
-            out["throughput"].append(run_throughput(flood, raw, tmp, parser="ccxt.pro"))
-            out["throughput"].append(run_transport_floor(flood, tmp))
     speeds = [float(x) for x in os.environ.get("BENCH_STREAM_SPEEDS", "1,50").split(",")]
-    for n in markets if os.environ.get("BENCH_STREAM_LATENCY", "1") == "1" else []:
-        for speed in speeds:
-            out["latency"].append(run_latency(n, speed, SECONDS_1X if speed == 1.0 else SECONDS_50X, tmp))
+    try:
+        for raw in raws if os.environ.get("BENCH_STREAM_THROUGHPUT", "1") == "1" else ():
+            out["throughput"].append(run_throughput(flood, raw, tmp))
+            if not raw:  # the baselines: the same flood through ccxt.pro's own parsing, and the bare transport
+                out["throughput"].append(run_throughput(flood, raw, tmp, parser="ccxt.pro"))
+                out["throughput"].append(run_transport_floor(flood, tmp))
+        for n in markets if os.environ.get("BENCH_STREAM_LATENCY", "1") == "1" else []:
+            for speed in speeds:
+                out["latency"].append(run_latency(n, speed, SECONDS_1X if speed == 1.0 else SECONDS_50X, tmp))
+    finally:
+        forget(symbols(max([*markets, flood])))
     out["targets"] = targets(out)
     print(json.dumps(out))
 
