@@ -44,6 +44,7 @@ app.conf.update(
     result_backend_always_retry=True,
     result_backend_max_retries=30,
     worker_hijack_root_logger=False,
+    worker_consumer="tradebot.worker_consumer:Consumer",  # survives a broker restart (see that module)
 )
 app.autodiscover_tasks()
 
