@@ -8,8 +8,10 @@ Two fakes of Binance's REST API (installed as `exchange.fetch`, the one method c
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import ssl
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +22,7 @@ import pytest
 
 from apps.market.csvio import read_candle_csv
 from apps.market.providers.base import ProviderError
-from apps.market.providers.ccxt import CcxtProvider
+from apps.market.providers.ccxt import CcxtProvider, make_pro_client, shared_ssl_context
 from apps.market.providers.registry import UnknownProviderError, get_provider
 from apps.market.timeframes import TimeframeError
 
@@ -299,3 +301,20 @@ def fake_provider_factory(fake, **provider_options):
                             **{**provider_options, **options})
 
     return factory
+
+
+def test_given_two_stream_clients_when_made_then_they_share_one_verifying_tls_context_unless_configured():
+    async def contexts():
+        clients = [make_pro_client("binance"), make_pro_client("kraken"),
+                   make_pro_client("binance", {"verify": False})]
+        try:
+            return [c.ssl_context for c in clients]
+        finally:
+            for c in clients:
+                await c.close()
+
+    first, second, unverified = asyncio.run(contexts())
+    assert first is second is shared_ssl_context()
+    assert first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname
+    assert len(first.get_ca_certs()) > 100  # certifi's bundle, as ccxt's own default
+    assert unverified is None  # ccxt builds (here: skips) its own from the caller's settings
