@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
 from django.db import models
 from django.db.models import Q
 
 from apps.market.timeframes import TIMEFRAME_CHOICES, format_ms
+
+
+def finite(*fields: str) -> Q:
+    """Every field a finite float. NaN and infinities pass `> 0` on PostgreSQL (NaN sorts above every number), and
+    would be written into API pages as the invalid JSON tokens NaN / Infinity."""
+    q = Q()
+    for f in fields:
+        q &= Q(**{f"{f}__gte": -sys.float_info.max, f"{f}__lte": sys.float_info.max})
+    return q
 
 
 def default_fee_rate() -> float:
@@ -126,6 +137,8 @@ class Trade(models.Model):
         db_table = "trades"
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0) & Q(price__gt=0) & Q(fee__gte=0), name="trades_positive"),
+            models.CheckConstraint(condition=finite("price", "amount", "fee", "realized_pnl", "cash_after",
+                                                    "position_after"), name="trades_finite"),
             models.UniqueConstraint(fields=["bot", "timestamp", "side"], name="trades_one_fill_per_side_candle"),
         ]
         # The trades list pages a bot's trades newest first (timestamp, id): read backwards off this index, not a sort.
@@ -153,6 +166,8 @@ class BotPerformance(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["bot", "timestamp"], name="bot_performance_one_per_candle"),
             models.CheckConstraint(condition=Q(drawdown__gte=0) & Q(drawdown__lte=1), name="bot_performance_dd_0_1"),
+            models.CheckConstraint(condition=finite("cash", "position", "equity", "realized_pnl", "unrealized_pnl"),
+                                   name="bot_performance_finite"),
         ]
         ordering = ["bot", "timestamp"]
 

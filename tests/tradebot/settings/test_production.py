@@ -109,3 +109,10 @@ def test_given_the_procfile_when_read_then_web_worker_and_beat_default_to_produc
     roles = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
     for role in ("web", "worker", "beat"):
         assert "DJANGO_SETTINGS_MODULE:-tradebot.settings.production" in roles[role], role
+
+
+def test_given_the_procfile_when_read_then_web_runs_threaded_gunicorn_workers():
+    """A single sync worker served one request at a time and refused the dashboards' live event streams."""
+    roles = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    assert "gunicorn tradebot.wsgi" in roles["web"]
+    assert "--workers ${WEB_CONCURRENCY:-2}" in roles["web"] and "--threads ${WEB_THREADS:-8}" in roles["web"]
