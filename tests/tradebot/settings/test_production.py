@@ -105,14 +105,18 @@ def test_given_no_settings_module_when_the_celery_app_loads_then_it_runs_product
     assert ok.stdout.strip() == os.environ["REDIS_URL"]
 
 
+def _procfile_roles() -> dict[str, str]:
+    return dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+
+
 def test_given_the_procfile_when_read_then_web_worker_and_beat_default_to_production():
-    roles = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    roles = _procfile_roles()
     for role in ("web", "worker", "beat"):
         assert "DJANGO_SETTINGS_MODULE:-tradebot.settings.production" in roles[role], role
 
 
 def test_given_the_procfile_when_read_then_web_runs_threaded_gunicorn_workers():
     """A single sync worker served one request at a time and refused the dashboards' live event streams."""
-    roles = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    roles = _procfile_roles()
     assert "gunicorn tradebot.wsgi" in roles["web"]
     assert "--workers ${WEB_CONCURRENCY:-2}" in roles["web"] and "--threads ${WEB_THREADS:-8}" in roles["web"]
