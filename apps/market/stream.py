@@ -28,6 +28,8 @@ Database work runs in worker threads (Django's ORM is synchronous); one market's
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import operator
@@ -68,6 +70,7 @@ TF = 60_000
 RECHECK_MINUTES = 2  # on takeover / start, the last minutes stored by the previous owner are rebuilt from REST
 MAX_REPAIR_MINUTES = 24 * 60  # older holes are left to backfill (an open gap in the ledger)
 TRADES_LIMIT = 100_000
+GC_GEN0_THRESHOLD = 10_000  # see stream_gc
 # Exchanges whose public trade ids are consecutive per market (Binance's `t` / `a`): a jump means trades were lost on
 # a connection that looked alive, which is handled like a drop (REST repair).
 CONSECUTIVE_TRADE_IDS = {"binance", "binanceus"}
@@ -252,21 +255,18 @@ async def _close_quietly(client) -> None:
         pass
 
 
-def _new_trades(cache, last: dict | None) -> tuple[list[dict], dict | None]:
-    """The trades ccxt.pro appended to its cache after `last` (by identity: no per-trade key), and the new `last`.
-    Raises Dropped when `last` fell out of the cache (trades we never saw were evicted)."""
-    if not cache or cache[-1] is last:
-        return [], last
-    new = []
-    for trade in reversed(cache):
-        if trade is last:
-            break
-        new.append(trade)
-    else:
-        if last is not None or len(new) >= TRADES_LIMIT:
-            raise Dropped("trade cache overflow")
-    new.reverse()
-    return new, new[-1]
+def _take_trades(cache) -> list[dict]:
+    """Every trade ccxt.pro parsed into its cache since the last read, leaving the cache empty: each trade is read
+    once, and a cache holding only unread trades keeps the process's heap small (a cache kept full, TRADES_LIMIT trade
+    dicts per market, made every full garbage collection rescan them: about a quarter of the flood bench's time).
+    Raises Dropped when the cache filled up, as trades may have been evicted unread."""
+    if not cache:
+        return []
+    trades = list(cache)
+    cache.clear()  # ccxt's own reset (deque and its update counters); only this loop reads the cache
+    if len(trades) >= TRADES_LIMIT:
+        raise Dropped("trade cache overflow: trades may have been evicted before the stream read them")
+    return trades
 
 
 _TS, _PRICE, _AMOUNT, _ID, _SIDE = (operator.itemgetter(k) for k in ("timestamp", "price", "amount", "id", "side"))
@@ -458,7 +458,6 @@ class MarketStream:
         consecutive = m.exchange in CONSECUTIVE_TRADE_IDS
         prev_id: int | None = None
         first_live_id: int | None = None
-        last_trade: dict | None = None  # the newest trade taken from ccxt's cache (the same object stays in it)
         conns: set[int] | None = None  # the websocket clients of this session (ccxt may reconnect behind our back)
         watch_params = WATCH_TRADES_PARAMS.get(m.exchange, {})
         watch = asyncio.ensure_future(client.watch_trades(m.symbol, params=dict(watch_params)))
@@ -474,7 +473,7 @@ class MarketStream:
                 # The cache is read on every wake, not only when the watch resolved: trades parsed between a resolution
                 # and the next watch_trades call resolve nothing, yet the clock must not close their candle without
                 # them.
-                new, last_trade = _new_trades(client.trades.get(m.symbol), last_trade)
+                new = _take_trades(client.trades.get(m.symbol))
                 if new:
                     last_activity = time.monotonic()
                     self.stats.trades += len(new)
@@ -667,12 +666,33 @@ def _warm_up() -> None:
     trades_to_candles(np.array([0, 1], dtype=np.int64), np.array([1.0, 1.0]), np.array([1.0, 1.0]), "1m")
 
 
+@contextlib.contextmanager
+def stream_gc():
+    """The garbage collector's settings while the stream role's loop runs: what start-up built (Django, ccxt, pandas,
+    the compiled kernels) is frozen out of collection, and the youngest generation is collected every
+    GC_GEN0_THRESHOLD allocations instead of Python's 700.
+
+    The role allocates a few objects per trade. At the defaults, young collections ran every few hundred trades and
+    promoted whatever was in flight (buffered frames, the batch being built) to the old generation, which set off a
+    full collection of the ~650k start-up objects about once a second: a quarter of the flood bench's wall time.
+    Cycles are still collected, less often; the settings are restored when the loop ends."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 def run_loop(coro):
     """Run the stream role's event loop (manage.py stream, bench): uvloop, whose transports and callbacks cost less
-    per websocket frame than asyncio's own loop."""
+    per websocket frame than asyncio's own loop, under `stream_gc`."""
     import uvloop
 
-    return uvloop.run(coro)
+    with stream_gc():
+        return uvloop.run(coro)
 
 
 class StreamProcess:

@@ -335,3 +335,52 @@ def test_given_raw_trades_stored_when_the_stream_is_repaired_by_rest_then_every_
     assert sorted(int(i) for i, _ in rows) == xrp.ids[window].tolist()  # aggregate ids: none doubled, none lost
     stream = next(iter(proc.streams.values()))
     assert stream.stats.repairs >= 2
+
+
+def recorded_trades(tape, n: int) -> list[dict]:
+    """The first `n` recorded trades in the shape ccxt.pro caches."""
+    return [{"timestamp": int(t), "price": float(p), "amount": float(a), "id": str(i), "symbol": "XRP/ETH"}
+            for t, p, a, i in zip(tape.ts[:n], tape.price[:n], tape.amount[:n], tape.ids[:n], strict=True)]
+
+
+def test_given_trades_in_ccxts_cache_when_taken_then_each_is_read_once_and_the_cache_is_left_empty(xrp):
+    from ccxt.async_support.base.ws.cache import ArrayCache
+
+    from apps.market.stream import _take_trades
+
+    trades = recorded_trades(xrp, 4)
+    cache = ArrayCache(1000)
+    for trade in trades[:3]:
+        cache.append(trade)
+    first = _take_trades(cache)
+    cache.append(trades[3])
+    assert first == trades[:3] and _take_trades(cache) == [trades[3]]
+    assert len(cache) == 0 and _take_trades(cache) == [] and _take_trades(None) == []
+
+
+def test_given_a_cache_that_filled_up_when_taken_then_the_stream_drops_as_trades_may_be_lost(xrp, monkeypatch):
+    from ccxt.async_support.base.ws.cache import ArrayCache
+
+    from apps.market import stream
+
+    monkeypatch.setattr(stream, "TRADES_LIMIT", 3)
+    cache = ArrayCache(3)
+    for trade in recorded_trades(xrp, 5):  # the deque evicted the first two unread
+        cache.append(trade)
+    with pytest.raises(stream.Dropped, match="overflow"):
+        stream._take_trades(cache)
+
+
+def test_given_the_stream_loop_when_running_then_start_up_is_frozen_and_young_collections_are_rarer():
+    import gc
+
+    from apps.market.stream import GC_GEN0_THRESHOLD, run_loop
+
+    before = (gc.get_threshold(), gc.get_freeze_count())
+
+    async def inside():
+        return gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()
+
+    threshold, frozen, enabled = run_loop(inside())
+    assert threshold == (GC_GEN0_THRESHOLD, *before[0][1:]) and frozen > 0 and enabled
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before  # restored when the loop ends
