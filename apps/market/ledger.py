@@ -8,6 +8,9 @@ an `exchange_outage` hole stays one (also when part of it is backfilled); a hole
 
 from __future__ import annotations
 
+import csv
+import io
+
 import numpy as np
 from django.db import connection, transaction
 from django.db.models import F, Max, Min
@@ -16,6 +19,8 @@ from django.utils import timezone
 from apps.market import selectors
 from apps.market.models import Candle, CoveredRange, DataGap, Market
 from apps.market.timeframes import timeframe_ms
+
+Empty = tuple[int, int, str]  # (start, end, note): see refresh_ledger
 
 
 def stored_timestamps(market: Market, lo: int | None = None, hi: int | None = None) -> np.ndarray:
@@ -55,10 +60,10 @@ def _window(market: Market, start: int | None, end: int | None, tf: int) -> tupl
     return lo, hi
 
 
-def _append_tail(market: Market, start: int, end: int, tf: int) -> bool:
+def _append_tail(market: Market, start: int, end: int, tf: int, empty: Empty | None) -> bool:
     """The live case in a few indexed queries: everything stored after the newest covered run lies in [start, end]
     and no gap row lies past that run, so nothing before it can change: the newest run is extended when the first
-    new candle follows it, and the runs and holes after it are inserted (one multi-row INSERT each, no model
+    new candle follows it, and the runs and holes after it are inserted (one COPY or multi-row INSERT each, no model
     instances: a stream stores a thousand quiet minutes at a time after a flood). The general path scans the stored
     close times of the whole window, which grows with the history (a year of 1m candles: 525k timestamps a
     minute)."""
@@ -82,32 +87,58 @@ def _append_tail(market: Market, start: int, end: int, tf: int) -> bool:
     _insert_rows(CoveredRange, ("market_id", "first_timestamp", "last_timestamp", "candles", "updated_at"),
                  [(market.pk, f, la, (la - f) // tf + 1, stamp) for f, la in zip(firsts.tolist(), lasts.tolist(),
                                                                                   strict=True)])
+    lo, hi, note = empty if empty is not None else (0, -1, "")
+    holes = []
+    for gs, ge in zip(hole_starts.tolist(), hole_ends.tolist(), strict=True):
+        seen_empty = lo <= gs and ge <= hi  # mark_empty's rule, applied as the row is stored
+        holes.append((market.pk, gs, ge, (ge - gs) // tf + 1,
+                      (DataGap.Status.EMPTY if seen_empty else DataGap.Status.OPEN).value, 0, stamp,
+                      note[:200] if seen_empty else ""))
     _insert_rows(DataGap, ("market_id", "start_timestamp", "end_timestamp", "missing", "status", "attempts",
-                           "detected_at", "note"),
-                 [(market.pk, gs, ge, (ge - gs) // tf + 1, DataGap.Status.OPEN.value, 0, stamp, "")
-                  for gs, ge in zip(hole_starts.tolist(), hole_ends.tolist(), strict=True)])
+                           "detected_at", "note"), holes)
     return True
 
 
 def _insert_rows(model, columns: tuple[str, ...], rows: list[tuple], chunk: int = 500) -> None:
-    """Multi-row INSERTs of plain values (no model instances), in chunks within every backend's parameter limit."""
-    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    """Plain values, no model instances: one COPY on PostgreSQL (a flood's settle stores thousands of runs and holes:
+    a third of the time of multi-row INSERTs), elsewhere multi-row INSERTs in chunks within every backend's parameter
+    limit."""
+    if not rows:
+        return
+    table = model._meta.db_table
     with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            buf = io.StringIO()
+            csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC).writerows(rows)  # strings quoted: '' stays '', not NULL
+            buf.seek(0)
+            cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf)
+            return
+        row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
         for i in range(0, len(rows), chunk):
             part = rows[i:i + chunk]
-            cur.execute(f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) VALUES "
-                        + ", ".join([row_sql] * len(part)), [v for row in part for v in row])
+            cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row_sql] * len(part)),
+                        [v for row in part for v in row])
+
+
+def mark_empty(market: Market, start: int, end: int, note: str) -> int:
+    """Open gaps lying wholly inside [start, end] (close times) become `empty` (services.mark_source_empty)."""
+    return DataGap.objects.filter(
+        market=market, status=DataGap.Status.OPEN, start_timestamp__gte=start, end_timestamp__lte=end
+    ).update(status=DataGap.Status.EMPTY, note=note[:200])
 
 
 @transaction.atomic
-def refresh_ledger(market: Market, *, start: int | None = None, end: int | None = None) -> None:
-    """Rebuild the ledger of the market around [start, end] (close times; None = whole history).
+def refresh_ledger(market: Market, *, start: int | None = None, end: int | None = None,
+                   empty: Empty | None = None) -> None:
+    """Rebuild the ledger of the market around [start, end] (close times; None = whole history). `empty`
+    (start, end, note): the source was watched over that range and had nothing where no candle is, so the open gaps
+    wholly inside it are recorded `empty` (mark_empty; the live tail path stores its new holes so at once).
 
     The Market row is locked for the transaction so concurrent ingests of one market do not race on the ledger.
     """
     Market.objects.select_for_update().filter(pk=market.pk).first()
     tf = timeframe_ms(market.timeframe)
-    if start is not None and end is not None and _append_tail(market, start, end, tf):
+    if start is not None and end is not None and _append_tail(market, start, end, tf, empty):
         return
     lo, hi = _window(market, start, end, tf)
     ts = stored_timestamps(market, lo, hi)
@@ -128,6 +159,8 @@ def refresh_ledger(market: Market, *, start: int | None = None, end: int | None 
 
     holes = list(zip((lasts[:-1] + tf).tolist(), (firsts[1:] - tf).tolist(), strict=True))
     _reconcile_gaps(market, list(gaps_qs), holes, tf)
+    if empty is not None:
+        mark_empty(market, *empty)
 
 
 def _reconcile_gaps(market: Market, existing: list[DataGap], holes: list[tuple[int, int]], tf: int) -> None:

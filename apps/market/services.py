@@ -20,7 +20,7 @@ from django.db import transaction
 
 from apps.common.errors import ApplicationError
 from apps.common.state import refuse_state_fields
-from apps.market.ledger import refresh_ledger
+from apps.market.ledger import mark_empty, refresh_ledger
 from apps.market.models import DataGap, Market, StreamRepair
 from apps.market.partitions import ensure_partitions_for
 from apps.market.selectors import candle_frame, last_candle_timestamp
@@ -441,9 +441,7 @@ def mark_source_empty(*, market: Market, start: int, end: int, note: str) -> int
     """Open gaps lying wholly inside [start, end] (close times) become `empty`: the source was watched or read there
     and had nothing (no trade in those minutes / no row in the imported file). Rollups then build the buckets around
     them; backfill does not chase them. Returns how many gaps changed."""
-    return DataGap.objects.filter(
-        market=market, status=DataGap.Status.OPEN, start_timestamp__gte=start, end_timestamp__lte=end
-    ).update(status=DataGap.Status.EMPTY, note=note[:200])
+    return mark_empty(market, start, end, note)
 
 
 def record_stream_repair(*, market: Market, start: int, end: int, trades: int, candles: int, reason: str,

@@ -396,16 +396,17 @@ class MarketStream:
         from apps.market.services import enqueue_rollups, mark_source_empty
 
         m = self.market
+        empty = (observed_from, through, "stream: no trades in these minutes") if through > observed_from else None
         if result.new_timestamps:
-            refresh_ledger(m, start=result.new_timestamps[0], end=result.new_timestamps[-1])
+            refresh_ledger(m, start=result.new_timestamps[0], end=result.new_timestamps[-1], empty=empty)
             if self.rollups:
                 enqueue_rollups(market=m, timestamps=result.new_timestamps, targets=self.rollups)
         if result.updated_timestamps and self.rollups:
             enqueue_rollups(market=m, timestamps=result.updated_timestamps, targets=self.rollups, corrected=True)
         if self.confirmed is not None:
             Market.objects.filter(pk=m.pk).update(stream_confirmed=self.confirmed)
-        if through > observed_from:
-            mark_source_empty(market=m, start=observed_from, end=through, note="stream: no trades in these minutes")
+        if empty is not None and not result.new_timestamps:
+            mark_source_empty(market=m, start=empty[0], end=empty[1], note=empty[2])
 
     # --- client ----------------------------------------------------------------------------------------------------
     def _client(self):

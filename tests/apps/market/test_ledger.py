@@ -185,3 +185,23 @@ def test_given_a_live_batch_with_quiet_minutes_when_appended_then_its_runs_and_h
     refresh_ledger(market)  # the full rebuild agrees
     assert appended == (_ranges(market), [(g.start_timestamp, g.missing, g.status)
                                           for g in market.gaps.order_by("start_timestamp")])
+
+
+def test_given_a_watched_range_when_a_live_batch_is_appended_then_its_holes_inside_are_empty_as_a_rebuild_marks_them(
+        btc_1m):
+    _ingest(btc_1m.iloc[:1000])
+    market = Market.objects.get(exchange=EX, symbol=SYM, timeframe="1m")
+    ts = btc_1m["timestamp"]
+    batch = btc_1m.iloc[1000:1200].drop(index=[1050, *range(1100, 1103), *range(1150, 1160)])
+    stored = ingest_candles(exchange=EX, symbol=SYM, timeframe="1m", df=batch, publish=False, ledger=False)
+    watched = (int(ts[1099]), int(ts[1199]), "stream: no trades in these minutes")  # saw the 2nd and 3rd hole only
+
+    with CaptureQueriesContext(connection) as queries:
+        refresh_ledger(market, start=stored.new_timestamps[0], end=stored.new_timestamps[-1], empty=watched)
+    gaps = list(market.gaps.order_by("start_timestamp").values_list("start_timestamp", "missing", "status", "note"))
+    assert not any("UPDATE" in q["sql"] and "datagap" in q["sql"] for q in queries.captured_queries)  # at insert
+    assert gaps == [(int(ts[1050]), 1, "open", ""), (int(ts[1100]), 3, "empty", watched[2]),
+                    (int(ts[1150]), 10, "empty", watched[2])]
+    refresh_ledger(market, empty=watched)  # the general path: a full rebuild, then mark_empty, agrees
+    assert gaps == list(market.gaps.order_by("start_timestamp").values_list("start_timestamp", "missing", "status",
+                                                                            "note"))
