@@ -74,15 +74,19 @@ def ensure_raw_trade_partitions(start_ms: int, end_ms: int) -> list[str]:
     return created
 
 
+def months_in(timestamps) -> list[tuple[int, int]]:
+    """(year, month) of the months that occur in `timestamps` (ms), ascending."""
+    months = np.unique(np.asarray(timestamps, dtype="datetime64[ms]").astype("datetime64[M]")).astype(np.int64)
+    return [(1970 + int(m) // 12, int(m) % 12 + 1) for m in months]  # months since 1970-01
+
+
 def ensure_partitions_for(timestamps) -> list[str]:
     """Create the partitions for the months that occur in `timestamps` (not every month in between)."""
     if connection.vendor != "postgresql" or len(timestamps) == 0:
         return []
-
-    months = np.unique(np.asarray(timestamps, dtype="datetime64[ms]").astype("datetime64[M]"))
     created: list[str] = []
-    for month in months:
-        first = int(month.astype("datetime64[ms]").astype(np.int64))
+    for year, month in months_in(timestamps):
+        first = _month_start(year, month)
         created += ensure_raw_trade_partitions(first, first)
     return created
 

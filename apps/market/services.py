@@ -22,7 +22,7 @@ from apps.common.errors import ApplicationError
 from apps.common.state import refuse_state_fields
 from apps.market.ledger import mark_empty, refresh_ledger
 from apps.market.models import DataGap, Market, StreamRepair
-from apps.market.partitions import ensure_partitions_for
+from apps.market.partitions import ensure_partitions_for, months_in, partition_name
 from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
 from apps.market.upsert import CandleFrame, TradeFrame, insert_trades_many, upsert_candles_many
@@ -379,9 +379,10 @@ def ingest_trades_many(batches: list[TradeFrame]) -> list[TradesIngestResult]:
         return results
     with transaction.atomic():
         created = ensure_partitions_for(np.concatenate([p.df["timestamp"].to_numpy() for p in prepared if len(p.df)]))
-        for result, inserted in zip(results, insert_trades_many(prepared), strict=True):
+        for result, p, inserted in zip(results, prepared, insert_trades_many(prepared), strict=True):
             result.inserted = inserted
-            result.partitions_created = created
+            own = {partition_name(*ym) for ym in months_in(p.df["timestamp"].to_numpy())} if len(p.df) else set()
+            result.partitions_created = [name for name in created if name in own]
     return results
 
 

@@ -111,3 +111,14 @@ def test_given_two_markets_when_trades_ingested_together_then_each_counts_its_ow
     assert RawTrade.objects.filter(symbol="XRP/ETH").count() == 3000
     assert sorted(RawTrade.objects.filter(symbol="XRP/COPY").values_list("trade_id", flat=True)) == sorted(
         other.drop(index=3)["trade_id"].astype(str))
+
+
+def test_given_two_markets_in_different_months_when_ingested_together_then_each_lists_only_its_own_partitions(
+        data_dir, xrp_trades):
+    kraken = read_trades_csv(data_dir / "kraken_matched_pair" / "kraken_XBTUSDT-trades_partA.csv")
+
+    xrp, xbt = ingest_trades_many([TradeFrame("binance", "XRP/ETH", xrp_trades.iloc[:10]),
+                                   TradeFrame("kraken", "XBT/USDT", kraken.iloc[:10])])
+
+    assert (xrp.partitions_created, xbt.partitions_created) == (["raw_trades_y2019m10"], ["raw_trades_y2025m11"])
+    assert (xrp.inserted, xbt.inserted) == (10, 10)
