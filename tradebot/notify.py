@@ -91,3 +91,16 @@ def _publish_script():
     if _publish_script_cache is None or _publish_script_cache.registered_client is not _redis():
         _publish_script_cache = _redis().register_script(_PUBLISH_ALL)
     return _publish_script_cache
+
+
+def subscribe(channel: str, handler: Handler) -> Callable[[], None]:
+    """In-process subscription (embedded default). Channel "*" receives everything. Returns an unsubscribe."""
+    with _lock:
+        _subscribers[channel].append(handler)
+
+    def unsubscribe() -> None:
+        with _lock:
+            if handler in _subscribers.get(channel, []):
+                _subscribers[channel].remove(handler)
+
+    return unsubscribe
