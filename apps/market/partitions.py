@@ -80,12 +80,12 @@ def months_in(timestamps) -> list[tuple[int, int]]:
     return [(1970 + int(m) // 12, int(m) % 12 + 1) for m in months]  # months since 1970-01
 
 
-def ensure_partitions_for(timestamps) -> list[str]:
-    """Create the partitions for the months that occur in `timestamps` (not every month in between)."""
-    if connection.vendor != "postgresql" or len(timestamps) == 0:
+def ensure_month_partitions(months) -> list[str]:
+    """Create the partitions of these (year, month)s (not every month in between); returns the names created."""
+    if connection.vendor != "postgresql":
         return []
     created: list[str] = []
-    for year, month in months_in(timestamps):
+    for year, month in sorted(set(months)):
         first = _month_start(year, month)
         created += ensure_raw_trade_partitions(first, first)
     return created

@@ -22,7 +22,7 @@ from apps.common.errors import ApplicationError
 from apps.common.state import refuse_state_fields
 from apps.market.ledger import mark_empty, refresh_ledger
 from apps.market.models import DataGap, Market, StreamRepair
-from apps.market.partitions import ensure_partitions_for, months_in, partition_name
+from apps.market.partitions import ensure_month_partitions, months_in, partition_name
 from apps.market.selectors import candle_frame, last_candle_timestamp
 from apps.market.timeframes import timeframe_ms
 from apps.market.upsert import CandleFrame, TradeFrame, insert_trades_many, upsert_candles_many
@@ -377,12 +377,13 @@ def ingest_trades_many(batches: list[TradeFrame]) -> list[TradesIngestResult]:
         results.append(TradesIngestResult(len(b.df), 0, rejected))
     if not any(len(p.df) for p in prepared):
         return results
+    months = [months_in(p.df["timestamp"].to_numpy()) for p in prepared]
     with transaction.atomic():
-        created = ensure_partitions_for(np.concatenate([p.df["timestamp"].to_numpy() for p in prepared if len(p.df)]))
-        for result, p, inserted in zip(results, prepared, insert_trades_many(prepared), strict=True):
+        created = ensure_month_partitions(ym for own in months for ym in own)
+        for result, own, inserted in zip(results, months, insert_trades_many(prepared), strict=True):
             result.inserted = inserted
-            own = {partition_name(*ym) for ym in months_in(p.df["timestamp"].to_numpy())} if len(p.df) else set()
-            result.partitions_created = [name for name in created if name in own]
+            names = {partition_name(*ym) for ym in own}
+            result.partitions_created = [name for name in created if name in names]
     return results
 
 

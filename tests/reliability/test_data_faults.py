@@ -119,7 +119,7 @@ def test_given_trades_needing_a_missing_partition_then_it_is_created_or_the_whol
     batch = pd.concat([_trades(MONTHS[0], 50, "a"), _trades(MONTHS[1], 50, "b")], ignore_index=True)
 
     # The partition of the second month disappears between the check and the insert (e.g. dropped concurrently):
-    monkeypatch.setattr("apps.market.services.ensure_partitions_for", lambda ts: [])
+    monkeypatch.setattr("apps.market.services.ensure_month_partitions", lambda months: [])
     with pytest.raises(Exception) as excinfo:
         ingest_trades_detailed(exchange="h12trades", symbol=SYM, df=batch)
     after_failure = RawTrade.objects.filter(exchange="h12trades").count()
